@@ -1,0 +1,101 @@
+"""Small file helpers shared by every stage: atomic writes and Kaldi-style tables.
+
+Everything a stage produces (checkpoints, embeddings, scores, lists) is written
+through :func:`atomic_write` / :func:`atomic_path`, so an interrupted run never
+leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the same directory; rename it to ``path`` on success.
+
+    Use it for writers that want a file name (``torch.save``, ``kaldiio``,
+    ``soundfile``). On an exception the temporary file is removed and ``path``
+    is untouched.
+
+    >>> import tempfile, pathlib
+    >>> d = tempfile.mkdtemp()
+    >>> with atomic_path(pathlib.Path(d) / "x.txt") as tmp:
+    ...     _ = tmp.write_text("hi")
+    >>> (pathlib.Path(d) / "x.txt").read_text()
+    'hi'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
+    """Open a temporary file for writing; it replaces ``path`` only when the block succeeds."""
+    if "b" in mode:
+        encoding = None
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as f:
+        yield f
+
+
+def read_table(
+    path: str | os.PathLike, min_fields: int = 2, max_fields: int | None = 2
+) -> list[list[str]]:
+    """Read a Kaldi-style table: one record a line, fields split on whitespace.
+
+    With ``max_fields == 2`` the second field keeps any inner spaces (as in
+    ``wav.scp`` lines whose value is a path with spaces). Blank lines are
+    skipped. A line with too few or too many fields raises ``ValueError``
+    naming the file and line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            fields = line.split(maxsplit=1) if max_fields == 2 else line.split()
+            if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
+                want = (
+                    f"{min_fields}" if min_fields == max_fields
+                    else f"{min_fields}..{max_fields if max_fields is not None else 'n'}"
+                )
+                raise ValueError(
+                    f"{path}:{lineno}: expected {want} fields, got {len(fields)}: {line!r}"
+                )
+            rows.append(fields)
+    return rows
+
+
+def read_scp(path: str | os.PathLike) -> dict[str, str]:
+    """Read a two-column table (``wav.scp``, ``utt2spk``) into a dict; duplicate keys are errors."""
+    out: dict[str, str] = {}
+    for key, value in read_table(path, 2, 2):
+        if key in out:
+            raise ValueError(f"{path}: duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def write_table(path: str | os.PathLike, rows: Iterable[Iterable[str]]) -> None:
+    """Write rows of fields, space separated, atomically."""
+    with atomic_write(path) as f:
+        for row in rows:
+            f.write(" ".join(str(x) for x in row) + "\n")
