@@ -1,0 +1,284 @@
+"""Score normalisation against a cohort: AS-norm (top-N) and S-norm (all cohort).
+
+For a trial (e, t) with raw score s, each side's statistics come from its
+cosine scores against the cohort (mean-subtracted, L2-normalised like the
+trials): ``mu_x, sd_x`` = mean and (population) std of the top-N cohort scores
+of x (all of them for S-norm). The normalised score is
+
+    0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)
+
+Vectorised: the statistics are computed once per utterance from an
+``(utterances, cohort)`` score matrix, built in chunks of rows so that 50k
+utterances x 6k cohort never sit in memory at once; the top-N uses
+``torch.topk``. The trials then only gather per-utterance statistics.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> emb = {f"u{i}": rng.normal(size=8) for i in range(4)}
+>>> cohort = build_cohort(rng.normal(size=(20, 8)))
+>>> trials = Trials(["u0", "u1"], ["u2", "u3"])
+>>> kept, normed = normalize_scores(trials, np.array([0.5, 0.1]), emb, cohort, top_n=5)
+>>> normed.shape
+(2,)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wespeaker_lap.utils.fileio import read_scp
+from wespeaker_lap.utils.score import (
+    EmbeddingSource,
+    EmbeddingTable,
+    MissingEmbeddingError,
+    Trials,
+    check_finite,
+    load_embeddings,
+    load_mean_vec,
+    normalize_rows,
+    read_scores,
+    resolve_trials,
+    write_scores,
+)
+
+logger = logging.getLogger(__name__)
+
+# method name -> whether it uses only the top-N cohort scores
+NORM_METHODS = {"asnorm": True, "snorm": False}
+_MIN_STD = 1e-8
+
+
+def build_cohort(
+    embeddings: EmbeddingSource | np.ndarray,
+    mean_vec: np.ndarray | None = None,
+    utt2spk: Mapping[str, str] | str | os.PathLike | None = None,
+    allow_missing: bool = False,
+) -> np.ndarray:
+    """Cohort matrix ``(C, D)``: mean-subtracted, L2-normalised, float32.
+
+    ``embeddings``: utterance embeddings (dict, table, scp path(s)) or a raw
+    ``(C, D)`` array. With ``utt2spk`` (dict or file) the cohort is one
+    speaker-mean per speaker: the mean of the speaker's mean-subtracted
+    utterance embeddings (as WeSpeaker's ``vector_mean.py`` followed by mean
+    subtraction), then normalised. Only the utterances listed in ``utt2spk``
+    are used; one without an embedding is an error unless ``allow_missing``.
+    """
+    if isinstance(embeddings, np.ndarray):
+        if utt2spk is not None:
+            raise ValueError("utt2spk needs keyed embeddings (dict, table or scp), not an array")
+        check_finite(embeddings, "cohort embeddings", "<array>")
+        return normalize_rows(embeddings, mean_vec)
+    table = load_embeddings(embeddings)
+    if utt2spk is None:
+        return normalize_rows(table.matrix, mean_vec)
+    source = "<utt2spk>"
+    if not isinstance(utt2spk, Mapping):
+        source = str(utt2spk)
+        utt2spk = read_scp(utt2spk)
+    utts = list(utt2spk)
+    if not utts:
+        raise ValueError(f"{source}: empty utt2spk")
+    idx, found = table.lookup(utts)
+    if not found.all():
+        missing = [utts[i] for i in np.flatnonzero(~found)]
+        msg = (
+            f"{source}: {len(missing)} of {len(utts)} cohort utterances have no embedding in "
+            f"{table.source}; first: {', '.join(missing[:5])}"
+        )
+        if not allow_missing or len(missing) == len(utts):
+            raise MissingEmbeddingError(msg)
+        logger.warning("%s; skipping them", msg)
+        utts = [u for u, f in zip(utts, found, strict=True) if f]
+        idx = idx[found]
+    _, spk_index = np.unique([utt2spk[u] for u in utts], return_inverse=True)
+    x = table.matrix[idx].astype(np.float64)
+    if mean_vec is not None:
+        x -= np.asarray(mean_vec, dtype=np.float64).reshape(1, -1)
+    # per-speaker sums by sorting rows by speaker and reducing each run
+    order = np.argsort(spk_index, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(spk_index[order]) != 0])
+    sums = np.add.reduceat(x[order], starts, axis=0)
+    counts = np.diff(np.r_[starts, len(order)])
+    spk_means = sums / counts[:, None]
+    logger.info("cohort: %d speaker means from %d utterances", len(spk_means), len(utts))
+    return normalize_rows(spk_means)
+
+
+def cohort_stats(
+    emb: np.ndarray,
+    cohort: np.ndarray,
+    top_n: int | None = 300,
+    chunk_size: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each row's top-N cohort scores: ``(U, D), (C, D) -> (U,), (U,)``.
+
+    ``emb`` and ``cohort`` must already be mean-subtracted and L2-normalised
+    (:func:`normalize_rows`, :func:`build_cohort`). ``top_n=None`` (or ``>= C``)
+    uses the whole cohort (S-norm). The std is the population std (ddof 0).
+    Memory: one ``(chunk_size, C)`` float32 block at a time.
+    """
+    emb_t = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    coh_t = torch.from_numpy(np.ascontiguousarray(cohort, dtype=np.float32))
+    if emb_t.ndim != 2 or coh_t.ndim != 2 or emb_t.shape[1] != coh_t.shape[1]:
+        raise ValueError(f"embeddings {tuple(emb_t.shape)} and cohort {tuple(coh_t.shape)} differ")
+    n_coh = coh_t.shape[0]
+    if top_n is not None and top_n <= 0:
+        raise ValueError(f"top_n must be positive, got {top_n}")
+    k = n_coh if top_n is None else min(top_n, n_coh)
+    if top_n is not None and top_n > n_coh:
+        logger.warning("top_n %d is larger than the cohort (%d); using all of it", top_n, n_coh)
+    mean = np.empty(emb_t.shape[0], dtype=np.float64)
+    std = np.empty(emb_t.shape[0], dtype=np.float64)
+    coh_T = coh_t.T.contiguous()
+    with torch.inference_mode():
+        for s in range(0, emb_t.shape[0], chunk_size):
+            block = emb_t[s : s + chunk_size] @ coh_T  # (chunk, C)
+            if k < n_coh:
+                block = torch.topk(block, k, dim=1, sorted=False).values
+            block = block.double()
+            mean[s : s + chunk_size] = block.mean(dim=1).numpy()
+            std[s : s + chunk_size] = block.std(dim=1, correction=0).numpy()
+    return mean, std
+
+
+def apply_norm(
+    scores: np.ndarray,
+    mean_e: np.ndarray,
+    std_e: np.ndarray,
+    mean_t: np.ndarray,
+    std_t: np.ndarray,
+) -> np.ndarray:
+    """``0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)``, element-wise over trials."""
+    std_e = np.maximum(std_e, _MIN_STD)
+    std_t = np.maximum(std_t, _MIN_STD)
+    return 0.5 * ((scores - mean_e) / std_e + (scores - mean_t) / std_t)
+
+
+class CohortStats:
+    """Per-utterance cohort statistics of an embedding table, computed on demand.
+
+    Rows are computed the first time a trial list needs them and kept, so the
+    Vox1-O/E/H lists, which share utterances, pay for each utterance once.
+    """
+
+    def __init__(
+        self,
+        table: EmbeddingTable,
+        cohort: np.ndarray,
+        mean_vec: np.ndarray | None = None,
+        top_n: int | None = 300,
+        chunk_size: int = 4096,
+    ):
+        self.table = table
+        self.cohort = cohort
+        self.mean_vec = mean_vec
+        self.top_n = top_n
+        self.chunk_size = chunk_size
+        self.mean = np.full(len(table), np.nan)
+        self.std = np.full(len(table), np.nan)
+
+    def get(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) for table ``rows``, computing the ones not seen yet."""
+        todo = np.unique(rows[np.isnan(self.mean[rows])])
+        if todo.size:
+            emb = normalize_rows(self.table.matrix[todo], self.mean_vec)
+            self.mean[todo], self.std[todo] = cohort_stats(
+                emb, self.cohort, self.top_n, self.chunk_size
+            )
+        return self.mean[rows], self.std[rows]
+
+
+def normalize_scores(
+    trials: Trials,
+    scores: np.ndarray,
+    embeddings: EmbeddingSource,
+    cohort: np.ndarray,
+    mean_vec: np.ndarray | None = None,
+    top_n: int | None = 300,
+    method: str = "asnorm",
+    allow_missing: bool = False,
+    chunk_size: int = 4096,
+    stats: CohortStats | None = None,
+) -> tuple[Trials, np.ndarray]:
+    """AS-norm or S-norm of raw trial scores -> (kept trials, normalised scores).
+
+    ``scores``: (T,) raw cosine scores of ``trials``; ``embeddings``: the
+    evaluation embeddings (dict, table or scp path(s)), mean-subtracted with
+    ``mean_vec`` like the cohort; ``cohort``: (C, D) from :func:`build_cohort`.
+    ``method``: ``"asnorm"`` (top ``top_n``) or ``"snorm"`` (all cohort).
+    ``stats``: a :class:`CohortStats` over the same table to reuse between
+    calls (it then supplies the cohort, mean vector and N).
+    """
+    if method not in NORM_METHODS:
+        raise ValueError(
+            f"unknown score normalisation {method!r}; choose one of {list(NORM_METHODS)}"
+        )
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(trials),):
+        raise ValueError(f"{trials.source}: {scores.shape[0]} scores for {len(trials)} trials")
+    check_finite(scores, "scores", trials.source)
+    if stats is None:
+        table = load_embeddings(embeddings)
+        top = top_n if NORM_METHODS[method] else None
+        stats = CohortStats(table, cohort, mean_vec, top, chunk_size)
+    kept, idx_e, idx_t, ok = resolve_trials(stats.table, trials, allow_missing)
+    scores = scores[ok]
+    mean_e, std_e = stats.get(idx_e)
+    mean_t, std_t = stats.get(idx_t)
+    normed = apply_norm(scores, mean_e, std_e, mean_t, std_t)
+    check_finite(normed, "normalised scores", trials.source)
+    return kept, normed
+
+
+def norm_output_name(score_path: str | os.PathLike, method: str, top_n: int | None) -> str:
+    """``x.score`` -> ``x.asnorm300.score`` (``x.snorm.score`` for S-norm)."""
+    name = Path(score_path).name
+    stem = name[: -len(".score")] if name.endswith(".score") else name
+    tag = f"{method}{top_n}" if NORM_METHODS.get(method) and top_n is not None else method
+    return f"{stem}.{tag}.score"
+
+
+def normalize_score_files(
+    score_paths: Sequence[str | os.PathLike],
+    embeddings: EmbeddingSource,
+    cohort_embeddings: EmbeddingSource | np.ndarray,
+    mean_vec: np.ndarray | str | os.PathLike | None = None,
+    cohort_utt2spk: Mapping[str, str] | str | os.PathLike | None = None,
+    top_n: int | None = 300,
+    method: str = "asnorm",
+    output_dir: str | os.PathLike | None = None,
+    allow_missing: bool = False,
+) -> list[Path]:
+    """Normalise each score file into ``<output_dir or its dir>/<stem>.<method><N>.score``.
+
+    The evaluation embeddings, the cohort and the per-utterance cohort
+    statistics are loaded or computed once for all files.
+    """
+    if method not in NORM_METHODS:
+        raise ValueError(
+            f"unknown score normalisation {method!r}; choose one of {list(NORM_METHODS)}"
+        )
+    table = load_embeddings(embeddings)
+    if mean_vec is not None and not isinstance(mean_vec, np.ndarray):
+        mean_vec = load_mean_vec(mean_vec, table.dim)
+    cohort = build_cohort(cohort_embeddings, mean_vec, cohort_utt2spk, allow_missing)
+    top = top_n if NORM_METHODS[method] else None
+    stats = CohortStats(table, cohort, mean_vec, top)
+    outs = []
+    for sp in score_paths:
+        trials, scores = read_scores(sp)
+        kept, normed = normalize_scores(
+            trials, scores, table, cohort, method=method, allow_missing=allow_missing,
+            stats=stats,
+        )
+        out = Path(output_dir or Path(sp).parent) / norm_output_name(sp, method, top)
+        write_scores(out, kept, normed)
+        logger.info("%s: %d trials of %s -> %s", method, len(kept), sp, out)
+        outs.append(out)
+    return outs
