@@ -40,6 +40,6 @@ py="$venv/bin/python"
 if ! "$py" -c "import torch" >/dev/null 2>&1; then
   "$py" -m pip install -q "torch==$torch_version"
 fi
-"$py" -m pip install -q -e "$root[dev]"
+"$py" -m pip install -q -e "${root}[dev]"
 "$py" -c "import torch, transformers, wespeaker_lap; print('install.sh: ok: torch', torch.__version__, \
 'transformers', transformers.__version__, 'wespeaker_lap', wespeaker_lap.__version__)"
