@@ -38,8 +38,18 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from wespeaker_lap.utils.fileio import atomic_write, read_table
-from wespeaker_lap.utils.score import EmbeddingTable, MissingEmbeddingError, Trials
-from wespeaker_lap.utils.score_norm import CohortStats
+from wespeaker_lap.utils.metrics import compute_cllr
+from wespeaker_lap.utils.score import (
+    EmbeddingSource,
+    EmbeddingTable,
+    MissingEmbeddingError,
+    Trials,
+    load_embeddings,
+    load_mean_vec,
+    read_scores,
+    write_scores,
+)
+from wespeaker_lap.utils.score_norm import CohortStats, build_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -304,3 +314,117 @@ class QMFCalibrator:
             features, arrays["shift"], arrays["scale"], arrays["weights"], float(d["bias"]),
             float(d.get("p_target", 0.5)), d.get("top_n"), d.get("info", {}),
         )
+
+
+# ---------------------------------------------------------------------------
+# file-level helpers for recipes and the entry point
+
+
+@dataclass
+class QualitySources:
+    """What the QMF features read: embeddings, cohort statistics and durations."""
+
+    table: EmbeddingTable | None = None
+    stats: CohortStats | None = None
+    durations: dict[str, float] | None = None
+
+
+def load_quality_sources(
+    features: Sequence[str],
+    embeddings: EmbeddingSource | None = None,
+    mean_vec: np.ndarray | str | os.PathLike | None = None,
+    cohort_embeddings: EmbeddingSource | np.ndarray | None = None,
+    cohort_utt2spk: Mapping[str, str] | str | os.PathLike | None = None,
+    top_n: int | None = 300,
+    utt2dur: Mapping[str, float] | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    allow_missing: bool = False,
+) -> QualitySources:
+    """Load only what ``features`` need; a missing required input is a ``ValueError``.
+
+    ``utt2dur``: a dict, or one or more Kaldi ``utt2dur`` files (merged).
+    """
+    features = check_features(features)
+    needed = {f.rsplit("_", 1)[0] for f in features if f != "score"}
+    src = QualitySources()
+    if needed & {"norm", "cohort_mean"}:
+        if embeddings is None:
+            raise ValueError(f"QMF features {sorted(needed)} need the trial embeddings")
+        src.table = load_embeddings(embeddings)
+    if "cohort_mean" in needed:
+        if cohort_embeddings is None:
+            raise ValueError("QMF features cohort_mean_* need cohort embeddings")
+        if mean_vec is not None and not isinstance(mean_vec, np.ndarray):
+            mean_vec = load_mean_vec(mean_vec, src.table.dim)
+        cohort = build_cohort(cohort_embeddings, mean_vec, cohort_utt2spk, allow_missing)
+        src.stats = CohortStats(src.table, cohort, mean_vec, top_n)
+    if "log_dur" in needed:
+        if utt2dur is None:
+            raise ValueError("QMF features log_dur_* need durations (utt2dur)")
+        if isinstance(utt2dur, Mapping):
+            src.durations = dict(utt2dur)
+        else:
+            paths = [utt2dur] if isinstance(utt2dur, str | os.PathLike) else list(utt2dur)
+            src.durations = {}
+            for p in paths:
+                d = read_utt2dur(p)
+                dup = src.durations.keys() & d.keys()
+                if dup:
+                    raise ValueError(f"{p}: durations given twice, e.g. {sorted(dup)[:3]}")
+                src.durations.update(d)
+    return src
+
+
+def fit_qmf_file(
+    score_path: str | os.PathLike,
+    sources: QualitySources,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    p_target: float = 0.5,
+    l2: float = 1e-4,
+    allow_missing: bool = False,
+) -> QMFCalibrator:
+    """Fit QMF on a labelled score file (e.g. ~30k trials of the training speakers)."""
+    trials, scores = read_scores(score_path, require_labels=True)
+    kept, x = trial_features(
+        trials, scores, features, sources.table, sources.durations, sources.stats, allow_missing
+    )
+    top_n = sources.stats.top_n if sources.stats is not None else None
+    model = QMFCalibrator.fit(x, kept.labels, features, p_target, l2, top_n)
+    model.info["fit_on"] = str(score_path)
+    cllr = compute_cllr(model.llr(x), kept.labels)
+    model.info["cllr_fit"] = cllr
+    logger.info("QMF fitted on %d trials of %s: Cllr %.4f on them", len(kept), score_path, cllr)
+    return model
+
+
+def qmf_output_name(score_path: str | os.PathLike) -> str:
+    """``x.score`` -> ``x.qmf.score``."""
+    name = Path(score_path).name
+    stem = name[: -len(".score")] if name.endswith(".score") else name
+    return f"{stem}.qmf.score"
+
+
+def apply_qmf_files(
+    model: QMFCalibrator,
+    score_paths: Sequence[str | os.PathLike],
+    sources: QualitySources,
+    output_dir: str | os.PathLike | None = None,
+    allow_missing: bool = False,
+) -> list[Path]:
+    """Calibrate each score file into ``<output_dir or its dir>/<stem>.qmf.score`` (LLRs)."""
+    if sources.stats is not None and model.top_n != sources.stats.top_n:
+        raise ValueError(
+            f"the model was fitted with cohort top-N {model.top_n}, "
+            f"the cohort statistics use {sources.stats.top_n}"
+        )
+    outs = []
+    for sp in score_paths:
+        trials, scores = read_scores(sp)
+        kept, x = trial_features(
+            trials, scores, model.features, sources.table, sources.durations, sources.stats,
+            allow_missing,
+        )
+        out = Path(output_dir or Path(sp).parent) / qmf_output_name(sp)
+        write_scores(out, kept, model.llr(x))
+        logger.info("QMF: %d trials of %s -> %s", len(kept), sp, out)
+        outs.append(out)
+    return outs

@@ -128,8 +128,10 @@ def cohort_stats(
     if emb_t.ndim != 2 or coh_t.ndim != 2 or emb_t.shape[1] != coh_t.shape[1]:
         raise ValueError(f"embeddings {tuple(emb_t.shape)} and cohort {tuple(coh_t.shape)} differ")
     n_coh = coh_t.shape[0]
-    if top_n is not None and top_n <= 0:
-        raise ValueError(f"top_n must be positive, got {top_n}")
+    if top_n is not None and top_n < 2:
+        raise ValueError(f"top_n must be at least 2 (the std of one score is 0), got {top_n}")
+    if n_coh < 2:
+        raise ValueError(f"the cohort needs at least 2 embeddings, got {n_coh}")
     k = n_coh if top_n is None else min(top_n, n_coh)
     if top_n is not None and top_n > n_coh:
         logger.warning("top_n %d is larger than the cohort (%d); using all of it", top_n, n_coh)
