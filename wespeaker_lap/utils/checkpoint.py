@@ -1,0 +1,397 @@
+"""Checkpoint files: names, trained weights, resumable training state, averaging.
+
+File contract (under ``exp_dir/models/``):
+
+* ``model_{epoch}.pt``: a flat ``state_dict`` (name -> tensor) of the trained
+  weights of the whole extractor (backend, projection head, and the SSL model
+  *only when it was trained*). A frozen frontend is left out: it is rebuilt
+  from ``frontend_args`` in ``config.yaml``. Loadable with
+  :func:`load_weights` (or ``model.load_state_dict(sd, strict=False)``).
+* ``state_{epoch}.pt``: everything needed to resume exactly after ``epoch``:
+  the same weights, optimizer, lr and margin schedulers, GradScaler, the
+  python/numpy/torch(/CUDA) RNG states of every rank, the epoch and the
+  data-loader epoch to run next. Written every epoch; older ones are pruned.
+* ``avg_model.pt``: average of the last N ``model_*.pt`` (:func:`average_state_dicts`).
+* ``final_model.pt``: symlink to the last ``model_{num_epochs}.pt``.
+
+:func:`checkpoint_path` is the one place that builds these names and
+:func:`parse_checkpoint_path` the one place that parses them. Every write goes
+through a temporary file renamed into place, so a killed run never leaves a
+truncated checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wespeaker_lap.utils.fileio import atomic_path
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("model", "state")
+_NAME_RE = re.compile(r"^(model|state)_(\d+)\.pt$")
+
+
+# ------------------------------------------------------------------------- names
+def checkpoint_path(models_dir: str | os.PathLike, epoch: int, kind: str = "model") -> Path:
+    """``models_dir/{kind}_{epoch}.pt`` for kind ``model`` (weights) or ``state`` (resume).
+
+    >>> checkpoint_path("exp/x/models", 7).as_posix()
+    'exp/x/models/model_7.pt'
+    """
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    epoch = int(epoch)
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    return Path(models_dir) / f"{kind}_{epoch}.pt"
+
+
+def parse_checkpoint_path(path: str | os.PathLike) -> tuple[str, int]:
+    """``(kind, epoch)`` of a checkpoint file name; ValueError for any other name.
+
+    >>> parse_checkpoint_path("exp/x/models/state_12.pt")
+    ('state', 12)
+    """
+    m = _NAME_RE.match(Path(path).name)
+    if m is None:
+        raise ValueError(
+            f"not a checkpoint name: {os.fspath(path)!r} (expected model_<epoch>.pt "
+            "or state_<epoch>.pt)"
+        )
+    return m.group(1), int(m.group(2))
+
+
+def list_checkpoints(models_dir: str | os.PathLike, kind: str = "model") -> list[tuple[int, Path]]:
+    """``[(epoch, path)]`` of the ``kind`` checkpoints in ``models_dir``, by epoch."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    out = []
+    for p in models_dir.iterdir():
+        try:
+            k, e = parse_checkpoint_path(p)
+        except ValueError:
+            continue
+        if k == kind:
+            out.append((e, p))
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------- weights
+def _frozen_prefixes(model: nn.Module) -> list[str]:
+    """State-dict prefixes of submodules marked ``frozen`` with no trainable parameter."""
+    out = []
+    for name, module in model.named_modules():
+        if not name or getattr(module, "frozen", False) is not True:
+            continue
+        if any(p.requires_grad for p in module.parameters()):
+            continue
+        if any(name.startswith(p) for p in out):
+            continue
+        out.append(name + ".")
+    return out
+
+
+def trained_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict without frozen submodules (a frozen SSL frontend).
+
+    Tensors are detached CPU copies (so saving does not hold GPU memory).
+    """
+    model = unwrap(model)
+    skip = _frozen_prefixes(model)
+    return {
+        k: v.detach().to("cpu", copy=True)
+        for k, v in model.state_dict().items()
+        if not any(k.startswith(p) for p in skip)
+    }
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) \
+        else model
+
+
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write the trained weights (:func:`trained_state_dict`) of ``model`` atomically."""
+    sd = dict(model) if isinstance(model, Mapping) else trained_state_dict(model)
+    with atomic_path(path) as tmp:
+        torch.save(sd, tmp)
+    return Path(path)
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a weights file (``model_*.pt``, ``avg_model.pt``) or the weights of a state file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and obj.get("format") == STATE_FORMAT:
+        obj = obj["model"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    return dict(obj)
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did: loaded keys, and the ones it had to leave."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the file
+    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
+    mismatched: list[str] = field(default_factory=list)  # same name, other shape
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
+                 strict: bool = True) -> LoadReport:
+    """Load trained weights into ``model``.
+
+    Keys of frozen submodules (a frozen SSL frontend) may be absent: they keep the
+    weights the model was built with. ``strict``: any other missing, unexpected or
+    shape-mismatched key is an error (resuming). Not strict: load what fits and log
+    the rest (``model_init`` from another phase, where e.g. the number of classes
+    differs; extraction without the projection head).
+    """
+    model = unwrap(model)
+    sd = read_weights(source) if not isinstance(source, Mapping) else dict(source)
+    own = model.state_dict()
+    frozen = _frozen_prefixes(model)
+    report = LoadReport()
+    for k, v in sd.items():
+        if k not in own:
+            report.unexpected.append(k)
+        elif tuple(own[k].shape) != tuple(v.shape):
+            report.mismatched.append(f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}")
+        else:
+            report.loaded.append(k)
+    report.missing = [
+        k for k in own if k not in sd and not any(k.startswith(p) for p in frozen)
+    ]
+    bad = report.missing + report.unexpected + report.mismatched
+    where = source if not isinstance(source, Mapping) else "state dict"
+    if bad and strict:
+        raise ValueError(
+            f"checkpoint {where} does not fit the model: missing {report.missing[:8]}, "
+            f"unexpected {report.unexpected[:8]}, mismatched {report.mismatched[:8]}"
+        )
+    with torch.no_grad():
+        for k in report.loaded:
+            own[k].copy_(sd[k])
+    if bad:
+        logger.warning(
+            "loaded %d tensors from %s; left %d missing %s, %d unexpected %s, %d mismatched %s",
+            len(report.loaded), where, len(report.missing), report.missing[:5],
+            len(report.unexpected), report.unexpected[:5], len(report.mismatched),
+            report.mismatched[:5],
+        )
+    return report
+
+
+# -------------------------------------------------------------------------- RNG
+def get_rng_state() -> dict[str, Any]:
+    """RNG states of python, numpy, torch CPU and (if present) every CUDA device.
+
+    Stored with plain types and tensors only, so ``torch.load(weights_only=True)`` reads it.
+    """
+    # the legacy global generator is what third-party code (augmentation) draws from
+    np_state = np.random.get_state()  # noqa: NPY002
+    state = {
+        "python": _to_plain(random.getstate()),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore states written by :func:`get_rng_state`."""
+    random.setstate(_to_tuple(state["python"]))
+    s = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"],
+         s["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_plain(x: Any) -> Any:
+    return [_to_plain(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+# ----------------------------------------------------------------- training state
+STATE_FORMAT = "wespeaker_lap.train_state.v1"
+
+
+def save_training_state(path: str | os.PathLike, *, model: nn.Module, epoch: int,
+                        optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                        margin_scheduler: Any = None, scaler: Any = None,
+                        rng_states: list[dict[str, Any]] | None = None,
+                        global_step: int = 0, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the resume file for the end of ``epoch`` atomically.
+
+    ``rng_states``: one :func:`get_rng_state` per rank (rank order); default: this
+    process's only. Schedulers and the scaler are saved through their
+    ``state_dict()`` when they have one.
+    """
+    state = {
+        "format": STATE_FORMAT,
+        "epoch": int(epoch),
+        "data_epoch": int(epoch) + 1,
+        "global_step": int(global_step),
+        "model": trained_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": _state_of(scheduler),
+        "margin_scheduler": _state_of(margin_scheduler),
+        "scaler": _state_of(scaler),
+        "rng": rng_states if rng_states is not None else [get_rng_state()],
+        "extra": dict(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def _state_of(obj: Any) -> Any:
+    return obj.state_dict() if obj is not None and hasattr(obj, "state_dict") else None
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a file written by :func:`save_training_state`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training state not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a training-state file ({STATE_FORMAT})")
+    return dict(state)
+
+
+def resolve_resume(checkpoint: str | os.PathLike, models_dir: str | os.PathLike
+                   ) -> tuple[int, Path | None, Path | None]:
+    """Where to resume from: ``(epoch done, state file or None, weights file or None)``.
+
+    ``checkpoint`` is ``model_{e}.pt`` (its ``state_{e}.pt`` beside it is used when
+    present; otherwise only the weights, as WeSpeaker does), ``state_{e}.pt``, or
+    ``latest`` (the newest state file in ``models_dir``).
+    """
+    if os.fspath(checkpoint) == "latest":
+        states = list_checkpoints(models_dir, "state")
+        if not states:
+            raise FileNotFoundError(f"--checkpoint latest: no state_*.pt in {models_dir}")
+        epoch, state = states[-1]
+        return epoch, state, None
+    path = Path(checkpoint)
+    kind, epoch = parse_checkpoint_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if kind == "state":
+        return epoch, path, None
+    state = checkpoint_path(path.parent, epoch, "state")
+    return epoch, (state if state.is_file() else None), path
+
+
+def prune_states(models_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` ``state_*.pt``; returns the deleted paths."""
+    states = list_checkpoints(models_dir, "state")
+    gone = [p for _, p in states[: max(0, len(states) - max(int(keep), 1))]]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
+def link_final_model(models_dir: str | os.PathLike, epoch: int) -> Path:
+    """Point ``final_model.pt`` at ``model_{epoch}.pt``: a relative symlink, replaced atomically."""
+    models_dir = Path(models_dir)
+    target = checkpoint_path(models_dir, epoch).name
+    link = models_dir / "final_model.pt"
+    tmp = models_dir / f".final_model.pt.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+# ---------------------------------------------------------------------- averaging
+def average_state_dicts(state_dicts: Iterable[Mapping[str, torch.Tensor]]
+                        ) -> dict[str, torch.Tensor]:
+    """Element-wise mean of floating tensors (accumulated in float64); others from the last.
+
+    Consumes ``state_dicts`` one at a time (a generator keeps one checkpoint in
+    memory). All must have the same keys and shapes.
+
+    >>> a, b = {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 4.0])}
+    >>> average_state_dicts([a, b])["w"].tolist()
+    [2.0, 3.0]
+    """
+    acc: dict[str, torch.Tensor] = {}
+    ref: dict[str, torch.Tensor] = {}
+    n = 0
+    for i, sd in enumerate(state_dicts):
+        if i == 0:
+            ref = {k: v.detach().clone() for k, v in sd.items()}
+            acc = {k: v.to(torch.float64) for k, v in ref.items() if v.is_floating_point()}
+        else:
+            if set(sd) != set(ref):
+                diff = sorted(set(sd) ^ set(ref))[:5]
+                raise ValueError(f"checkpoint {i} has other keys than checkpoint 0: {diff}")
+            for k, v in sd.items():
+                if v.shape != ref[k].shape:
+                    raise ValueError(f"cannot average {k!r}: shapes differ between checkpoints")
+                if k in acc:
+                    acc[k] += v.to(torch.float64)
+                else:
+                    ref[k] = v.detach().clone()
+        n += 1
+    if n == 0:
+        raise ValueError("nothing to average")
+    return {k: (acc[k] / n).to(v.dtype) if k in acc else v for k, v in ref.items()}
+
+
+def average_checkpoints(models_dir: str | os.PathLike, num: int, dst: str | os.PathLike,
+                        min_epoch: int = 0, max_epoch: int | None = None) -> list[Path]:
+    """Average the last ``num`` ``model_{epoch}.pt`` with min_epoch <= epoch <= max_epoch.
+
+    Writes ``dst`` atomically and returns the averaged paths (oldest first).
+    """
+    ckpts = [
+        (e, p) for e, p in list_checkpoints(models_dir, "model")
+        if e >= min_epoch and (max_epoch is None or e <= max_epoch)
+    ]
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    if len(ckpts) < num:
+        raise FileNotFoundError(
+            f"asked to average {num} checkpoints but {models_dir} has {len(ckpts)} "
+            f"model_*.pt in epochs [{min_epoch}, {max_epoch if max_epoch is not None else 'end'}]:"
+            f" {[e for e, _ in ckpts]}"
+        )
+    chosen = [p for _, p in ckpts[-num:]]
+    save_weights(average_state_dicts(read_weights(p) for p in chosen), dst)
+    return chosen

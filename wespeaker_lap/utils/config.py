@@ -1,0 +1,463 @@
+"""Training configuration in WeSpeaker's grammar: load, override, validate, save.
+
+A config is a YAML mapping with a flat header (``exp_dir``, ``num_epochs``,
+``seed``, ...) followed by ``<name>`` / ``<name>_args`` pairs (``model`` /
+``model_args``, ``optimizer`` / ``optimizer_args``, ...). Unlike WeSpeaker's
+``parse_config_or_kwargs``, nothing is trusted:
+
+* every top-level key must be in :data:`TOP_LEVEL_KEYS`;
+* every key of a section (``model_args``, ``optimizer_args``, ...) must be
+  accepted by what the section configures: the constructor of the registered
+  class it names (``model_args`` against ``get_speaker_model(model)``,
+  ``frontend_args`` against the frontend, ``optimizer_args`` against the
+  ``torch.optim`` class, ...), or an explicit key set (:data:`SECTION_KEYS`);
+* command-line overrides (``--model_args.n_head 8``, ``--num_epochs=3``) obey
+  the same schema; their values are parsed as YAML scalars (``8`` -> int,
+  ``1e-3`` -> float, ``null`` -> None, ``[1, 2]`` -> list).
+
+An unknown key is a :class:`ConfigError` naming it and the closest valid key.
+
+>>> cfg = merge_overrides({"num_epochs": 40, "model_args": {"n_head": 16}},
+...                       ["--model_args.n_head", "8", "--num_epochs=3"])
+>>> cfg["num_epochs"], cfg["model_args"]["n_head"]
+(3, 8)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wespeaker_lap.utils.fileio import atomic_write
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+# --------------------------------------------------------------------------- schema
+#: Top-level keys and what they mean. Sections (dict values) are listed with a
+#: trailing ``(section)``; their keys are checked by :data:`SECTION_KEYS` or a
+#: resolver in :data:`SECTION_RESOLVERS`.
+TOP_LEVEL_KEYS: dict[str, str] = {
+    # ---- WeSpeaker header
+    "exp_dir": "experiment directory: models/, config.yaml, train.log, tensorboard/",
+    "gpus": "WeSpeaker compatibility only: devices come from torchrun (LOCAL_RANK) "
+    "and CUDA_VISIBLE_DEVICES",
+    "num_avg": "number of last checkpoints average_model averages (and train.py always keeps)",
+    "enable_amp": "mixed precision on GPU (and bf16 autocast on CPU)",
+    "seed": "random seed; the model is initialised with it on every rank, "
+    "training randomness uses seed + rank",
+    "num_epochs": "number of training epochs",
+    "save_epoch_interval": "write models/model_{epoch}.pt every this many epochs "
+    "(and the last num_avg epochs)",
+    "log_batch_interval": "log loss/acc/lr/margin every this many optimiser steps",
+    # ---- data (WeSpeaker passes these on the command line)
+    "data_type": "raw | shard: format of train_data",
+    "train_data": "raw.list or shard.list of the training set",
+    "train_label": "utt2spk of the training set (speaker ids and utterance count)",
+    "reverb_data": "RIR list for reverberation (null: none)",
+    "noise_data": "noise list for additive noise (null: none)",
+    # ---- initialisation / resume
+    "checkpoint": "resume: models/model_{epoch}.pt or models/state_{epoch}.pt of this "
+    "exp_dir, or 'latest'",
+    "model_init": "initialise weights from a trained checkpoint (phase 2/3: the previous "
+    "phase's avg_model.pt); the epoch count starts at 1",
+    # ---- additions of this toolkit
+    "amp_dtype": "bfloat16 | float16: autocast dtype when enable_amp (float16 uses a "
+    "GradScaler; CPU supports bfloat16 only)",
+    "accum_grad": "micro-batches accumulated per optimiser step",
+    "grad_clip": "clip the global gradient norm to this value (null or 0: off)",
+    "lr_reference_batch": "global batch at which the configured learning rates hold; "
+    "lr is scaled by world_size * batch_size * accum_grad / lr_reference_batch "
+    "(null: no scaling)",
+    "keep_last_states": "how many models/state_{epoch}.pt resume files to keep",
+    # ---- <name> / <name>_args sections
+    "dataloader_args": "(section) torch DataLoader settings",
+    "dataset_args": "(section) data pipeline settings",
+    "frontend": "frontend registry name (ssl)",
+    "frontend_args": "(section) frontend constructor arguments",
+    "model": "speaker backend registry name",
+    "model_args": "(section) backend constructor arguments",
+    "projection_args": "(section) classification head: project_type + its arguments",
+    "margin_scheduler": "margin scheduler name",
+    "margin_update": "(section) margin scheduler arguments",
+    "loss": "loss name (CrossEntropyLoss)",
+    "loss_args": "(section) loss constructor arguments",
+    "optimizer": "SGD | Adam | AdamW",
+    "optimizer_args": "(section) optimiser arguments except lr (set by the scheduler)",
+    "scheduler": "learning-rate scheduler name",
+    "scheduler_args": "(section) scheduler arguments",
+    "finetune_args": "(section) joint fine-tuning of the SSL model (phase 2/3): "
+    "layer_decay, frontend_lr_ratio, l2sp_alpha",
+}
+
+#: Defaults filled in for header keys a config leaves out (WeSpeaker's defaults
+#: where it has one). Sections default to empty dicts.
+DEFAULTS: dict[str, Any] = {
+    "gpus": None,
+    "num_avg": 10,
+    "enable_amp": False,
+    "amp_dtype": "bfloat16",
+    "seed": 42,
+    "save_epoch_interval": 1,
+    "log_batch_interval": 100,
+    "data_type": "raw",
+    "train_data": None,
+    "train_label": None,
+    "reverb_data": None,
+    "noise_data": None,
+    "checkpoint": None,
+    "model_init": None,
+    "accum_grad": 1,
+    "grad_clip": None,
+    "lr_reference_batch": None,
+    "keep_last_states": 1,
+    "frontend": "ssl",
+    "loss": "CrossEntropyLoss",
+    "optimizer": "Adam",
+    "scheduler": "WarmupCosine",
+    "margin_scheduler": "MarginScheduler",
+}
+
+#: Keys every config must give.
+REQUIRED_KEYS = ("exp_dir", "num_epochs", "model")
+
+#: Sections whose valid keys are a fixed set.
+SECTION_KEYS: dict[str, Collection[str]] = {
+    "dataloader_args": (
+        "batch_size",
+        "num_workers",
+        "pin_memory",
+        "prefetch_factor",
+        "drop_last",
+        "persistent_workers",
+    ),
+    "finetune_args": ("layer_decay", "frontend_lr_ratio", "l2sp_alpha"),
+}
+
+
+def signature_keys(fn: Callable, exclude: Collection[str] = ()) -> set[str] | None:
+    """Keyword names ``fn`` accepts, minus ``exclude``; None if it takes ``**kwargs``.
+
+    >>> sorted(signature_keys(lambda a, b=1, *, c=2: None, exclude=("a",)))
+    ['b', 'c']
+    """
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and p.name not in exclude
+    }
+
+
+def _registry_keys(section: str, registry: Mapping[str, Any], name: Any,
+                   exclude: Collection[str] = ()) -> set[str] | None:
+    if name not in registry:
+        raise ConfigError(
+            f"{section}: unknown name {name!r}; valid: {sorted(registry)}"
+        )
+    return signature_keys(registry[name], exclude)
+
+
+def _model_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.models import SPEAKER_MODELS
+
+    return _registry_keys("model", SPEAKER_MODELS, cfg.get("model"))
+
+
+def _frontend_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.frontend import FRONTENDS
+
+    return _registry_keys("frontend", FRONTENDS, cfg.get("frontend", DEFAULTS["frontend"]))
+
+
+def _projection_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.models import PROJECTIONS
+
+    args = cfg.get("projection_args") or {}
+    name = args.get("project_type")
+    if name is None:
+        raise ConfigError(
+            f"projection_args needs a 'project_type' (one of {sorted(PROJECTIONS)})"
+        )
+    keys = _registry_keys("projection_args.project_type", PROJECTIONS, name)
+    return None if keys is None else keys | {"project_type"}
+
+
+def _margin_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.models import MARGIN_SCHEDULERS
+
+    name = cfg.get("margin_scheduler", DEFAULTS["margin_scheduler"])
+    # the scheduler receives the model and the iteration count from train.py
+    return _registry_keys("margin_scheduler", MARGIN_SCHEDULERS, name,
+                          exclude=("self", "model", "projection", "epoch_iter"))
+
+
+def _optimizer_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.utils.schedulers import OPTIMIZERS
+
+    name = cfg.get("optimizer", DEFAULTS["optimizer"])
+    return _registry_keys("optimizer", OPTIMIZERS, name, exclude=("self", "params", "lr"))
+
+
+def _scheduler_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.utils.schedulers import SCHEDULERS
+
+    name = cfg.get("scheduler", DEFAULTS["scheduler"])
+    # num_epochs, epoch_iter and scale_ratio are filled in by train.py
+    return _registry_keys(
+        "scheduler", SCHEDULERS, name,
+        exclude=("self", "optimizer", "num_epochs", "epoch_iter", "scale_ratio"),
+    )
+
+
+def _loss_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.utils.executor import LOSSES
+
+    name = cfg.get("loss", DEFAULTS["loss"])
+    return _registry_keys("loss", LOSSES, name, exclude=("self",))
+
+
+def _dataset_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.dataset import DATASET_ARGS
+
+    return set(DATASET_ARGS)
+
+
+#: Sections whose valid keys depend on the config (the registered class they configure).
+SECTION_RESOLVERS: dict[str, Callable[[Mapping[str, Any]], set[str] | None]] = {
+    "model_args": _model_keys,
+    "frontend_args": _frontend_keys,
+    "projection_args": _projection_keys,
+    "margin_update": _margin_keys,
+    "optimizer_args": _optimizer_keys,
+    "scheduler_args": _scheduler_keys,
+    "loss_args": _loss_keys,
+    "dataset_args": _dataset_keys,
+}
+
+def _unknown(kind: str, key: str, valid: Collection[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1],
+                                      [v.rsplit(".", 1)[-1] for v in valid], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown {kind} {key!r}{hint}; valid: {sorted(valid)}")
+
+
+def section_keys(cfg: Mapping[str, Any], section: str) -> set[str] | None:
+    """Valid keys of ``section`` for this config; None when anything goes (``**kwargs``)."""
+    if section in SECTION_KEYS:
+        return set(SECTION_KEYS[section])
+    if section in SECTION_RESOLVERS:
+        return SECTION_RESOLVERS[section](cfg)
+    raise ConfigError(f"{section!r} is not a section")
+
+
+def is_section(key: str) -> bool:
+    return key in SECTION_KEYS or key in SECTION_RESOLVERS
+
+
+def check_top_level(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` on a top-level key not in :data:`TOP_LEVEL_KEYS`."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"a config is a mapping, got {type(cfg).__name__}")
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            raise _unknown("config key", str(key), TOP_LEVEL_KEYS)
+
+
+def validate_config(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` on the first unknown or missing key.
+
+    Checks the top-level keys, the required keys, the section types and every
+    section's keys against its schema.
+    """
+    check_top_level(cfg)
+    missing = [k for k in REQUIRED_KEYS if cfg.get(k) is None]
+    if missing:
+        raise ConfigError(f"config is missing required key(s) {missing}")
+    for key, value in cfg.items():
+        if not is_section(key):
+            if isinstance(value, dict):
+                raise ConfigError(f"config key {key!r} takes a value, not a mapping")
+            continue
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config section {key!r} must be a mapping, got {value!r}")
+        valid = section_keys(cfg, key)
+        if valid is None:
+            continue
+        for sub in value:
+            if sub not in valid:
+                raise _unknown("config key", f"{key}.{sub}", {f"{key}.{v}" for v in valid})
+
+
+# ------------------------------------------------------------------------ overrides
+def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:
+    """Parse ``--a.b value`` / ``--a.b=value`` pairs; values are YAML scalars.
+
+    >>> parse_overrides(["--num_epochs", "3", "--model_args.n_head=8", "--x", "null"])
+    [('num_epochs', 3), ('model_args.n_head', 8), ('x', None)]
+    """
+    out: list[tuple[str, Any]] = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise ConfigError(f"expected an override '--key value', got {tok!r}")
+        if "=" in tok:
+            key, raw = tok[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"override {tok!r} has no value")
+            key, raw = tok[2:], argv[i + 1]
+            i += 2
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override --{key}: cannot parse value {raw!r}: {e}") from e
+        out.append((key, value))
+    return out
+
+
+def merge_overrides(cfg: Mapping[str, Any], argv: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``cfg`` with the overrides in ``argv`` applied (not yet validated).
+
+    A dotted key sets one entry of a section (``model_args.n_head``); a plain key
+    whose value is a mapping is merged into the section (``--model_args '{n_head: 8}'``).
+    """
+    cfg = copy.deepcopy(dict(cfg))
+    for key, value in parse_overrides(argv):
+        parts = key.split(".")
+        if parts[0] not in TOP_LEVEL_KEYS:
+            raise _unknown("override", "--" + key, ["--" + k for k in TOP_LEVEL_KEYS])
+        if len(parts) > 2:
+            # deeper keys (e.g. frontend_args.config.hidden_size) address nested mappings
+            node = cfg.setdefault(parts[0], {}) or {}
+            cfg[parts[0]] = node
+            for p in parts[1:-1]:
+                child = node.get(p)
+                if child is None:
+                    child = node[p] = {}
+                if not isinstance(child, dict):
+                    raise ConfigError(f"override --{key}: {p!r} is not a mapping")
+                node = child
+            node[parts[-1]] = value
+        elif len(parts) == 2:
+            if not is_section(parts[0]):
+                raise ConfigError(f"override --{key}: {parts[0]!r} is not a section")
+            section = cfg.get(parts[0]) or {}
+            section[parts[1]] = value
+            cfg[parts[0]] = section
+        elif is_section(key) and isinstance(value, dict):
+            section = cfg.get(key) or {}
+            section.update(value)
+            cfg[key] = section
+        else:
+            cfg[key] = value
+    return cfg
+
+
+# ------------------------------------------------------------------------ load/save
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def with_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill the header defaults and empty sections the config leaves out."""
+    out = dict(cfg)
+    for key, value in DEFAULTS.items():
+        out.setdefault(key, value)
+    for key in TOP_LEVEL_KEYS:
+        if is_section(key) and out.get(key) is None:
+            out[key] = {}
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read ``path``, apply ``overrides``, fill defaults and validate the result.
+
+    Section keys are checked after the overrides, because an override may change
+    what a section configures (``--model MHFA`` changes the valid ``model_args``).
+    """
+    raw = read_yaml(path)
+    try:
+        check_top_level(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    where = f"{path} with overrides {list(overrides)}" if overrides else str(path)
+    try:
+        cfg = with_defaults(merge_overrides(raw, overrides))
+        validate_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
+def config_header(argv: Sequence[str] | None = None) -> str:
+    """YAML comment lines recording what ran: package/torch versions and the command line."""
+    import torch
+
+    import wespeaker_lap
+
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:  # pragma: no cover
+        tf_version = "not installed"
+    argv = sys.argv if argv is None else argv
+    return (
+        f"# wespeaker_lap {wespeaker_lap.__version__}, torch {torch.__version__}, "
+        f"transformers {tf_version}, python {platform.python_version()}\n"
+        f"# command: {shlex.join([sys.executable, *argv]) if argv else '(none)'}\n"
+    )
+
+
+def save_config(cfg: Mapping[str, Any], path: str | os.PathLike,
+                argv: Sequence[str] | None = None) -> Path:
+    """Write the merged config to ``path`` atomically, headed by :func:`config_header`.
+
+    The file loads back with :func:`load_config` (versions and command are comments).
+    """
+    path = Path(path)
+    with atomic_write(path) as f:
+        f.write(config_header(argv))
+        yaml.safe_dump(_plain(cfg), f, sort_keys=False, default_flow_style=False)
+    return path
+
+
+def _plain(x: Any) -> Any:
+    """Deep-convert tuples and paths so that yaml.safe_dump accepts the config."""
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x
