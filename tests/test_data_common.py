@@ -1,0 +1,63 @@
+"""Helpers for the data tests: generated audio and tiny data dirs (no tests here)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from wespeaker_lap.dataset.datadir import write_data_dir
+
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng not installed")
+
+
+def tone(seconds: float, sr: int = 16000, freq: float = 220.0, noise: float = 0.05,
+         seed: int = 0) -> np.ndarray:
+    """A sine plus a little white noise, float32 in [-0.5, 0.5]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    x = 0.4 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def write_audio(path: Path, wav: np.ndarray, sr: int = 16000, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = (fmt or path.suffix[1:]).upper()
+    subtype = "PCM_16" if kind in ("WAV", "FLAC") else None  # ogg: vorbis
+    sf.write(str(path), wav, sr, format=fmt, subtype=subtype)
+    return path
+
+
+def espeak(text: str, path: Path, voice: str = "en") -> Path:
+    """Speech from espeak-ng (22.05 kHz wav)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True,
+                   capture_output=True, timeout=30)
+    return path
+
+
+def make_corpus(root: Path, num_spk: int = 3, num_utt: int = 4, sr: int = 16000,
+                seconds: tuple[float, float] = (0.6, 1.4), voxceleb_keys: bool = True,
+                formats: tuple[str, ...] = ("wav",)) -> Path:
+    """A data dir of sines (one pitch per speaker) under ``root/data``; returns its path.
+
+    Keys look like VoxCeleb's ``id1000k/vid/0000u.wav`` when ``voxceleb_keys``.
+    """
+    rng = np.random.default_rng(123)
+    wav, u2s = {}, {}
+    for s in range(num_spk):
+        spk = f"id1000{s}"
+        for u in range(num_utt):
+            key = f"{spk}/vid{u % 2}/{u:05d}.wav" if voxceleb_keys else f"{spk}-{u:03d}"
+            ext = formats[(s * num_utt + u) % len(formats)]
+            path = root / "audio" / spk / f"{u:05d}.{ext}"
+            dur = float(rng.uniform(*seconds))
+            write_audio(path, tone(dur, sr, 150 + 60 * s, seed=s * 100 + u), sr)
+            wav[key], u2s[key] = str(path), spk
+    write_data_dir(root / "data", wav, u2s)
+    return root / "data"
