@@ -178,3 +178,16 @@ def test_duplicate_embedding_keys_are_an_error(tmp_path):
         w("u1", np.zeros(4, dtype=np.float32))
     with pytest.raises(ValueError, match="duplicate embedding key 'u1'"):
         EmbeddingTable.from_scp([scp, scp])
+
+
+def test_read_trials_accepts_tabs_crlf_blank_lines_and_unicode_spaces(tmp_path):
+    path = tmp_path / "t"
+    path.write_bytes(b"a\tb target\r\n\r\n  c  d nontarget\r\n")
+    t = read_trials(path)
+    assert (t.enroll, t.test, t.labels.tolist()) == (["a", "c"], ["b", "d"], [1, 0])
+    path.write_text("a\u2003b target\nc d\u00a0nontarget\n", encoding="utf-8")  # slow path
+    t = read_trials(path)
+    assert (t.enroll, t.test, t.labels.tolist()) == (["a", "c"], ["b", "d"], [1, 0])
+    path.write_text("a b target\n\n\nc d nontarget extra\n")
+    with pytest.raises(ValueError, match=r"t:4: expected 3 fields \(as on line 1\), got 4"):
+        read_trials(path)

@@ -93,31 +93,79 @@ class Trials:
         )
 
 
-def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """Non-blank lines as (line number, fields)."""
+@dataclass
+class _Columns:
+    """A whitespace-separated table whose non-blank lines all have ``ncol`` fields."""
+
+    path: Path
+    ncol: int
+    tokens: list[str]  # row-major, len == ncol * rows
+    lines: np.ndarray  # (rows,) line number of each row
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def col(self, i: int) -> list[str]:
+        return self.tokens[i :: self.ncol]
+
+    def row_text(self, row: int) -> str:
+        return " ".join(self.tokens[row * self.ncol : (row + 1) * self.ncol])
+
+
+def _read_columns(path: Path, what: str) -> _Columns:
+    """Read a table, checking that every non-blank line has the first line's field count.
+
+    Vectorised: one ``str.split`` of the whole file, and the per-line field
+    counts from the byte positions of token starts and newlines (files with
+    unusual whitespace take a slower per-line path). A line with another field
+    count is a ``ValueError`` naming file and line.
+    """
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    with open(path, encoding="utf-8") as f:
-        rows = [(n, line.split()) for n, line in enumerate(f, 1)]
-    return [(n, fields) for n, fields in rows if fields]
-
-
-def _detect_trial_format(path: Path, lineno: int, fields: list[str]) -> str:
-    if len(fields) == 2:
-        return "unlabeled"
-    if len(fields) == 3:
-        if fields[2] in KALDI_LABELS:
-            return "kaldi"
-        if fields[0] in VOXCELEB_LABELS:
-            return "voxceleb"
+        raise FileNotFoundError(f"no such {what}: {path}")
+    raw = path.read_bytes()
+    text = raw.decode("utf-8")
+    tokens = text.split()
+    if not tokens:
+        return _Columns(path, 0, [], np.zeros(0, dtype=np.int64))
+    b = np.frombuffer(raw, dtype=np.uint8)
+    ws = b <= 32
+    start = ~ws
+    start[1:] &= ws[:-1]
+    starts = np.flatnonzero(start)
+    if starts.size == len(tokens):
+        line_idx = np.searchsorted(np.flatnonzero(b == 10), starts)  # 0-based line of each token
+        counts = np.bincount(line_idx)
+        rows = np.flatnonzero(counts)
+    else:  # whitespace that str.split and the byte scan disagree on: go line by line
+        per_line = [len(line.split()) for line in text.split("\n")]
+        counts = np.array(per_line)
+        rows = np.flatnonzero(counts)
+    ncol = int(counts[rows[0]])
+    bad = rows[counts[rows] != ncol]
+    if bad.size:
+        n = int(bad[0])
+        line = text.split("\n")[n].strip()
         raise ValueError(
-            f"{path}:{lineno}: unknown trial label: neither Kaldi "
-            f"'enroll test target|nontarget' nor VoxCeleb '1|0 enroll test': {' '.join(fields)!r}"
+            f"{path}:{n + 1}: expected {ncol} fields (as on line {rows[0] + 1}), "
+            f"got {counts[n]}: {line!r}"
         )
-    raise ValueError(
-        f"{path}:{lineno}: expected 2 or 3 fields in a trial line, got {len(fields)}: "
-        f"{' '.join(fields)!r}"
-    )
+    return _Columns(path, ncol, tokens, rows + 1)
+
+
+def _labels(cols: _Columns, col: int, table: dict[str, int], expected: str) -> np.ndarray:
+    """Map a label column through ``table``; an unknown label names file and line."""
+    names = np.array(cols.col(col))
+    labels = np.full(names.shape, -1, dtype=np.int8)
+    for name, value in table.items():
+        labels[names == name] = value
+    bad = np.flatnonzero(labels < 0)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{cols.path}:{cols.lines[i]}: unknown trial label {str(names[i])!r} "
+            f"(expected {expected}): {cols.row_text(i)!r}"
+        )
+    return labels
 
 
 def read_trials(path: str | os.PathLike, fmt: str = "auto") -> Trials:
@@ -132,41 +180,34 @@ def read_trials(path: str | os.PathLike, fmt: str = "auto") -> Trials:
     if fmt not in TRIAL_FORMATS:
         raise ValueError(f"unknown trial format {fmt!r}; choose one of {TRIAL_FORMATS}")
     path = Path(path)
-    rows = _read_rows(path)
-    if not rows:
+    cols = _read_columns(path, "trial list")
+    if len(cols) == 0:
         raise ValueError(f"{path}: empty trial list")
-    first_no, first = rows[0]
-    detected = _detect_trial_format(path, first_no, first)
+    if cols.ncol == 2:
+        if fmt == "voxceleb":
+            raise ValueError(f"{path}:{cols.lines[0]}: VoxCeleb trials need '1|0 enroll test'")
+        return Trials(cols.col(0), cols.col(1), None, str(path))
+    if cols.ncol != 3:
+        raise ValueError(
+            f"{path}:{cols.lines[0]}: expected 2 or 3 fields in a trial line, got {cols.ncol}: "
+            f"{cols.row_text(0)!r}"
+        )
+    first = cols.tokens[:3]
     if fmt == "auto":
-        fmt = detected
-    elif fmt == "kaldi" and detected == "unlabeled":
-        fmt = "unlabeled"
-    ncol = 2 if fmt == "unlabeled" else 3
-    for n, fields in rows:
-        if len(fields) != ncol:
+        if first[2] in KALDI_LABELS:
+            fmt = "kaldi"
+        elif first[0] in VOXCELEB_LABELS:
+            fmt = "voxceleb"
+        else:
             raise ValueError(
-                f"{path}:{n}: expected {ncol} fields ({fmt} trials, as on line {first_no}), "
-                f"got {len(fields)}: {' '.join(fields)!r}"
+                f"{path}:{cols.lines[0]}: unknown trial label: neither Kaldi 'enroll test "
+                f"target|nontarget' nor VoxCeleb '1|0 enroll test': {cols.row_text(0)!r}"
             )
-    if fmt == "unlabeled":
-        enroll, test = (list(c) for c in zip(*(f for _, f in rows), strict=True))
-        return Trials(enroll, test, None, str(path))
     if fmt == "kaldi":
-        enroll_col, test_col, label_col, table = 0, 1, 2, KALDI_LABELS
-    else:
-        label_col, enroll_col, test_col, table = 0, 1, 2, VOXCELEB_LABELS
-    labels = np.empty(len(rows), dtype=np.int8)
-    for i, (n, fields) in enumerate(rows):
-        lab = table.get(fields[label_col])
-        if lab is None:
-            raise ValueError(
-                f"{path}:{n}: unknown trial label {fields[label_col]!r} for {fmt} trials "
-                f"(expected one of {sorted(table)})"
-            )
-        labels[i] = lab
-    enroll = [f[enroll_col] for _, f in rows]
-    test = [f[test_col] for _, f in rows]
-    return Trials(enroll, test, labels, str(path))
+        labels = _labels(cols, 2, KALDI_LABELS, "target or nontarget")
+        return Trials(cols.col(0), cols.col(1), labels, str(path))
+    labels = _labels(cols, 0, VOXCELEB_LABELS, "1 or 0 in the first column")
+    return Trials(cols.col(1), cols.col(2), labels, str(path))
 
 
 def write_scores(path: str | os.PathLike, trials: Trials, scores: np.ndarray) -> None:
@@ -175,15 +216,18 @@ def write_scores(path: str | os.PathLike, trials: Trials, scores: np.ndarray) ->
     if scores.shape != (len(trials),):
         raise ValueError(f"{len(scores)} scores for {len(trials)} trials")
     check_finite(scores, "scores", str(path))
-    text = np.char.mod("%.6f", scores)
+    values = scores.tolist()
+    if trials.labels is None:
+        lines = [f"{e} {t} {s:.6f}\n" for e, t, s in zip(trials.enroll, trials.test, values,
+                                                          strict=True)]
+    else:
+        names = [LABEL_NAMES[v] for v in trials.labels.tolist()]
+        lines = [
+            f"{e} {t} {s:.6f} {lab}\n"
+            for e, t, s, lab in zip(trials.enroll, trials.test, values, names, strict=True)
+        ]
     with atomic_write(path) as f:
-        if trials.labels is None:
-            for e, t, s in zip(trials.enroll, trials.test, text, strict=True):
-                f.write(f"{e} {t} {s}\n")
-        else:
-            names = [LABEL_NAMES[int(v)] for v in trials.labels]
-            for e, t, s, lab in zip(trials.enroll, trials.test, text, names, strict=True):
-                f.write(f"{e} {t} {s} {lab}\n")
+        f.write("".join(lines))
 
 
 def read_scores(path: str | os.PathLike, require_labels: bool = False) -> tuple[Trials, np.ndarray]:
@@ -194,51 +238,36 @@ def read_scores(path: str | os.PathLike, require_labels: bool = False) -> tuple[
     files are ``ValueError`` naming file and line.
     """
     path = Path(path)
-    rows = _read_rows(path)
-    if not rows:
+    cols = _read_columns(path, "score file")
+    if len(cols) == 0:
         raise ValueError(f"{path}: empty score file")
-    first_no, first = rows[0]
-    ncol = len(first)
-    if ncol not in (3, 4):
+    if cols.ncol not in (3, 4):
         raise ValueError(
-            f"{path}:{first_no}: expected 'enroll test score [label]', got {len(first)} fields"
+            f"{path}:{cols.lines[0]}: expected 'enroll test score [label]', got {cols.ncol} "
+            f"fields: {cols.row_text(0)!r}"
         )
-    if require_labels and ncol == 3:
-        raise ValueError(f"{path}:{first_no}: score file has no target/nontarget labels")
-    for n, fields in rows:
-        if len(fields) != ncol:
-            raise ValueError(
-                f"{path}:{n}: expected {ncol} fields (as on line {first_no}), "
-                f"got {len(fields)}: {' '.join(fields)!r}"
-            )
-    cols = list(zip(*(f for _, f in rows), strict=True))
+    if require_labels and cols.ncol == 3:
+        raise ValueError(f"{path}:{cols.lines[0]}: score file has no target/nontarget labels")
+    text = cols.col(2)
     try:
-        scores = np.array(cols[2], dtype=np.float64)
+        scores = np.array(text, dtype=np.float64)
     except ValueError:
-        for n, fields in rows:
+        for i, s in enumerate(text):
             try:
-                float(fields[2])
+                float(s)
             except ValueError:
-                raise ValueError(f"{path}:{n}: bad score {fields[2]!r}") from None
+                raise ValueError(f"{path}:{cols.lines[i]}: bad score {s!r}") from None
         raise
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        n = rows[bad[0]][0]
+        i = int(bad[0])
         raise ValueError(
-            f"{path}:{n}: non-finite score {cols[2][bad[0]]!r} ({bad.size} such lines in all)"
+            f"{path}:{cols.lines[i]}: non-finite score {text[i]!r} ({bad.size} such lines in all)"
         )
     labels = None
-    if ncol == 4:
-        labels = np.empty(len(rows), dtype=np.int8)
-        for i, (n, fields) in enumerate(rows):
-            lab = SCORE_LABELS.get(fields[3])
-            if lab is None:
-                raise ValueError(
-                    f"{path}:{n}: unknown trial label {fields[3]!r} "
-                    f"(expected target, nontarget, 1 or 0)"
-                )
-            labels[i] = lab
-    return Trials(list(cols[0]), list(cols[1]), labels, str(path)), scores
+    if cols.ncol == 4:
+        labels = _labels(cols, 3, SCORE_LABELS, "target, nontarget, 1 or 0")
+    return Trials(cols.col(0), cols.col(1), labels, str(path)), scores
 
 
 # ---------------------------------------------------------------------------
