@@ -17,8 +17,8 @@ Embeddings are random 256-d vectors. Peak memory is the child's peak RSS
 
 Usage::
 
-    python benchmarks/bench_scoring.py            # full size (needs ~2 GB disk in $TMPDIR)
-    python benchmarks/bench_scoring.py --quick    # 1/10 scale, checks that it runs
+    python benchmarks/bench_scoring.py          # full size: ~200 MB of files in $TMPDIR, ~1 GB RAM
+    python benchmarks/bench_scoring.py --quick  # 1/10 scale, checks that it runs
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ DIM = 256
 TOP_N = 300
 # WeSpeaker's scripts on the project's 2-core machine (ANCHORS.md)
 REFERENCE = {
-    "asnorm_files": "WeSpeaker score_norm.py: 16.7 s, 2.8 GB",
-    "metrics_files": "WeSpeaker compute_metrics.py: 3.6 s for 600k trials",
+    "asnorm_files": "full-scale reference: WeSpeaker score_norm.py 16.7 s, 2.8 GB",
+    "metrics_files": "full-scale reference: WeSpeaker compute_metrics.py 3.6 s (600k trials)",
 }
 
 
