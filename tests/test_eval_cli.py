@@ -129,3 +129,18 @@ def test_plot_layers_writes_png_from_npy_arrays(tmp_path):
         "--out", str(tmp_path / "x.png"),
     ]) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_functions_take_arrays_and_reject_mismatched_layers(tmp_path):
+    from wespeaker_lap.utils.metrics import det_curve
+    from wespeaker_lap.utils.plotting import plot_det_curves, plot_layer_attention
+
+    rng = np.random.default_rng(0)
+    plot_layer_attention(rng.random((16, 25)), None, tmp_path / "heads_only.png")
+    assert (tmp_path / "heads_only.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="superb_weights has 12 layers but lap_scores has 13"):
+        plot_layer_attention(rng.random((4, 13)), np.ones(12) / 12, tmp_path / "bad.png")
+    labels = rng.random(500) < 0.2
+    p_miss, p_fa, _ = det_curve(rng.normal(size=500) + 2 * labels, labels)
+    plot_det_curves({"sys": (p_miss, p_fa)}, tmp_path / "det.png", title="DET")
+    assert (tmp_path / "det.png").read_bytes()[:4] == b"\x89PNG"

@@ -361,19 +361,6 @@ class EmbeddingTable:
             raise ValueError(f"{source}: embeddings of different sizes: {e}") from None
         return cls(keys, matrix, source)
 
-    def rows(
-        self, keys: Sequence[str], what: str = "keys", source: str | None = None
-    ) -> np.ndarray:
-        """Row indices of ``keys``; a missing key raises :class:`MissingEmbeddingError`."""
-        idx, found = self.lookup(keys)
-        if not found.all():
-            missing = sorted({keys[i] for i in np.flatnonzero(~found)})
-            raise MissingEmbeddingError(
-                f"{source or self.source}: {len(missing)} {what} have no embedding in "
-                f"{self.source}; first: {', '.join(missing[:_SHOW_MISSING])}"
-            )
-        return idx
-
     def lookup(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(row indices with -1 where missing, boolean found mask)."""
         get = self.index.get
