@@ -135,6 +135,7 @@ REQUIRED_KEYS = ("exp_dir", "num_epochs", "model")
 
 #: Sections whose valid keys are a fixed set.
 SECTION_KEYS: dict[str, Collection[str]] = {
+    # what wespeaker_lap.dataset.build_train_loader accepts
     "dataloader_args": (
         "batch_size",
         "num_workers",
@@ -143,6 +144,7 @@ SECTION_KEYS: dict[str, Collection[str]] = {
         "drop_last",
         "persistent_workers",
     ),
+    # see wespeaker_lap.utils.schedulers.param_groups and L2SP
     "finetune_args": ("layer_decay", "frontend_lr_ratio", "l2sp_alpha"),
 }
 
@@ -164,91 +166,108 @@ def signature_keys(fn: Callable, exclude: Collection[str] = ()) -> set[str] | No
     }
 
 
-def _registry_keys(section: str, registry: Mapping[str, Any], name: Any,
-                   exclude: Collection[str] = ()) -> set[str] | None:
-    if name not in registry:
-        raise ConfigError(
-            f"{section}: unknown name {name!r}; valid: {sorted(registry)}"
-        )
-    return signature_keys(registry[name], exclude)
-
-
-def _model_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    from wespeaker_lap.models import SPEAKER_MODELS
-
-    return _registry_keys("model", SPEAKER_MODELS, cfg.get("model"))
-
-
-def _frontend_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+def _registries() -> dict[str, Mapping[str, Any]]:
+    """Name -> class registries, imported on use (they pull in torch and the models)."""
     from wespeaker_lap.frontend import FRONTENDS
-
-    return _registry_keys("frontend", FRONTENDS, cfg.get("frontend", DEFAULTS["frontend"]))
-
-
-def _projection_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    from wespeaker_lap.models import PROJECTIONS
-
-    args = cfg.get("projection_args") or {}
-    name = args.get("project_type")
-    if name is None:
-        raise ConfigError(
-            f"projection_args needs a 'project_type' (one of {sorted(PROJECTIONS)})"
-        )
-    keys = _registry_keys("projection_args.project_type", PROJECTIONS, name)
-    return None if keys is None else keys | {"project_type"}
-
-
-def _margin_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    from wespeaker_lap.models import MARGIN_SCHEDULERS
-
-    name = cfg.get("margin_scheduler", DEFAULTS["margin_scheduler"])
-    # the scheduler receives the model and the iteration count from train.py
-    return _registry_keys("margin_scheduler", MARGIN_SCHEDULERS, name,
-                          exclude=("self", "model", "projection", "epoch_iter"))
-
-
-def _optimizer_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    from wespeaker_lap.utils.schedulers import OPTIMIZERS
-
-    name = cfg.get("optimizer", DEFAULTS["optimizer"])
-    return _registry_keys("optimizer", OPTIMIZERS, name, exclude=("self", "params", "lr"))
-
-
-def _scheduler_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    from wespeaker_lap.utils.schedulers import SCHEDULERS
-
-    name = cfg.get("scheduler", DEFAULTS["scheduler"])
-    # num_epochs, epoch_iter and scale_ratio are filled in by train.py
-    return _registry_keys(
-        "scheduler", SCHEDULERS, name,
-        exclude=("self", "optimizer", "num_epochs", "epoch_iter", "scale_ratio"),
-    )
-
-
-def _loss_keys(cfg: Mapping[str, Any]) -> set[str] | None:
+    from wespeaker_lap.models import SPEAKER_MODELS
+    from wespeaker_lap.models.projections import PROJECTIONS
     from wespeaker_lap.utils.executor import LOSSES
+    from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS
 
-    name = cfg.get("loss", DEFAULTS["loss"])
-    return _registry_keys("loss", LOSSES, name, exclude=("self",))
+    return {
+        "model": SPEAKER_MODELS,
+        "frontend": FRONTENDS,
+        "projection_args.project_type": PROJECTIONS,
+        "margin_scheduler": MARGIN_SCHEDULERS,
+        "optimizer": OPTIMIZERS,
+        "scheduler": SCHEDULERS,
+        "loss": LOSSES,
+    }
+
+
+#: ``<section>: (the key naming its class, constructor arguments a config may not give)``.
+SECTION_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "model_args": ("model", ()),
+    "frontend_args": ("frontend", ()),
+    "projection_args": ("projection_args.project_type", ("embed_dim", "num_class")),
+    "margin_update": ("margin_scheduler", ("projection", "epoch_iter")),
+    "optimizer_args": ("optimizer", ("params", "lr")),
+    "scheduler_args": ("scheduler", ("optimizer", "num_epochs", "epoch_iter", "scale_ratio")),
+    "loss_args": ("loss", ()),
+}
+
+#: Why train.py fills the excluded arguments itself (named in the error).
+FILLED_BY_TRAIN = {
+    "embed_dim": "the backend's embed_dim",
+    "num_class": "the speakers in train_label (x speed-perturbation blocks)",
+    "epoch_iter": "the utterance count, world size, batch size and accum_grad",
+    "num_epochs": "num_epochs",
+    "scale_ratio": "lr_reference_batch (see utils/distributed.py)",
+    "lr": "scheduler_args.initial_lr",
+    "projection": "the model's projection head",
+}
+
+
+def _named(cfg: Mapping[str, Any], key: str) -> Any:
+    if key == "projection_args.project_type":
+        name = (cfg.get("projection_args") or {}).get("project_type")
+    else:
+        name = cfg.get(key, DEFAULTS.get(key))
+    return name
+
+
+def check_names(cfg: Mapping[str, Any]) -> None:
+    """Every ``<name>`` key (model, optimizer, ...) must be in its registry."""
+    regs = _registries()
+    for key, registry in regs.items():
+        name = _named(cfg, key)
+        if name is None:
+            if key == "projection_args.project_type":
+                raise ConfigError(
+                    f"projection_args needs a 'project_type' (one of {sorted(registry)})"
+                )
+            continue
+        if name not in registry:
+            close = difflib.get_close_matches(str(name), list(registry), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key}: unknown name {name!r}{hint}; valid: {sorted(registry)}")
+
+
+def _section_class_keys(cfg: Mapping[str, Any], section: str) -> set[str] | None:
+    key, exclude = SECTION_CLASSES[section]
+    cls = _registries()[key][_named(cfg, key)]
+    keys = signature_keys(cls, exclude=("self", *exclude))
+    if keys is not None and section == "projection_args":
+        keys.add("project_type")
+    return keys
 
 
 def _dataset_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    from wespeaker_lap.dataset import DATASET_ARGS
+    from wespeaker_lap.dataset.dataset import DATASET_ARGS_KEYS
 
-    return set(DATASET_ARGS)
+    return set(DATASET_ARGS_KEYS)
+
+
+def _check_dataset_args(args: Mapping[str, Any]) -> None:
+    from wespeaker_lap.dataset import parse_dataset_args
+
+    try:
+        parse_dataset_args(args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 #: Sections whose valid keys depend on the config (the registered class they configure).
 SECTION_RESOLVERS: dict[str, Callable[[Mapping[str, Any]], set[str] | None]] = {
-    "model_args": _model_keys,
-    "frontend_args": _frontend_keys,
-    "projection_args": _projection_keys,
-    "margin_update": _margin_keys,
-    "optimizer_args": _optimizer_keys,
-    "scheduler_args": _scheduler_keys,
-    "loss_args": _loss_keys,
+    **{s: (lambda cfg, s=s: _section_class_keys(cfg, s)) for s in SECTION_CLASSES},
     "dataset_args": _dataset_keys,
 }
+
+#: Deeper checks of a section's values, run after its keys are known to be valid.
+SECTION_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "dataset_args": _check_dataset_args,
+}
+
 
 def _unknown(kind: str, key: str, valid: Collection[str]) -> ConfigError:
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1],
@@ -290,20 +309,28 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if missing:
         raise ConfigError(f"config is missing required key(s) {missing}")
     for key, value in cfg.items():
-        if not is_section(key):
-            if isinstance(value, dict):
-                raise ConfigError(f"config key {key!r} takes a value, not a mapping")
-            continue
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
+        if not is_section(key) and isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} takes a value, not a mapping")
+        if is_section(key) and value is not None and not isinstance(value, Mapping):
             raise ConfigError(f"config section {key!r} must be a mapping, got {value!r}")
-        valid = section_keys(cfg, key)
-        if valid is None:
+    check_names(cfg)
+    for key, value in cfg.items():
+        if not is_section(key) or not value:
             continue
-        for sub in value:
-            if sub not in valid:
+        valid = section_keys(cfg, key)
+        if valid is not None:
+            for sub in value:
+                if sub in valid:
+                    continue
+                if key in SECTION_CLASSES and sub in SECTION_CLASSES[key][1] \
+                        and sub in FILLED_BY_TRAIN:
+                    raise ConfigError(
+                        f"config key '{key}.{sub}' is filled in by train.py from "
+                        f"{FILLED_BY_TRAIN[sub]}; remove it from the config"
+                    )
                 raise _unknown("config key", f"{key}.{sub}", {f"{key}.{v}" for v in valid})
+        if key in SECTION_CHECKS:
+            SECTION_CHECKS[key](value)
 
 
 # ------------------------------------------------------------------------ overrides
@@ -431,23 +458,29 @@ def config_header(argv: Sequence[str] | None = None) -> str:
         tf_version = transformers.__version__
     except ImportError:  # pragma: no cover
         tf_version = "not installed"
-    argv = sys.argv if argv is None else argv
+    argv = sys.argv[1:] if argv is None else argv
+    command = shlex.join([sys.executable, "-m", "wespeaker_lap.bin.train", *argv])
     return (
         f"# wespeaker_lap {wespeaker_lap.__version__}, torch {torch.__version__}, "
         f"transformers {tf_version}, python {platform.python_version()}\n"
-        f"# command: {shlex.join([sys.executable, *argv]) if argv else '(none)'}\n"
+        f"# command: {command}\n"
     )
 
 
 def save_config(cfg: Mapping[str, Any], path: str | os.PathLike,
-                argv: Sequence[str] | None = None) -> Path:
+                argv: Sequence[str] | None = None, extra_header: str = "") -> Path:
     """Write the merged config to ``path`` atomically, headed by :func:`config_header`.
 
+    ``extra_header``: more ``#`` comment lines (train.py adds the derived sizes).
     The file loads back with :func:`load_config` (versions and command are comments).
     """
     path = Path(path)
+    assert all(line.startswith("#") for line in extra_header.splitlines()), (
+        f"extra_header must be YAML comment lines, got {extra_header!r}"
+    )
     with atomic_write(path) as f:
         f.write(config_header(argv))
+        f.write(extra_header)
         yaml.safe_dump(_plain(cfg), f, sort_keys=False, default_flow_style=False)
     return path
 

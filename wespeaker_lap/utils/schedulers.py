@@ -19,6 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from wespeaker_lap.models.margin_scheduler import MarginScheduler
+
+#: Margin schedulers by the config's ``margin_scheduler`` name (WeSpeaker's one).
+MARGIN_SCHEDULERS: dict[str, type] = {"MarginScheduler": MarginScheduler}
+
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "SGD": torch.optim.SGD,
     "Adam": torch.optim.Adam,
@@ -200,8 +205,8 @@ def layer_depth(param_name: str, num_layers: int, stable_layer_norm: bool = Fals
     return 0
 
 
-def param_groups(model: nn.Module, weight_decay: float = 0.0, layer_decay: float = 1.0,
-                 frontend_lr_ratio: float = 1.0) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, layer_decay: float = 1.0, frontend_lr_ratio: float = 1.0,
+                 weight_decay: float | None = None) -> list[dict[str, Any]]:
     """Trainable parameters grouped by lr scale, for layer-wise learning-rate decay.
 
     Backend and head parameters get ``lr_scale`` 1. A trainable SSL frontend's
@@ -209,7 +214,8 @@ def param_groups(model: nn.Module, weight_decay: float = 0.0, layer_decay: float
     Transformer layers gets ``frontend_lr_ratio * layer_decay ** (L - d)``: the
     top layer ``frontend_lr_ratio``, each layer below ``layer_decay`` times less.
     Frozen parameters (the CNN in phase 2, all of a frozen frontend) are left out.
-    Every group has ``weight_decay``, ``lr_scale`` and a ``name``.
+    Every group has an ``lr_scale`` and a ``name``, and ``weight_decay`` if given
+    (else the optimiser's default applies).
     """
     assert 0 < layer_decay <= 1, f"layer_decay must be in (0, 1], got {layer_decay}"
     assert frontend_lr_ratio >= 0, f"frontend_lr_ratio must be >= 0, got {frontend_lr_ratio}"
@@ -222,17 +228,20 @@ def param_groups(model: nn.Module, weight_decay: float = 0.0, layer_decay: float
             if p.requires_grad:
                 d = layer_depth(name, n_layers, stable)
                 scales[id(p)] = frontend_lr_ratio * layer_decay ** (n_layers - d)
-    groups: dict[float, dict[str, Any]] = {}
+    groups: dict[tuple[bool, float], dict[str, Any]] = {}
     for p in model.parameters():
         if not p.requires_grad:
             continue
+        ssl = id(p) in scales
         s = scales.get(id(p), 1.0)
-        g = groups.setdefault(s, {
-            "params": [], "lr_scale": s, "weight_decay": weight_decay,
-            "name": "backend" if id(p) not in scales else f"ssl_x{s:.4g}",
+        g = groups.setdefault((ssl, s), {
+            "params": [], "lr_scale": s, "name": f"ssl_x{s:.4g}" if ssl else "backend",
         })
+        if weight_decay is not None:
+            g["weight_decay"] = weight_decay
         g["params"].append(p)
-    return [groups[s] for s in sorted(groups, reverse=True)]
+    # backend first, then SSL groups from the top layer down
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], -k[1]))]
 
 
 # --------------------------------------------------------------------------- L2-SP

@@ -1,0 +1,138 @@
+"""Shared helpers of the training tests: a generated corpus and a tiny config (no tests here)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+from wespeaker_lap.frontend import tiny_ssl_config
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def make_corpus(root: Path, num_spk: int = 4, num_utt: int = 6, seconds: float = 0.6,
+                seed: int = 0) -> tuple[Path, Path]:
+    """Write ``num_spk`` x ``num_utt`` wavs whose speakers differ by pitch and timbre.
+
+    Returns ``(raw.list, utt2spk)``. Each speaker is a harmonic series at its own
+    fundamental with its own harmonic weights, plus noise: easy to separate, so a
+    tiny model's loss falls within a few steps.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    lines, utt2spk = [], []
+    t = np.arange(int(seconds * SR)) / SR
+    for s in range(num_spk):
+        f0 = 110.0 * 1.35 ** s
+        weights = rng.uniform(0.2, 1.0, size=6)
+        spk = f"spk{s:02d}"
+        for u in range(num_utt):
+            jitter = rng.uniform(0.97, 1.03)
+            wav = sum(w * np.sin(2 * np.pi * f0 * jitter * (h + 1) * t + rng.uniform(0, 6.28))
+                      for h, w in enumerate(weights))
+            wav = 0.1 * wav / np.abs(wav).max() + 0.005 * rng.standard_normal(t.size)
+            key = f"{spk}/utt{u:02d}"
+            path = root / "wav" / spk / f"utt{u:02d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, wav.astype(np.float32), SR)
+            lines.append(json.dumps({"key": key, "spk": spk, "wav": str(path)}))
+            utt2spk.append(f"{key} {spk}")
+    raw = root / "raw.list"
+    raw.write_text("\n".join(lines) + "\n")
+    label = root / "utt2spk"
+    label.write_text("\n".join(sorted(utt2spk)) + "\n")
+    return raw, label
+
+
+def tiny_config(exp_dir: Path, raw: Path, label: Path, **overrides: Any) -> dict[str, Any]:
+    """A complete config for a tiny WavLM + tiny LAP_ASTP, seconds per epoch on CPU."""
+    cfg: dict[str, Any] = {
+        "exp_dir": str(exp_dir),
+        "num_epochs": 2,
+        "seed": 7,
+        "num_avg": 1,
+        "save_epoch_interval": 1,
+        "log_batch_interval": 1,
+        "data_type": "raw",
+        "train_data": str(raw),
+        "train_label": str(label),
+        "dataloader_args": {"batch_size": 4, "num_workers": 0},
+        "dataset_args": {"crop_seconds": 0.5, "min_duration": 0.1,
+                         "shuffle_args": {"shuffle_size": 8}},
+        "frontend": "ssl",
+        "frontend_args": {"config": tiny_ssl_config("wavlm"), "frozen": True},
+        "model": "LAP_ASTP",
+        "model_args": {"feat_dim": -1, "num_layers": -1, "embed_dim": 16, "lap_dim": 32,
+                       "heads": 4},
+        "projection_args": {"project_type": "arc_margin", "scale": 16.0},
+        "margin_scheduler": "MarginScheduler",
+        "margin_update": {"initial_margin": 0.0, "final_margin": 0.1,
+                          "increase_start_epoch": 0, "fix_start_epoch": 1,
+                          "increase_type": "linear"},
+        "loss": "CrossEntropyLoss",
+        "optimizer": "Adam",
+        "optimizer_args": {"weight_decay": 0.0},
+        "scheduler": "WarmupCosine",
+        "scheduler_args": {"initial_lr": 0.01, "final_lr": 0.002, "warm_up_epoch": 0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return copy.deepcopy(cfg)
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(threads: int = 1) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    return env
+
+
+def run_train(config: Path, *extra: str, timeout: float = 120,
+              check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m wespeaker_lap.bin.train --config config --device cpu extra...``."""
+    cmd = [sys.executable, "-m", "wespeaker_lap.bin.train", "--config", str(config),
+           "--device", "cpu", *extra]
+    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def torchrun_cmd(nproc: int, *args: str, nnodes: int = 1, endpoint: str | None = None,
+                 node_rank: int | None = None) -> list[str]:
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [*torchrun, f"--nnodes={nnodes}", f"--nproc_per_node={nproc}"]
+    if endpoint is not None:
+        cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv_id=test"]
+    else:
+        cmd += ["--standalone"]
+    if node_rank is not None:
+        cmd += [f"--node_rank={node_rank}"]
+    return [*cmd, *args]

@@ -1,0 +1,241 @@
+"""One training epoch: AMP, gradient accumulation, clipping, per-step lr and margin.
+
+The model trained is a :class:`SpeakerTrainModule`: the speaker extractor
+(frontend + backend, with its classification head as ``.projection``, as in
+WeSpeaker) and the loss in one ``forward``, so that DistributedDataParallel
+sees every trained parameter in a single call.
+
+An epoch is ``epoch_iter`` optimiser steps (WeSpeaker's convention: the
+schedulers get the global step ``(epoch - 1) * epoch_iter + i``). Each step
+takes ``accum_grad`` micro-batches; gradients are synchronised across ranks
+on the last one only. Before every micro-batch the ranks agree (one scalar
+all-reduce) whether all of them still have data; when one runs out, the epoch
+ends on every rank at once and a partly accumulated step is dropped. So
+ranks never wait on each other and the step count stays the same everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from wespeaker_lap.utils.distributed import DistInfo, all_reduce_mean, any_true
+
+logger = logging.getLogger(__name__)
+
+LOSSES: dict[str, type[nn.Module]] = {"CrossEntropyLoss": nn.CrossEntropyLoss}
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {sorted(LOSSES)}")
+    return LOSSES[name](**kwargs)
+
+
+class SpeakerTrainModule(nn.Module):
+    """Extractor + classification head + loss: ``(wavs, lengths, labels) -> (loss, logits)``.
+
+    ``model(wavs, lengths)`` gives the embeddings (B, E) (a tuple's last item is
+    taken, as in WeSpeaker); ``model.projection(emb, labels)`` gives the logits
+    (B, C), or ``(logits, loss)`` for heads that compute their own loss.
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        super().__init__()
+        if not isinstance(getattr(model, "projection", None), nn.Module):
+            raise ValueError("the speaker model needs a .projection head to train")
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.model(wavs, lengths)
+        if isinstance(emb, tuple):
+            emb = emb[-1]
+        out = self.model.projection(emb, labels)
+        if isinstance(out, tuple):
+            logits, loss = out
+        else:
+            logits, loss = out, self.criterion(out.float(), labels)
+        return loss, logits
+
+
+@dataclass
+class EpochOptions:
+    """Settings of :func:`run_epoch` (from the config's header)."""
+
+    epoch_iter: int
+    accum_grad: int = 1
+    grad_clip: float | None = None
+    enable_amp: bool = False
+    amp_dtype: str = "bfloat16"
+    log_batch_interval: int = 100
+    progress: bool = True  # tqdm bar (rank 0 only)
+
+    def __post_init__(self):
+        assert self.epoch_iter >= 1, f"epoch_iter must be >= 1, got {self.epoch_iter}"
+        assert self.accum_grad >= 1, f"accum_grad must be >= 1, got {self.accum_grad}"
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {sorted(AMP_DTYPES)}, got "
+                             f"{self.amp_dtype!r}")
+
+
+def autocast_context(device: torch.device, enabled: bool, dtype: str):
+    """``torch.autocast`` for the device; CPU autocast supports bfloat16 only."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cpu" and dtype != "bfloat16":
+        raise ValueError(f"AMP on CPU supports amp_dtype bfloat16 only, got {dtype!r}")
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[dtype])
+
+
+def make_grad_scaler(device: torch.device, enable_amp: bool, amp_dtype: str):
+    """A GradScaler, enabled only for float16 AMP (bfloat16 needs no loss scaling)."""
+    enabled = bool(enable_amp and amp_dtype == "float16" and device.type == "cuda")
+    return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device):
+    nb = device.type == "cuda"
+    return (batch["wavs"].to(device, non_blocking=nb), batch["lengths"].to(device, non_blocking=nb),
+            batch["labels"].to(device, non_blocking=nb))
+
+
+def run_epoch(
+    loader: Iterable[Mapping[str, Any]],
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    margin_scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    opts: EpochOptions,
+    info: DistInfo,
+    regularizer: Callable[[], torch.Tensor] | None = None,
+    writer: Any = None,
+) -> dict[str, float]:
+    """Train one epoch; return its mean ``loss`` and ``acc`` (over ranks), ``lr``, ``margin``.
+
+    Args:
+        loader: yields dicts with ``wavs`` (B, N), ``lengths`` (B,), ``labels`` (B,).
+        module: a :class:`SpeakerTrainModule`, possibly inside DistributedDataParallel.
+        scheduler / margin_scheduler: ``.step(global_step)``; the margin scheduler
+            may be None.
+        regularizer: an extra loss term added once per optimiser step (L2-SP).
+        writer: a TensorBoard SummaryWriter (rank 0) or None.
+    """
+    module.train()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    ddp = hasattr(module, "no_sync")
+    it = iter(loader)
+    sum_loss = sum_correct = sum_count = 0.0
+    n_logged = 0
+    t0 = time.perf_counter()
+    bar = None
+    redirect: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if opts.progress and info.is_main:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        bar = tqdm(total=opts.epoch_iter, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
+        redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
+    step = 0
+    lr = margin = float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        redirect.__enter__()
+        while step < opts.epoch_iter:
+            global_step = (epoch - 1) * opts.epoch_iter + step
+            lr = scheduler.step(global_step)
+            if margin_scheduler is not None:
+                margin_scheduler.step(global_step)
+                margin = float(margin_scheduler.get_margin())
+            ran_out = False
+            step_loss = step_correct = step_count = 0.0
+            for micro in range(opts.accum_grad):
+                batch = next(it, None)
+                if any_true(batch is None, info):
+                    ran_out = True
+                    break
+                wavs, lengths, labels = _to_device(batch, info.device)
+                last = micro == opts.accum_grad - 1
+                sync = contextlib.nullcontext() if (last or not ddp) else module.no_sync()
+                with sync:
+                    with autocast_context(info.device, opts.enable_amp, opts.amp_dtype):
+                        loss, logits = module(wavs, lengths, labels)
+                    total = loss.float() / opts.accum_grad
+                    if regularizer is not None:
+                        total = total + regularizer() / opts.accum_grad
+                    scaler.scale(total).backward()
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"non-finite loss {loss_value} at epoch {epoch}, step {step}, rank "
+                        f"{info.rank} (lr {lr:.3g}); lower the lr or check the data"
+                    )
+                n = labels.numel()
+                step_loss += loss_value * n
+                step_correct += float((logits.detach().argmax(-1) == labels).sum())
+                step_count += n
+            if ran_out:
+                optimizer.zero_grad(set_to_none=True)
+                if info.is_main:
+                    logger.info("epoch %d: data ran out after %d of %d steps", epoch, step,
+                                opts.epoch_iter)
+                break
+            if opts.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            sum_loss += step_loss
+            sum_correct += step_correct
+            sum_count += step_count
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum_loss / sum_count:.3f}",
+                                acc=f"{100 * sum_correct / sum_count:.1f}", lr=f"{lr:.2e}")
+            if step % opts.log_batch_interval == 0 and info.is_main:
+                n_logged += 1
+                _log_row(epoch, step, lr, margin, sum_loss / sum_count,
+                         100 * sum_correct / sum_count)
+                if writer is not None:
+                    gs = (epoch - 1) * opts.epoch_iter + step
+                    writer.add_scalar("train/loss", step_loss / step_count, gs)
+                    writer.add_scalar("train/acc", 100 * step_correct / step_count, gs)
+                    writer.add_scalar("train/lr", lr, gs)
+                    writer.add_scalar("train/margin", margin, gs)
+    finally:
+        redirect.__exit__(None, None, None)
+        if bar is not None:
+            bar.close()
+    mean_loss, mean_acc = all_reduce_mean(
+        [sum_loss / max(sum_count, 1), 100 * sum_correct / max(sum_count, 1)], info
+    )
+    stats = {"loss": mean_loss, "acc": mean_acc, "lr": lr, "margin": margin, "steps": step,
+             "seconds": time.perf_counter() - t0}
+    if info.is_main:
+        _log_row(epoch, step, lr, margin, mean_loss, mean_acc, end=True)
+        if writer is not None:
+            writer.add_scalar("epoch/loss", mean_loss, epoch)
+            writer.add_scalar("epoch/acc", mean_acc, epoch)
+            writer.flush()
+    return stats
+
+
+def _log_row(epoch: int, step: int, lr: float, margin: float, loss: float, acc: float,
+             end: bool = False) -> None:
+    logger.info("%sepoch %d step %d | lr %.3e | margin %.3f | loss %.4f | acc %.2f%%",
+                "end of " if end else "", epoch, step, lr, margin, loss, acc)
