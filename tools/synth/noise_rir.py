@@ -13,9 +13,10 @@ RIRs (:func:`synth_rir`): a direct-path impulse after a 1-4 ms delay, 4-11 early
 reflections (2-40 ms after it, random sign, amplitudes on the room's decay
 curve), and a late tail of Gaussian noise under an exponential envelope
 ``exp(-3 ln(10) t / RT60)`` (amplitude; energy falls 60 dB in RT60 seconds),
-faded in over 5-20 ms. The direct-to-reverberant energy ratio is drawn in
-[-3, 8] dB. :func:`estimate_rt60` measures RT60 back from a response with the
-Schroeder backward integral (a line fitted to its -5 .. -25 dB part, T20 x 3).
+faded in over 5-20 ms. The direct-to-reverberant energy ratio (reverberant =
+reflections + tail) is drawn in [-3, 8] dB; the reflections carry 10-30 % of
+the reverberant energy. :func:`estimate_rt60` measures RT60 back from a response with the
+Schroeder backward integral (a line fitted to its -5 .. -35 dB part, T30 x 2).
 
 Every generator takes a ``numpy.random.Generator`` and returns float32 audio
 ``(num_samples,)`` scaled to a fixed RMS (noise) or peak (RIR).
@@ -115,18 +116,19 @@ def synth_rir(
     decay = 3.0 * np.log(10.0) / rt60  # amplitude decay rate (1/s): 60 dB energy in rt60
     d0 = int(rng.uniform(0.001, 0.004) * sr)
     t = (np.arange(n) - d0) / sr  # time after the direct path
-    rir = np.zeros(n)
+    reverb_energy = 10 ** (-drr_db / 10.0)  # the direct path has energy 1
+    early_frac = float(rng.uniform(0.1, 0.3))  # share of the reverberant energy
     # late tail: exponentially decaying noise, faded in after the direct path
     ramp = np.clip(t / rng.uniform(0.005, 0.02), 0.0, 1.0)
     tail = rng.standard_normal(n) * np.exp(-decay * np.maximum(t, 0.0)) * ramp
-    tail_energy = float(np.sum(tail**2))
-    rir += tail * np.sqrt(10 ** (-drr_db / 10.0) / tail_energy)  # direct energy is 1
-    # early reflections on the same decay curve
+    rir = tail * np.sqrt((1.0 - early_frac) * reverb_energy / float(np.sum(tail**2)))
+    # early reflections, shaped by the same decay curve
+    early = np.zeros(n)
     for _ in range(int(rng.integers(4, 12))):
         delay = rng.uniform(0.002, 0.04)
-        k = d0 + int(delay * sr)
         amp = rng.uniform(0.3, 0.9) * np.exp(-decay * delay)
-        rir[k] += amp if rng.random() < 0.5 else -amp
+        early[d0 + int(delay * sr)] += amp if rng.random() < 0.5 else -amp
+    rir += early * np.sqrt(early_frac * reverb_energy / max(float(np.sum(early**2)), 1e-12))
     rir[d0] += 1.0
     return (0.9 * rir / np.abs(rir).max()).astype(np.float32)
 
@@ -137,7 +139,7 @@ def schroeder_db(rir: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(e / e[0], 1e-30))
 
 
-def estimate_rt60(rir: np.ndarray, sr: int = 16000, hi_db: float = -5.0, lo_db: float = -25.0):
+def estimate_rt60(rir: np.ndarray, sr: int = 16000, hi_db: float = -5.0, lo_db: float = -35.0):
     """RT60 in seconds from a line fitted to the Schroeder curve between ``hi_db`` and ``lo_db``."""
     edc = schroeder_db(rir)
     idx = np.flatnonzero((edc <= hi_db) & (edc >= lo_db))

@@ -1,0 +1,268 @@
+"""Tests for the synthesized corpus (tools/synth): text, noise, RIRs, trials, and a tiny corpus.
+
+The corpus tests run the real CLI (espeak-ng, plus flite/festival when present)
+on a tiny size and skip when espeak-ng is not installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SYNTH = Path(__file__).resolve().parents[1] / "tools" / "synth"
+sys.path.insert(0, str(SYNTH))
+
+import noise_rir  # noqa: E402
+import synth_corpus  # noqa: E402
+import text_gen  # noqa: E402
+import tts_engines  # noqa: E402
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+TINY = [
+    "--num_train_spk", "5", "--train_utts", "3", "--num_test_spk", "3", "--test_utts", "3",
+    "--num_noise", "2", "--num_rirs", "3",
+]
+
+
+# --------------------------------------------------------------------------- text
+def test_text_generator_same_seed_same_text():
+    a = [text_gen.utterance_text(np.random.default_rng(3), 9) for _ in range(2)]
+    rng1, rng2 = np.random.default_rng(11), np.random.default_rng(11)
+    seq1 = [text_gen.utterance_text(rng1, n) for n in range(3, 15)]
+    seq2 = [text_gen.utterance_text(rng2, n) for n in range(3, 15)]
+    assert a[0] == a[1] and seq1 == seq2
+    other = [text_gen.utterance_text(np.random.default_rng(12), n) for n in range(3, 15)]
+    assert other != seq1
+
+
+def test_text_generator_lengths_and_vocabulary():
+    rng = np.random.default_rng(0)
+    vocab = {w for ws in text_gen.WORDS.values() for w in ws} | set(text_gen.DIGITS) | {"did"}
+    for n in range(3, 20):
+        s = text_gen.sentence(rng, n).split()
+        assert 3 <= len(s) <= n and set(s) <= vocab
+        assert s[-1] not in text_gen.WORDS["det"] + text_gen.WORDS["prep"]
+        d = text_gen.digit_string(rng, n).split()
+        assert len(d) == n and set(d) <= set(text_gen.DIGITS)
+    with pytest.raises(ValueError, match="num_words"):
+        text_gen.sentence(rng, 2)
+
+
+# --------------------------------------------------------------------------- RIRs, noise
+@pytest.mark.parametrize("rt60", [0.2, 0.45, 0.8])
+def test_rir_rt60_estimate_matches_drawn_value(rt60):
+    for seed in range(3):
+        rir = noise_rir.synth_rir(np.random.default_rng(seed), rt60)
+        assert rir.dtype == np.float32 and abs(float(np.abs(rir).max()) - 0.9) < 1e-6
+        assert noise_rir.estimate_rt60(rir) == pytest.approx(rt60, rel=0.1)
+
+
+def test_rir_energy_envelope_decreases():
+    rt60, sr = 0.5, 16000
+    rir = noise_rir.synth_rir(np.random.default_rng(1), rt60, sr=sr).astype(np.float64)
+    assert int(np.argmax(np.abs(rir))) < 0.005 * sr  # the direct path comes first
+    start = int(0.05 * sr)  # after direct path and early reflections
+    win = int(0.05 * sr)
+    nwin = (rir.size - start) // win
+    e = (rir[start : start + nwin * win] ** 2).reshape(nwin, win).sum(axis=1)
+    assert np.all(np.diff(e) < 0), e
+    # the window energies fall at the drawn rate: 60 dB per rt60
+    slope = np.polyfit(np.arange(nwin) * win / sr, 10 * np.log10(e), 1)[0]
+    assert -60.0 / slope == pytest.approx(rt60, rel=0.15)
+    assert np.all(np.diff(noise_rir.schroeder_db(rir)) <= 1e-9)
+
+
+def test_coloured_noise_spectral_slopes():
+    n, sr = 4 * 16000, 16000
+    slopes = {}
+    for colour in noise_rir.NOISE_COLOURS:
+        x = noise_rir.coloured_noise(np.random.default_rng(0), n, colour)
+        assert x.shape == (n,) and x.dtype == np.float32
+        assert float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) <= noise_rir.NOISE_RMS + 1e-4
+        p = np.abs(np.fft.rfft(x)) ** 2
+        f = np.fft.rfftfreq(n, 1 / sr)
+        band = (f > 100) & (f < 6000)
+        slopes[colour] = np.polyfit(np.log10(f[band]), 10 * np.log10(p[band]), 1)[0]
+    # dB per decade: white ~0, pink ~-10, brown ~-20
+    assert slopes["white"] == pytest.approx(0.0, abs=2.0)
+    assert slopes["pink"] == pytest.approx(-10.0, abs=2.0)
+    assert slopes["brown"] == pytest.approx(-20.0, abs=2.0)
+
+
+def test_tonal_noise_and_babble_shapes():
+    rng = np.random.default_rng(0)
+    for kind in noise_rir.TONE_KINDS:
+        x = noise_rir.tonal_noise(rng, 16000, kind)
+        assert x.shape == (16000,) and np.isfinite(x).all() and np.abs(x).max() <= 0.99
+    utts = [np.sin(np.arange(n) * 0.05) for n in (3000, 5000, 7000)]
+    b = noise_rir.babble(rng, 20000, utts)
+    assert b.shape == (20000,) and float(np.std(b)) > 0
+    with pytest.raises(ValueError, match="colour"):
+        noise_rir.coloured_noise(rng, 100, "purple")
+
+
+# --------------------------------------------------------------------------- trials
+def test_make_trials_balanced_and_deterministic():
+    utt2spk = {f"spk{s:03d}-{u:04d}": f"spk{s:03d}" for s in range(1, 5) for u in range(1, 5)}
+    trials = synth_corpus.make_trials(utt2spk, seed=3)
+    assert trials == synth_corpus.make_trials(utt2spk, seed=3)
+    labels = [y for _, _, y in trials]
+    assert labels.count(1) == labels.count(0) == 4 * 6
+    assert len(set((e, t) for e, t, _ in trials)) == len(trials)
+    for e, t, y in trials:
+        assert (utt2spk[e] == utt2spk[t]) == bool(y) and e != t
+    # non-targets are spread evenly over the 6 speaker pairs
+    pair_counts = {}
+    for e, t, y in trials:
+        if not y:
+            key = tuple(sorted((utt2spk[e], utt2spk[t])))
+            pair_counts[key] = pair_counts.get(key, 0) + 1
+    assert sorted(pair_counts.values()) == [4] * 6
+    assert trials == sorted(trials, key=lambda x: (x[0].encode(), x[1].encode()))
+
+
+def test_unknown_engine_is_a_value_error_naming_choices():
+    with pytest.raises(ValueError, match="espeak"):
+        tts_engines.get_engine("sam")
+
+
+@needs_espeak
+def test_missing_optional_engine_is_skipped_with_a_note(monkeypatch, caplog):
+    monkeypatch.setattr(tts_engines.FliteEngine, "available", classmethod(lambda cls: False))
+    with caplog.at_level(logging.WARNING, logger="synth_corpus"):
+        engines = synth_corpus.available_engines(["espeak", "flite"])
+    assert "flite" not in engines and "flite is not installed" in caplog.text
+    train, test = synth_corpus.draw_speakers(engines, 1, 6, 2)
+    assert {s.engine for s in train + test} == {"espeak"}
+
+
+# --------------------------------------------------------------------------- corpus
+def _run_cli(out: Path, *extra: str) -> None:
+    cmd = [sys.executable, str(SYNTH / "synth_corpus.py"), "--out", str(out), *TINY, *extra]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _read_table(path: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split(" ", 1)) for line in path.read_text().splitlines()]
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """sha1 of every file under root, with root itself replaced in text files' contents."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            if p.suffix != ".wav":
+                data = data.replace(str(root).encode(), b"ROOT")
+            out[str(p.relative_to(root))] = hashlib.sha1(data).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng missing")
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    _run_cli(out, "--seed", "5", "--nj", "2")
+    return out
+
+
+@needs_espeak
+def test_same_seed_gives_identical_files_whatever_nj(corpus, tmp_path):
+    again = tmp_path / "again"
+    _run_cli(again, "--seed", "5", "--nj", "1")
+    a, b = _digest(corpus), _digest(again)
+    assert any(k.endswith(".wav") for k in a)
+    assert a == b
+    other = tmp_path / "other"
+    _run_cli(other, "--seed", "6", "--nj", "2")
+    c = _digest(other)
+    assert c["speakers.tsv"] != a["speakers.tsv"]
+    assert c["data/train/text"] != a["data/train/text"]
+
+
+@needs_espeak
+@pytest.mark.parametrize("name", ["train", "test"])
+def test_data_dirs_sorted_consistent_16k_mono(corpus, name):
+    d = corpus / "data" / name
+    tables = {}
+    for f in ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "text"):
+        lines = (d / f).read_bytes().splitlines()
+        assert lines == sorted(lines), f"{f} not in byte order"
+        tables[f] = _read_table(d / f)
+        keys = [k for k, _ in tables[f]]
+        assert len(keys) == len(set(keys)), f"{f} has duplicate keys"
+    utt2spk = dict(tables["utt2spk"])
+    assert [k for k, _ in tables["wav.scp"]] == list(utt2spk) == [k for k, _ in tables["text"]]
+    spk2utt = {s: us.split() for s, us in tables["spk2utt"]}
+    assert {u: s for s, us in spk2utt.items() for u in us} == utt2spk
+    for u, s in utt2spk.items():
+        assert u.startswith(s + "-")
+    n_spk, n_utt = (5, 3) if name == "train" else (3, 3)
+    assert len(spk2utt) == n_spk and all(len(v) == n_utt for v in spk2utt.values())
+    durs = dict(tables["utt2dur"])
+    for u, w in tables["wav.scp"]:
+        info = sf.info(w)
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert float(durs[u]) == pytest.approx(info.frames / 16000, abs=1e-4)
+        assert 2.0 - 1e-3 <= info.frames / 16000 <= 4.0 + 1e-3
+        x, _ = sf.read(w)
+        assert np.abs(x).max() > 0.01  # not silent
+
+
+@needs_espeak
+def test_train_and_test_speakers_disjoint(corpus):
+    spk = {}
+    for name in ("train", "test"):
+        spk[name] = {s for s, _ in _read_table(corpus / "data" / name / "spk2utt")}
+    assert spk["train"] and spk["test"] and not spk["train"] & spk["test"]
+    rows = (corpus / "speakers.tsv").read_text().splitlines()
+    header = rows[0].split("\t")
+    sets = {r.split("\t")[0]: r.split("\t")[header.index("set")] for r in rows[1:]}
+    assert {s for s, v in sets.items() if v == "train"} == spk["train"]
+    assert {s for s, v in sets.items() if v == "test"} == spk["test"]
+    for row in rows[1:]:
+        s, engine = row.split("\t")[0], row.split("\t")[header.index("engine")]
+        assert (corpus / "voices" / f"{s}.variant").is_file() == (engine == "espeak"), s
+
+
+@needs_espeak
+def test_trial_lists_both_formats_balanced(corpus):
+    d = corpus / "data" / "test"
+    kaldi = [line.split() for line in (d / "trials.kaldi").read_text().splitlines()]
+    vox = [line.split() for line in (d / "trials.txt").read_text().splitlines()]
+    assert [(e, t, "target" if y == "1" else "nontarget") for y, e, t in vox] == [
+        tuple(x) for x in kaldi
+    ]
+    utt2spk = dict(_read_table(d / "utt2spk"))
+    labels = [x[2] for x in kaldi]
+    assert labels.count("target") == labels.count("nontarget") == 3 * 3  # 3 spk x C(3,2)
+    for e, t, lab in kaldi:
+        assert (utt2spk[e] == utt2spk[t]) == (lab == "target")
+
+
+@needs_espeak
+def test_noise_and_rir_sets(corpus):
+    noise = corpus / "data" / "noise"
+    types = dict(_read_table(noise / "utt2type"))
+    assert sorted(types.values()) == ["babble"] * 2 + ["music"] * 2 + ["noise"] * 2
+    for key, kind in types.items():
+        assert key.startswith(kind + "-")
+    for _, w in _read_table(noise / "wav.scp"):
+        info = sf.info(w)
+        assert (info.samplerate, info.channels, info.frames) == (16000, 1, 6 * 16000)
+    rirs = corpus / "data" / "rirs"
+    rt = {k: float(v) for k, v in _read_table(rirs / "utt2rt60")}
+    assert len(rt) == 3 and all(0.2 <= v <= 0.8 for v in rt.values())
+    for k, w in _read_table(rirs / "wav.scp"):
+        x, sr = sf.read(w)
+        assert sr == 16000 and x.ndim == 1
+        assert noise_rir.estimate_rt60(x, sr) == pytest.approx(rt[k], rel=0.15)
