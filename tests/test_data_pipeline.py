@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import tarfile
 from collections import Counter
 
 import numpy as np
@@ -35,7 +37,8 @@ SMALL = {"crop_seconds": 0.25, "min_duration": 0.0, "shuffle_args": {"shuffle_si
 
 @pytest.fixture
 def corpus(tmp_path):
-    data = make_corpus(tmp_path, num_spk=4, num_utt=4, seconds=(0.4, 1.2))
+    data = make_corpus(tmp_path, num_spk=4, num_utt=4, seconds=(0.4, 1.2),
+                       formats=("wav", "flac", "ogg"))
     entries = raw_entries_from_data_dir(read_data_dir(data))
     return entries, make_spk2id(e["spk"] for e in entries)
 
@@ -58,9 +61,22 @@ def test_train_epoch_covers_each_utterance_once_across_2_ranks_x_2_workers(corpu
             keys = _keys(loader)
             per_rank[epoch, rank] = keys
             assert loader.last_stats["samples"] == len(keys) == 8
+            assert loader.batches_per_epoch() == 4  # workers hold 4 + 4: batches of 3 + 1 each
             seen += keys
         assert sorted(seen) == sorted(e["key"] for e in entries)  # every one, none twice
     assert per_rank[0, 0] != per_rank[1, 0]  # the shuffle changes with the epoch
+
+
+def test_set_epoch_reaches_persistent_workers(corpus):
+    entries, spk2id = corpus
+    loader = build_train_loader(entries, "raw", spk2id, SMALL,
+                                {"batch_size": 4, "num_workers": 1, "persistent_workers": True})
+    orders = []
+    for epoch in (0, 1, 0):
+        loader.set_epoch(epoch)
+        orders.append(_keys(loader))
+        assert loader.last_stats["epoch"] == epoch and loader.last_stats["samples"] == 16
+    assert orders[0] != orders[1] and orders[0] == orders[2]  # seeded by the epoch
 
 
 @pytest.mark.parametrize("policy, counts", [("drop", [7, 7]), ("pad", [8, 8]), ("none", [8, 7])])
@@ -287,6 +303,19 @@ def test_bad_file_counts_reach_the_trainer_from_worker_processes(corpus, tmp_pat
         assert s["epoch"] == epoch and s["skipped"] == 6 and s["samples"] == len(entries)
         assert (s["unreadable"], s["all_zero"], s["non_finite"], s["too_short"], s["empty"]) == (
             2, 1, 1, 1, 1)
+
+
+def test_shard_utterance_without_speaker_is_skipped_in_training(corpus, tmp_path):
+    entries, spk2id = corpus
+    (tar_path,) = make_shard_list(entries[:4], tmp_path / "s", tmp_path / "s.list", 4)
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tar_path, "w") as tar:
+        for m, blob in members[1:]:  # the first member is the first utterance's .spk
+            tar.addfile(m, io.BytesIO(blob))
+    loader = build_train_loader(tmp_path / "s.list", "shard", spk2id, SMALL,
+                                {"batch_size": 1})
+    assert len(_keys(loader)) == 3 and loader.last_stats["unreadable"] == 1
 
 
 def test_truncated_shard_keeps_what_was_read_and_is_counted(corpus, tmp_path):

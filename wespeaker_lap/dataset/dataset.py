@@ -366,6 +366,19 @@ class SpeakerDataset(IterableDataset):
         """This rank's share of :meth:`epoch_entries`."""
         return self.epoch_entries(epoch)[self.rank :: self.world_size]
 
+    def batches_per_epoch(self, num_workers: int = 0, epoch: int = 0) -> int | None:
+        """Training batches this rank yields in an epoch when no audio is bad (for LR schedules).
+
+        Known for raw lists only (a tar's size is unknown until read); None otherwise
+        and in evaluation mode. Each DataLoader worker batches its own share, so
+        with ``drop_last`` up to ``batch_size - 1`` samples per worker sit out.
+        """
+        if self.mode != "train" or self.data_type != "raw":
+            return None
+        n, w, b = len(self.rank_entries(epoch)), max(1, num_workers), self.batch_size
+        sizes = [len(range(i, n, w)) for i in range(w)]
+        return sum(s // b if self.drop_last else -(-s // b) for s in sizes)
+
     def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
         return (info.id, info.num_workers) if info is not None else (0, 1)
@@ -396,7 +409,7 @@ class SpeakerDataset(IterableDataset):
         if cfg.shuffle:
             data = P.shuffle_buffer(data, cfg.shuffle_size, rng)
         data = P.resample(data, cfg.sample_rate)
-        data = P.map_label(data, self.spk2id, strict=True)
+        data = P.map_label(data, self.spk2id, strict=True, stats=st)
         if cfg.speed_perturb:
             data = P.speed_perturb(data, cfg.speed_factors, len(self.spk2id), rng)
         data = P.crop(data, cfg.crop_samples, rng)
@@ -450,6 +463,10 @@ class SpeakerDataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
+
+    def batches_per_epoch(self) -> int | None:
+        """See :meth:`SpeakerDataset.batches_per_epoch` (None for shard lists and eval)."""
+        return self.dataset.batches_per_epoch(self.loader.num_workers, self.dataset.stats.epoch)
 
     @property
     def stats(self) -> dict[str, int]:

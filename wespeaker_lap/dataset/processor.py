@@ -21,6 +21,7 @@ Evaluation chain::
 from __future__ import annotations
 
 import logging
+import os
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -67,7 +68,7 @@ def open_files(data: Samples, stats: PipelineStats | None = None) -> Iterator[di
             continue
         sample["src"] = path
         sample["bytes"] = blob
-        sample["ext"] = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+        sample["ext"] = os.path.splitext(path)[1].lstrip(".").lower()
         yield sample
 
 
@@ -201,15 +202,23 @@ def resample(data: Samples, sample_rate: int) -> Iterator[dict]:
 
 
 def map_label(
-    data: Samples, spk2id: Mapping[str, int] | None, strict: bool = True
+    data: Samples,
+    spk2id: Mapping[str, int] | None,
+    strict: bool = True,
+    stats: PipelineStats | None = None,
 ) -> Iterator[dict]:
     """Speaker name -> class index. Reads ``spk``; writes ``label`` (int).
 
-    ``strict`` (training): a speaker missing from ``spk2id`` is a configuration
-    error and raises. Otherwise (evaluation) unknown speakers get -1.
+    ``strict`` (training): an utterance without a speaker (a shard member
+    ``<key>.spk`` missing) is skipped and counted as ``unreadable``; a speaker
+    missing from ``spk2id`` is a configuration error and raises. Otherwise
+    (evaluation) both get -1.
     """
     for sample in data:
         spk = sample.get("spk")
+        if strict and spk is None:
+            _skip(stats, "unreadable", sample.get("src", sample.get("key")), "no speaker label")
+            continue
         label = spk2id.get(spk, -1) if spk2id is not None and spk is not None else -1
         if strict and label < 0:
             raise ValueError(
