@@ -136,3 +136,53 @@ def torchrun_cmd(nproc: int, *args: str, nnodes: int = 1, endpoint: str | None =
     if node_rank is not None:
         cmd += [f"--node_rank={node_rank}"]
     return [*cmd, *args]
+
+
+# ------------------------------------------------------- one-step gradient script
+def grad_step_main(config: str, out: str, accum: int) -> None:
+    """One SGD(lr=1) step on a fixed batch of 4; rank r of W takes rows [r*4/W, (r+1)*4/W).
+
+    Run alone with ``accum=2`` (two micro-batches of 2) or under torchrun with 2
+    processes and ``accum=1``: DDP must average the two ranks' gradients exactly
+    as accumulation sums the halves. Rank 0 writes the updated weights to ``out``.
+    """
+    import torch
+
+    from wespeaker_lap.bin.train import build_model, seed_everything
+    from wespeaker_lap.utils.checkpoint import trained_state_dict
+    from wespeaker_lap.utils.config import load_config
+    from wespeaker_lap.utils.distributed import cleanup, init_distributed, wrap_ddp
+    from wespeaker_lap.utils.executor import (
+        EpochOptions,
+        SpeakerTrainModule,
+        make_grad_scaler,
+        run_epoch,
+    )
+    from wespeaker_lap.utils.schedulers import WarmupCosine, param_groups
+
+    info = init_distributed("cpu")
+    cfg = load_config(config)
+    seed_everything(0)
+    model = build_model(cfg, num_class=4)
+    module = wrap_ddp(SpeakerTrainModule(model, torch.nn.CrossEntropyLoss()), info)
+    opt = torch.optim.SGD(param_groups(model), lr=1.0)
+    sched = WarmupCosine(opt, num_epochs=1, epoch_iter=1, initial_lr=1.0, final_lr=1.0)
+    g = torch.Generator().manual_seed(123)
+    wavs = 0.1 * torch.randn(4, 8000, generator=g)
+    batch = {"wavs": wavs, "lengths": torch.tensor([8000, 6000, 7000, 8000]),
+             "labels": torch.tensor([0, 1, 2, 3])}
+    per_rank = 4 // info.world_size
+    rows = range(info.rank * per_rank, (info.rank + 1) * per_rank)
+    micro = per_rank // accum
+    loader = [{k: v[rows.start + i * micro: rows.start + (i + 1) * micro] for k, v in batch.items()}
+              for i in range(accum)]
+    run_epoch(loader, module, opt, sched, None, make_grad_scaler(info.device, False, "bfloat16"),
+              1, EpochOptions(epoch_iter=1, accum_grad=accum, progress=False), info)
+    if info.is_main:
+        torch.save(trained_state_dict(model), out)
+    cleanup()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "grad_step":
+        grad_step_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))

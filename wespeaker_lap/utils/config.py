@@ -30,6 +30,7 @@ import difflib
 import inspect
 import os
 import platform
+import re
 import shlex
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -43,6 +44,22 @@ from wespeaker_lap.utils.fileio import atomic_write
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text_or_stream: Any) -> Any:
+    """``yaml.safe_load`` plus floats written ``1e-3``."""
+    return yaml.load(text_or_stream, Loader=_Loader)  # a SafeLoader subclass: safe
 
 
 # --------------------------------------------------------------------------- schema
@@ -356,7 +373,7 @@ def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:
             key, raw = tok[2:], argv[i + 1]
             i += 2
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_load(raw) if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"override --{key}: cannot parse value {raw!r}: {e}") from e
         out.append((key, value))
@@ -407,7 +424,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+        data = yaml_load(f)
     if data is None:
         data = {}
     if not isinstance(data, dict):

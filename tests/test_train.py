@@ -1,0 +1,254 @@
+"""Training end to end on a generated corpus: loss, phases, resume, torchrun, configs in conf/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_train_common import (
+    REPO,
+    child_env,
+    free_port,
+    make_corpus,
+    run_train,
+    tiny_config,
+    torchrun_cmd,
+    write_config,
+)
+
+from wespeaker_lap.bin import train as train_bin
+from wespeaker_lap.bin.train import build_model, seed_everything, train
+from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.utils.checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    load_training_state,
+    read_weights,
+)
+from wespeaker_lap.utils.config import load_config
+
+COMMON = REPO / "tests" / "test_train_common.py"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _load(tmp_path, cfg, *overrides):
+    return load_config(write_config(tmp_path / "config.yaml", cfg), list(overrides))
+
+
+def _weights(model, prefix):
+    """Parameters under ``prefix`` (state_dict() leaves a frozen frontend out)."""
+    return {k: v.detach().clone() for k, v in model.named_parameters() if k.startswith(prefix)}
+
+
+# ------------------------------------------------------------------ single process
+def test_tiny_model_loss_goes_down(tmp_path, corpus):
+    cfg = _load(tmp_path, tiny_config(tmp_path / "exp", *corpus, num_epochs=4,
+                                      keep_last_states=4))
+    result = train(cfg)
+    states = list_checkpoints(tmp_path / "exp" / "models", "state")
+    losses = [load_training_state(p)["extra"]["loss"] for _, p in states]
+    assert len(losses) == 4 and result.epoch == 4
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert (tmp_path / "exp" / "config.yaml").is_file()
+    assert (tmp_path / "exp" / "models" / "final_model.pt").resolve().name == "model_4.pt"
+
+
+def test_bad_config_key_fails_before_any_work(tmp_path, corpus, monkeypatch, capsys):
+    def boom(*a, **k):  # pragma: no cover - reached only if the check fails
+        raise AssertionError("training started despite a bad config")
+
+    monkeypatch.setattr(train_bin, "train", boom)
+    monkeypatch.setattr(train_bin, "init_distributed", boom)
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "exp", *corpus))
+    assert train_bin.main(["--config", str(config), "--model_args.n_heads", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "model_args.n_heads" in err and "did you mean 'heads'" in err
+    bad = tiny_config(tmp_path / "exp", *corpus)
+    bad["optimizer_args"]["weight_decy"] = 0.1
+    assert train_bin.main(["--config", str(write_config(tmp_path / "b.yaml", bad))]) == 2
+    assert "optimizer_args.weight_decy" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_existing_run_is_not_overwritten_without_checkpoint(tmp_path, corpus):
+    cfg = _load(tmp_path, tiny_config(tmp_path / "exp", *corpus, num_epochs=1))
+    train(cfg)
+    with pytest.raises(FileExistsError, match="--checkpoint latest"):
+        train(cfg)
+
+
+def test_phase1_never_moves_ssl_weights_phase2_does(tmp_path, corpus):
+    cfg1 = _load(tmp_path, tiny_config(tmp_path / "p1", *corpus, num_epochs=1))
+    seed_everything(cfg1["seed"])
+    ref = build_model(cfg1, num_class=4)  # train() builds from the same seed
+    p1 = train(cfg1)
+    before = _weights(ref, "frontend.")
+    after1 = _weights(p1.model, "frontend.")
+    assert before and all(torch.equal(before[k], after1[k]) for k in before)
+    assert not any(k.startswith("frontend.") for k in read_weights(
+        checkpoint_path(tmp_path / "p1" / "models", 1)))
+
+    cfg2 = tiny_config(tmp_path / "p2", *corpus, num_epochs=1,
+                       model_init=str(checkpoint_path(tmp_path / "p1" / "models", 1)),
+                       finetune_args={"layer_decay": 0.8, "l2sp_alpha": 1e-3},
+                       scheduler_args={"initial_lr": 1e-3, "final_lr": 1e-4})
+    cfg2["frontend_args"]["frozen"] = False
+    p2 = train(_load(tmp_path, cfg2))
+    after2 = _weights(p2.model, "frontend.")
+    moved = [k for k in before if not torch.equal(before[k], after2[k])]
+    assert any(".encoder.layers.0." in k for k in moved)
+    assert any(".encoder.layers.1." in k for k in moved)
+    assert not any(".feature_extractor." in k for k in moved)  # the CNN stays frozen
+    stored = read_weights(checkpoint_path(tmp_path / "p2" / "models", 1))
+    assert any(k.startswith("frontend.model.encoder.layers.") for k in stored)
+
+
+def test_gradient_accumulation_and_clipping_run(tmp_path, corpus):
+    cfg = _load(tmp_path, tiny_config(tmp_path / "exp", *corpus, num_epochs=1, accum_grad=2,
+                                      grad_clip=1.0, optimizer="SGD",
+                                      optimizer_args={"momentum": 0.9, "nesterov": True,
+                                                      "weight_decay": 1e-4},
+                                      scheduler="ExponentialDecrease",
+                                      scheduler_args={"warm_up_epoch": 0}))
+    result = train(cfg)
+    assert result.stats["steps"] == 24 // 4 // 2
+
+
+def test_cpu_bf16_autocast_trains(tmp_path, corpus):
+    cfg = _load(tmp_path, tiny_config(tmp_path / "exp", *corpus, num_epochs=1, enable_amp=True))
+    assert torch.isfinite(torch.tensor(train(cfg).stats["loss"]))
+
+
+# ------------------------------------------------------------------- resume exactly
+@pytest.mark.slow
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, corpus):
+    full = write_config(tmp_path / "full.yaml", tiny_config(tmp_path / "full", *corpus))
+    run_train(full)
+
+    cut = write_config(tmp_path / "cut.yaml", tiny_config(tmp_path / "cut", *corpus))
+    models = tmp_path / "cut" / "models"
+    cmd = [sys.executable, "-m", "wespeaker_lap.bin.train", "--config", str(cut), "--device",
+           "cpu"]
+    proc = subprocess.Popen(cmd, env=child_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not checkpoint_path(models, 1, "state").exists() and proc.poll() is None:
+        assert time.time() < deadline, "epoch 1 never finished"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for e, p in list_checkpoints(models) + list_checkpoints(models, "state"):
+        if e > 1:  # the kill came late: forget epoch 2, as if it had been cut short
+            p.unlink()
+    assert not any(p.name.endswith(".tmp") for p in models.iterdir() if p.name != "1")
+    run_train(cut, "--checkpoint", str(checkpoint_path(models, 1)))
+
+    a = read_weights(checkpoint_path(tmp_path / "full" / "models", 2))
+    b = read_weights(checkpoint_path(models, 2))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    sa = load_training_state(checkpoint_path(tmp_path / "full" / "models", 2, "state"))
+    sb = load_training_state(checkpoint_path(models, 2, "state"))
+    assert sa["extra"] == sb["extra"] and torch.equal(sa["rng"][0]["torch"], sb["rng"][0]["torch"])
+
+
+# --------------------------------------------------------------------- distributed
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_average_gradients_like_one(tmp_path, corpus):
+    cfg = tiny_config(tmp_path / "exp", *corpus)
+    cfg["model_args"].update(score_dropout=0.0, frame_dropout=0.0)  # no randomness per rank
+    config = write_config(tmp_path / "c.yaml", cfg)
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    subprocess.run([sys.executable, str(COMMON), "grad_step", str(config), str(one), "2"],
+                   env=child_env(), cwd=REPO, check=True, capture_output=True, timeout=120)
+    proc = subprocess.run(
+        torchrun_cmd(2, str(COMMON), "grad_step", str(config), str(two), "1"),
+        env=child_env(), cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = torch.load(one), torch.load(two)
+    seed_everything(0)
+    init = dict(build_model(load_config(config), num_class=4).named_parameters())
+    # parameters only: BatchNorm running statistics legitimately differ (per-rank batches)
+    moved = [k for k in a if k in init and not torch.equal(a[k], init[k].detach())]
+    assert len(moved) > 5 and "projection.weight" in moved
+    for k in moved:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_two_node_rendezvous_on_loopback_completes_an_epoch(tmp_path, corpus):
+    config = write_config(tmp_path / "c.yaml",
+                          tiny_config(tmp_path / "exp", *corpus, num_epochs=1))
+    endpoint = f"127.0.0.1:{free_port()}"
+    args = ["-m", "wespeaker_lap.bin.train", "--config", str(config), "--device", "cpu"]
+    procs = [subprocess.Popen(torchrun_cmd(1, *args, nnodes=2, endpoint=endpoint),
+                              env=child_env(), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    assert "steps/epoch of 2 x 4 x 1" in "".join(outs)  # world size 2 over the two launchers
+    assert checkpoint_path(tmp_path / "exp" / "models", 1).is_file()
+    derived = (tmp_path / "exp" / "config.yaml").read_text().splitlines()[2]
+    assert "world_size=2" in derived
+
+
+# ----------------------------------------------------------------- configs in conf/
+def _training_configs() -> list[Path]:
+    out = []
+    for p in sorted((REPO / "conf").glob("*.yaml")):
+        raw = yaml.safe_load(p.read_text()) or {}
+        if "train_args" in raw:  # pretrain_ssl's configs use their own grammar
+            continue
+        out.append(p)
+    return out
+
+
+def _tiny_frontend_for(raw: dict) -> dict:
+    """The config's frontend swapped for a tiny random one of the same family."""
+    args = dict(raw.get("frontend_args") or {})
+    family = "wavlm"
+    name = str(args.get("model_name_or_path") or "")
+    for fam in ("hubert", "wav2vec2", "data2vec"):
+        if fam in name:
+            family = "data2vec-audio" if fam == "data2vec" else fam
+    args["model_name_or_path"] = None
+    args["config"] = tiny_ssl_config(family, stable_layer_norm="large" in name.lower())
+    if args.get("layers") is not None:
+        args["layers"] = [i for i in args["layers"] if i <= 2] or None
+    return args
+
+
+@pytest.mark.parametrize("path", _training_configs(), ids=lambda p: p.name)
+def test_every_config_builds_and_trains_one_step(tmp_path, corpus, path):
+    raw = yaml.safe_load(path.read_text())
+    over = ["--exp_dir", str(tmp_path / "exp"), "--train_data", str(corpus[0]),
+            "--train_label", str(corpus[1]), "--data_type", "raw", "--num_epochs", "1",
+            "--model_init", "null", "--noise_data", "null", "--reverb_data", "null",
+            "--dataloader_args.batch_size", "4", "--dataloader_args.num_workers", "0",
+            "--dataset_args.aug_prob", "0.0", "--dataset_args.sample_num_per_epoch", "4",
+            "--accum_grad", "1", "--lr_reference_batch", "null", "--gpus", "null",
+            "--frontend_args", yaml.safe_dump(_tiny_frontend_for(raw), default_flow_style=True)]
+    if "dataloader_args" in raw and raw["dataloader_args"].get("prefetch_factor") is not None:
+        over += ["--dataloader_args.prefetch_factor", "null"]
+    cfg = load_config(path, over)
+    result = train(cfg)
+    assert result.stats["steps"] == 1
+    assert torch.isfinite(torch.tensor(result.stats["loss"]))
