@@ -1,1 +1,83 @@
+"""Speaker models on SSL hidden states, training heads, margin scheduler, the extractor.
 
+Registries (dicts; unknown names raise ``ValueError`` listing the valid ones):
+
+* :func:`get_speaker_model` / :data:`SPEAKER_MODELS`: ``LAP_ASTP``, ``SUPERB_ASTP``,
+  ``SUPERB_TSTP``, ``LastLayer_ASTP``, ``MHFA``, ``UniPool``, ``SSL_ECAPA_TDNN_c512``,
+  ``SSL_ECAPA_TDNN_c1024``; each ``forward(x (B, L, T, D), lengths (B,)) -> (B, E)``.
+* :func:`get_projection` / :data:`PROJECTIONS`: ``arc_margin``,
+  ``arc_margin_intertopk_subcenter``, ``softmax``; ``forward(emb, label) -> logits``.
+
+From a WeSpeaker-grammar config: :func:`build_extractor` (frontend + model) and
+:func:`build_projection` (training head).
+"""
+
+from wespeaker_lap.models.common import count_parameters, lengths_to_mask
+from wespeaker_lap.models.ecapa_tdnn import (
+    SSL_ECAPA_TDNN,
+    SSL_ECAPA_TDNN_c512,
+    SSL_ECAPA_TDNN_c1024,
+)
+from wespeaker_lap.models.extractor import (
+    SpeakerEmbeddingExtractor,
+    build_extractor,
+    build_projection,
+)
+from wespeaker_lap.models.layer_aggregation import (
+    LayerAttentivePooling,
+    SingleLayer,
+    WeightedLayerSum,
+)
+from wespeaker_lap.models.margin_scheduler import MarginScheduler, margin_ratio
+from wespeaker_lap.models.mhfa import MHFA
+from wespeaker_lap.models.pooling import ASTP, TSTP, EmbeddingLayer
+from wespeaker_lap.models.projections import (
+    PROJECTIONS,
+    ArcMarginProduct,
+    ArcMarginProduct_intertopk_subcenter,
+    SoftmaxProjection,
+    get_projection,
+)
+from wespeaker_lap.models.registry import SPEAKER_MODELS, build_speaker_model, get_speaker_model
+from wespeaker_lap.models.speaker_models import (
+    LAP_ASTP,
+    SUPERB_ASTP,
+    SUPERB_TSTP,
+    AggregatePoolModel,
+    LastLayer_ASTP,
+)
+from wespeaker_lap.models.unipool import UniPool
+
+__all__ = [
+    "ASTP",
+    "LAP_ASTP",
+    "MHFA",
+    "PROJECTIONS",
+    "SPEAKER_MODELS",
+    "SSL_ECAPA_TDNN",
+    "SSL_ECAPA_TDNN_c1024",
+    "SSL_ECAPA_TDNN_c512",
+    "SUPERB_ASTP",
+    "SUPERB_TSTP",
+    "TSTP",
+    "AggregatePoolModel",
+    "ArcMarginProduct",
+    "ArcMarginProduct_intertopk_subcenter",
+    "EmbeddingLayer",
+    "LastLayer_ASTP",
+    "LayerAttentivePooling",
+    "MarginScheduler",
+    "SingleLayer",
+    "SoftmaxProjection",
+    "SpeakerEmbeddingExtractor",
+    "UniPool",
+    "WeightedLayerSum",
+    "build_extractor",
+    "build_projection",
+    "build_speaker_model",
+    "count_parameters",
+    "get_projection",
+    "get_speaker_model",
+    "lengths_to_mask",
+    "margin_ratio",
+]

@@ -1,0 +1,127 @@
+"""The complete embedding extractor: frontend + speaker model, built from a config.
+
+Extraction, export and the CLI share :class:`SpeakerEmbeddingExtractor`. Its state
+dict holds only what is trained: when every frontend parameter is frozen, the SSL
+model (referenced by ``frontend_args.model_name_or_path`` in the config) is left
+out of the saved state, and a state dict without frontend entries loads into an
+extractor whose frontend was built from that config.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from wespeaker_lap.models.common import count_parameters
+from wespeaker_lap.models.projections import PROJECTIONS, get_projection
+from wespeaker_lap.models.registry import build_speaker_model
+
+logger = logging.getLogger(__name__)
+
+FRONTEND_PREFIX = "frontend."
+
+
+class SpeakerEmbeddingExtractor(nn.Module):
+    """Frontend + speaker model.
+
+    forward(wavs (B, N) float, lengths (B,) valid samples or None) -> (B, embed_dim);
+    with ``return_layer_scores`` also the model's layer scores (B, heads, T, L).
+
+    ``frontend`` must return ``(hidden (B, L, T, D), frame_lengths (B,))`` (see
+    :class:`wespeaker_lap.frontend.SSLFrontend`); ``backend`` any registry model.
+    """
+
+    def __init__(self, frontend: nn.Module, backend: nn.Module):
+        super().__init__()
+        self.frontend = frontend
+        self.backend = backend
+        self._register_state_dict_hook(_drop_frozen_frontend)
+        self._register_load_state_dict_pre_hook(_fill_missing_frontend, with_module=True)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.backend.embed_dim)
+
+    @property
+    def frontend_frozen(self) -> bool:
+        """True when no frontend parameter is trainable (its weights are then not saved)."""
+        return not any(p.requires_grad for p in self.frontend.parameters())
+
+    def forward(
+        self,
+        wavs: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        return_layer_scores: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        hidden, frame_lengths = self.frontend(wavs, lengths)
+        return self.backend(hidden, frame_lengths, return_layer_scores=return_layer_scores)
+
+
+def _drop_frozen_frontend(module, state_dict, prefix, local_metadata):
+    """State-dict hook: leave a frozen frontend's tensors out of the saved state."""
+    if module.frontend_frozen:
+        for key in [k for k in state_dict if k.startswith(prefix + FRONTEND_PREFIX)]:
+            del state_dict[key]
+    return state_dict
+
+
+def _fill_missing_frontend(
+    module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+):
+    """Load pre-hook: a state without frontend entries keeps the frontend as built."""
+    head = prefix + FRONTEND_PREFIX
+    if not any(k.startswith(head) for k in state_dict):
+        for key, value in module.frontend.state_dict().items():
+            state_dict[head + key] = value
+
+
+def build_extractor(config: Mapping[str, Any]) -> SpeakerEmbeddingExtractor:
+    """Frontend + speaker model from a config in WeSpeaker grammar.
+
+    Reads ``frontend`` / ``frontend_args`` and ``model`` / ``model_args``; the
+    model's ``feat_dim`` / ``num_layers`` come from the frontend (``-1`` or absent).
+    """
+    from wespeaker_lap.frontend import get_frontend  # the frontend imports transformers
+
+    for key in ("frontend", "model"):
+        if key not in config:
+            raise ValueError(f"config has no {key!r} entry (keys: {sorted(config)})")
+    frontend = get_frontend(config["frontend"], **dict(config.get("frontend_args") or {}))
+    backend = build_speaker_model(
+        config["model"], config.get("model_args"), frontend.hidden_size, frontend.num_layers
+    )
+    extractor = SpeakerEmbeddingExtractor(frontend, backend)
+    logger.info(
+        "built %s on %s frontend (%d layers x %d): %.2fM trainable backend parameters",
+        config["model"], config["frontend"], frontend.num_layers, frontend.hidden_size,
+        count_parameters(backend) / 1e6,
+    )
+    return extractor
+
+
+def build_projection(config: Mapping[str, Any], embed_dim: int, num_class: int) -> nn.Module:
+    """The training head from ``projection_args`` (``project_type`` + its arguments).
+
+    ``embed_dim`` and ``num_class`` are filled in (as WeSpeaker's trainer does). A
+    margin head without an explicit ``margin`` takes ``margin_update.final_margin``:
+    its inter-top-k penalty reaches ``mp`` at that margin.
+    """
+    args = dict(config.get("projection_args") or {})
+    if "project_type" not in args:
+        raise ValueError("projection_args needs a 'project_type'")
+    name = args.pop("project_type")
+    for key, value in (("embed_dim", embed_dim), ("num_class", num_class)):
+        if args.get(key, value) != value:
+            raise ValueError(f"projection_args.{key}={args[key]} disagrees with {value}")
+        args[key] = value
+    final = (config.get("margin_update") or {}).get("final_margin")
+    head = PROJECTIONS.get(name)
+    takes_margin = head is not None and "margin" in inspect.signature(head).parameters
+    if takes_margin and "margin" not in args and final is not None:
+        args["margin"] = final
+    return get_projection(name, **args)
