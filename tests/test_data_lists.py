@@ -163,3 +163,30 @@ def test_spk2id_round_trip_and_rejects_gaps(tmp_path):
     (tmp_path / "bad").write_text("a 0\nb 2\n")
     with pytest.raises(ValueError, match="0..1"):
         read_spk2id(tmp_path / "bad")
+
+
+def test_source_list_types_come_from_utt2type_with_type_auto(tmp_path):
+    from wespeaker_lap.bin import make_raw_list
+    from wespeaker_lap.dataset.lists import read_source_lists
+
+    d = tmp_path / "noise"
+    d.mkdir()
+    (d / "wav.scp").write_text("babble-1 /x/b1.wav\nmusic-1 /x/m1.wav\nnoise-1 /x/n1.wav\n")
+    (d / "utt2type").write_text("babble-1 babble\nmusic-1 music\nnoise-1 noise\n")
+    make_raw_list.main(["--type", "auto", str(d), str(tmp_path / "noise.list")])
+    assert read_source_lists(tmp_path / "noise.list") == {
+        "babble": ["/x/b1.wav"], "music": ["/x/m1.wav"], "noise": ["/x/n1.wav"]}
+    (d / "utt2type").write_text("babble-1 babble\nmusic-1 jazz\nnoise-1 noise\n")
+    with pytest.raises(ValueError, match="utt2type.*music-1.*jazz"):
+        make_raw_list.main(["--type", "auto", str(d), str(tmp_path / "bad.list")])
+
+
+def test_rir_dir_with_only_wav_scp_makes_a_source_list(tmp_path):
+    from wespeaker_lap.bin import make_raw_list
+    from wespeaker_lap.dataset.lists import read_source_lists
+
+    d = tmp_path / "rirs"
+    d.mkdir()
+    (d / "wav.scp").write_text("rir-1 /x/r1.wav\nrir-2 /x/r2.wav\n")
+    make_raw_list.main(["--type", "rir", str(d), str(tmp_path / "rir.list")])
+    assert read_source_lists(tmp_path / "rir.list") == {"rir": ["/x/r1.wav", "/x/r2.wav"]}

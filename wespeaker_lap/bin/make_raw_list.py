@@ -39,8 +39,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("source", help="data dir (wav.scp + utt2spk), or with --type a folder of audio")
     p.add_argument("output", help="list to write (JSON lines)")
-    p.add_argument("--type", choices=[*SOURCE_TYPES, "speech"],
-                   help="write a noise/RIR list of this type instead of a speaker list")
+    p.add_argument("--type", choices=[*SOURCE_TYPES, "speech", "auto"],
+                   help="write a noise/RIR list of this type instead of a speaker list "
+                   "(auto: per utterance from the dir's utt2type)")
     p.add_argument("--spk2id", help="also write the speaker index table here")
     return p
 
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.type:
         if args.spk2id:
             raise SystemExit("make_raw_list: --spk2id goes with speaker lists, not --type")
-        entries = (source_entries_from_data_dir(read_data_dir(src), args.type)
+        if args.type == "auto" and not _is_data_dir(src):
+            raise SystemExit(f"make_raw_list: --type auto needs a dir with wav.scp + utt2type: "
+                             f"{src}")
+        entries = (source_entries_from_data_dir(src, args.type)
                    if _is_data_dir(src) else source_entries_from_folder(src, args.type))
     else:
         if not _is_data_dir(src):

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from wespeaker_lap.dataset.audio import AUDIO_EXTENSIONS
 from wespeaker_lap.dataset.datadir import DataDir
-from wespeaker_lap.utils.fileio import atomic_path, atomic_write, read_table, write_table
+from wespeaker_lap.utils.fileio import atomic_path, atomic_write, read_scp, read_table, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +169,33 @@ def source_entries_from_folder(folder: str | os.PathLike, kind: str) -> list[dic
     ]
 
 
-def source_entries_from_data_dir(data: DataDir, kind: str) -> list[dict]:
-    """``{"key", "wav", "type"}`` for each line of a data dir's wav.scp."""
-    kind = normalize_source_type(kind)
-    return [{"key": k, "wav": w, "type": kind} for k, w in data.wav.items()]
+def source_entries_from_data_dir(data: DataDir | str | os.PathLike, kind: str) -> list[dict]:
+    """``{"key", "wav", "type"}`` for each line of a data dir's wav.scp.
+
+    ``data`` may be a :class:`DataDir` or a directory holding just ``wav.scp``
+    (noise and RIR dirs have no speakers). ``kind="auto"`` takes each
+    utterance's type from the dir's ``utt2type`` (``key type`` lines).
+    """
+    if isinstance(data, DataDir):
+        path, wav = Path(data.path), data.wav
+    else:
+        path = Path(data)
+        wav = read_scp(path / "wav.scp")
+    if kind != "auto":
+        kind = normalize_source_type(kind)
+        return [{"key": k, "wav": w, "type": kind} for k, w in wav.items()]
+    types = read_scp(path / "utt2type")
+    missing = [k for k in wav if k not in types]
+    if missing:
+        raise ValueError(f"{path / 'utt2type'}: no type for {len(missing)} utterance(s) of "
+                         f"wav.scp (first: {missing[:3]})")
+    out = []
+    for k, w in wav.items():
+        try:
+            out.append({"key": k, "wav": w, "type": normalize_source_type(types[k])})
+        except ValueError as e:
+            raise ValueError(f"{path / 'utt2type'}: {k!r}: {e}") from None
+    return out
 
 
 def read_source_lists(
