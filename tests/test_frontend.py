@@ -208,3 +208,15 @@ def test_registry_builds_ssl_and_rejects_unknown_names():
     assert isinstance(fe, SSLFrontend)
     with pytest.raises(ValueError, match=r"unknown frontend 'fbank'; valid: \['ssl'\]"):
         get_frontend("fbank")
+
+
+def test_random_config_frontend_is_the_same_on_every_build():
+    """A frozen random SSL model is not saved in checkpoints: rebuilding must restore it."""
+    torch.manual_seed(123)
+    a = SSLFrontend(config=tiny_ssl_config("wavlm")).state_dict()
+    state = torch.random.get_rng_state()
+    b = SSLFrontend(config=tiny_ssl_config("wavlm")).state_dict()
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is untouched
+    c = SSLFrontend(config=tiny_ssl_config("wavlm"), init_seed=1).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

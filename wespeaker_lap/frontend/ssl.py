@@ -156,7 +156,9 @@ def _looks_local(name: str) -> bool:
 
 
 def load_ssl_model(
-    model_name_or_path: str | os.PathLike | None = None, config: dict[str, Any] | None = None
+    model_name_or_path: str | os.PathLike | None = None,
+    config: dict[str, Any] | None = None,
+    init_seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build a transformers SSL encoder and read its preprocessing settings.
 
@@ -166,7 +168,10 @@ def load_ssl_model(
       (a ``*ForPreTraining`` checkpoint works too), or a hub id such as
       ``microsoft/wavlm-base-plus`` (needs the hub or its cache; honours
       ``HF_HUB_OFFLINE``);
-    * ``config``: a dict with ``model_type`` and config fields; random weights.
+    * ``config``: a dict with ``model_type`` and config fields; random weights
+      drawn from ``init_seed`` (in a forked RNG, so the caller's RNG state is
+      untouched). The same config and seed always give the same weights, which
+      is what lets a frozen random model be referenced by its config alone.
 
     Returns ``(model, preprocessing)`` where preprocessing has ``do_normalize``
     and ``sampling_rate`` (from ``preprocessor_config.json`` when present,
@@ -187,7 +192,9 @@ def load_ssl_model(
         if unknown:
             raise ValueError(f"unknown {cfg_cls.__name__} field(s) {unknown} in SSL config")
         cfg = cfg_cls(**config)
-        model = model_cls(cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = model_cls(cfg)
         source = f"random {model_type} config"
         pre = None
     else:
@@ -256,6 +263,7 @@ class SSLFrontend(nn.Module):
         sample_rate: the rate of the audio the caller will pass; must equal
             the model's rate (no silent resampling: resample in the data pipeline).
         normalize: override the checkpoint's ``do_normalize``.
+        init_seed: seed of the random weights when built from ``config``.
 
     forward(wavs (B, N), lengths (B,)) -> (hidden (B, L, T, D) float32, frame_lengths (B,))
 
@@ -276,6 +284,7 @@ class SSLFrontend(nn.Module):
         layers: list[int] | None = None,
         sample_rate: int = 16000,
         normalize: bool | None = None,
+        init_seed: int = 0,
     ):
         super().__init__()
         if dtype not in DTYPES:
@@ -286,7 +295,7 @@ class SSLFrontend(nn.Module):
                 "float32 weights (use autocast in training)"
             )
         assert 0.0 <= layerdrop < 1.0, f"layerdrop must be in [0, 1), got {layerdrop}"
-        model, pre = load_ssl_model(model_name_or_path, config)
+        model, pre = load_ssl_model(model_name_or_path, config, init_seed)
         if int(sample_rate) != pre["sampling_rate"]:
             raise ValueError(
                 f"audio sample rate {sample_rate} Hz differs from the SSL model's "
