@@ -1,0 +1,175 @@
+"""Embedding extraction to Kaldi ark/scp and the wespeaker-lap CLI, on a tiny trained-model dir."""
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from wespeaker_lap.bin import cli, extract
+from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.models import build_extractor
+from wespeaker_lap.utils.checkpoint import save_weights
+from wespeaker_lap.utils.inference import load_trained_extractor, resolve_model_dir
+
+
+def tiny_config(model="LAP_ASTP"):
+    model_args = {"embed_dim": 16}
+    if model == "LAP_ASTP":
+        model_args.update(lap_dim=32, heads=4)
+    return {
+        "exp_dir": "unused",
+        "dataset_args": {"sample_rate": 16000},
+        "frontend": "ssl",
+        "frontend_args": {"config": tiny_ssl_config("wavlm")},
+        "model": model,
+        "model_args": model_args,
+    }
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """An exp_dir as training leaves it: config.yaml + models/avg_model.pt (with a head)."""
+    cfg = tiny_config()
+    d = tmp_path / "exp"
+    (d / "models").mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(1)
+    ext = build_extractor(cfg)
+    ext.add_module("projection", torch.nn.Linear(16, 5))  # the training head is dropped
+    for p in ext.backend.parameters():  # trained weights differ from a fresh init
+        p.data.add_(0.01 * torch.randn_like(p))
+    save_weights(ext, d / "models" / "avg_model.pt")
+    return d
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "data"
+    (d / "wav").mkdir(parents=True)
+    wav, u2s, dur = [], [], []
+    for s in range(3):
+        for u in range(3):
+            key = f"spk{s}-utt{u}"
+            n = int(16000 * rng.uniform(0.5, 1.5))
+            t = np.arange(n) / 16000
+            x = 0.3 * np.sin(2 * np.pi * (120 + 60 * s) * t) + 0.05 * rng.standard_normal(n)
+            sf.write(d / "wav" / f"{key}.wav", x.astype(np.float32), 16000)
+            wav.append(f"{key} {d / 'wav' / key}.wav\n")
+            u2s.append(f"{key} spk{s}\n")
+            dur.append(f"{key} {n / 16000:.3f}\n")
+    (d / "wav.scp").write_text("".join(wav))
+    (d / "utt2spk").write_text("".join(u2s))
+    (d / "utt2dur").write_text("".join(dur))
+    return d
+
+
+def test_resolve_model_dir_prefers_the_averaged_model(model_dir):
+    cfg, weights = resolve_model_dir(model_dir)
+    assert cfg.name == "config.yaml" and weights.name == "avg_model.pt"
+
+
+def test_model_dir_without_config_or_weights_is_a_clear_error(tmp_path, model_dir):
+    with pytest.raises(FileNotFoundError, match="no config.yaml"):
+        resolve_model_dir(tmp_path)
+    (model_dir / "models" / "avg_model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        resolve_model_dir(model_dir)
+
+
+def test_extract_writes_readable_ark_scp_mean_and_layer_scores(tmp_path, model_dir, data_dir):
+    out = tmp_path / "emb"
+    rc = extract.main(["--model_dir", str(model_dir), "--data", str(data_dir), "--embed_dir",
+                       str(out), "--batch_size", "4", "--num_workers", "0", "--layer_scores",
+                       "--no_progress"])
+    assert rc == 0
+    table = {k: np.asarray(v) for k, v in kaldiio.load_scp(str(out / "xvector.scp")).items()}
+    keys = [line.split()[0] for line in (out / "xvector.scp").read_text().splitlines()]
+    assert keys == sorted(keys) and len(keys) == 9
+    assert all(v.shape == (16,) and v.dtype == np.float32 for v in table.values())
+    mean = np.load(out / "mean_vec.npy")
+    np.testing.assert_allclose(mean, np.mean([table[k] for k in keys], axis=0), rtol=1e-6)
+    scores = np.load(out / "layer_scores.npy")
+    assert scores.shape == (4, 3) and np.all((scores > 0) & (scores < 1))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+    # each embedding equals the utterance extracted alone (batch independence)
+    ext = load_trained_extractor(model_dir / "config.yaml", model_dir / "models/avg_model.pt")
+    for key in ("spk0-utt0", "spk2-utt1"):
+        x, _ = sf.read(data_dir / "wav" / f"{key}.wav", dtype="float32")
+        with torch.no_grad():
+            alone = ext(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy()
+        np.testing.assert_allclose(table[key], alone, atol=2e-5, rtol=1e-4)
+
+
+def test_extract_uses_the_trained_weights_not_a_fresh_init(tmp_path, model_dir, data_dir):
+    cfg, weights = resolve_model_dir(model_dir)
+    trained = load_trained_extractor(cfg, weights)
+    fresh = load_trained_extractor(cfg, None)
+    x = torch.randn(1, 16000)
+    with torch.no_grad():
+        assert not torch.allclose(trained(x), fresh(x))
+
+
+def test_interrupted_ark_write_leaves_the_old_files(tmp_path, monkeypatch):
+    emb = {"a": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}
+    extract.write_xvectors(tmp_path, emb)
+    before = (tmp_path / "xvector.scp").read_text()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kaldiio, "save_ark", boom)
+    with pytest.raises(KeyboardInterrupt):
+        extract.write_xvectors(tmp_path, {"c": np.ones(4, np.float32)})
+    assert (tmp_path / "xvector.scp").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xvector.ark", "xvector.scp"]
+    assert set(extract.read_xvectors(tmp_path / "xvector.scp")) == {"a", "b"}
+
+
+def test_extract_reports_a_missing_data_dir(tmp_path, model_dir):
+    rc = extract.main(["--model_dir", str(model_dir), "--data", str(tmp_path / "nope"),
+                       "--embed_dir", str(tmp_path / "e"), "--no_progress"])
+    assert rc == 1
+
+
+def test_cli_embed_similarity_and_verify(tmp_path, model_dir, data_dir, capsys):
+    a, b = str(data_dir / "wav" / "spk0-utt0.wav"), str(data_dir / "wav" / "spk1-utt0.wav")
+    assert cli.main(["embed", "--model_dir", str(model_dir), a, b, "--out",
+                     str(tmp_path / "e.npy")]) == 0
+    emb = np.load(tmp_path / "e.npy")
+    assert emb.shape == (2, 16)
+    assert (tmp_path / "e.keys").read_text().split() == ["spk0-utt0", "spk1-utt0"]
+    capsys.readouterr()
+    assert cli.main(["similarity", "--model_dir", str(model_dir), a, b]) == 0
+    score = float(capsys.readouterr().out)
+    expected = emb[0] @ emb[1] / np.linalg.norm(emb[0]) / np.linalg.norm(emb[1])
+    assert score == pytest.approx(expected, abs=1e-5)
+    assert cli.main(["verify", "--model_dir", str(model_dir), a, a, "--threshold", "0.99"]) == 0
+    assert "same speaker" in capsys.readouterr().out
+    assert cli.main(["verify", "--model_dir", str(model_dir), a, b, "--threshold",
+                     str(score + 0.01)]) == 0
+    assert "different speakers" in capsys.readouterr().out
+
+
+def test_cli_embed_to_ark_from_wav_scp(tmp_path, model_dir, data_dir):
+    assert cli.main(["embed", "--model_dir", str(model_dir), "--wav_scp",
+                     str(data_dir / "wav.scp"), "--out", str(tmp_path / "x.ark")]) == 0
+    table = extract.read_xvectors(tmp_path / "x.scp")
+    assert len(table) == 9 and "spk2-utt2" in table
+
+
+def test_cli_resamples_other_rates_and_rejects_bad_audio(tmp_path, model_dir, capsys):
+    t = np.arange(8000) / 8000
+    sf.write(tmp_path / "low.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 8000)
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEjunk")
+    assert cli.main(["similarity", "--model_dir", str(model_dir), str(tmp_path / "low.wav"),
+                     str(tmp_path / "low.wav")]) == 0
+    assert float(capsys.readouterr().out) == pytest.approx(1.0, abs=1e-5)
+    for bad in ("silent.wav", "corrupt.wav", "missing.wav"):
+        assert cli.main(["similarity", "--model_dir", str(model_dir), str(tmp_path / bad),
+                         str(tmp_path / "low.wav")]) == 2
+        assert bad in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""``wespeaker-lap``: embeddings, similarity and verification with a trained model directory.
+
+    wespeaker-lap embed      --model_dir exp/lap_astp a.wav b.wav --out emb.npy
+    wespeaker-lap embed      --model_dir exp/lap_astp --wav_scp data/test/wav.scp --out x.ark
+    wespeaker-lap similarity --model_dir exp/lap_astp a.wav b.wav
+    wespeaker-lap verify     --model_dir exp/lap_astp a.wav b.wav --threshold 0.5
+
+A model directory is a training ``exp_dir``: ``config.yaml`` and
+``avg_model.pt`` (else ``final_model.pt``, else the newest
+``models/model_{epoch}.pt``); a frozen SSL model is loaded from where the
+config names it. Audio at any sample rate is resampled to the model's.
+Scores are cosine similarities, after subtracting ``--mean_vec`` when given
+(the ``mean_vec.npy`` of the training-set embeddings, as the recipes score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from wespeaker_lap.utils.fileio import atomic_path, read_scp
+from wespeaker_lap.utils.logging_utils import setup_logging
+
+logger = logging.getLogger("wespeaker_lap.cli")
+
+
+class Embedder:
+    """A trained extractor ready for files: ``Embedder(model_dir)(paths) -> (N, E)``."""
+
+    def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32",
+                 batch_size: int = 8):
+        from wespeaker_lap.utils.config import read_yaml
+        from wespeaker_lap.utils.inference import load_trained_extractor, resolve_model_dir
+
+        config, weights = resolve_model_dir(model_dir)
+        cfg = read_yaml(config)
+        self.sample_rate = int((cfg.get("dataset_args") or {}).get("sample_rate", 16000))
+        self.device = device
+        self.batch_size = batch_size
+        self.extractor = load_trained_extractor(cfg, weights, device, dtype)
+
+    def read(self, path: str) -> np.ndarray:
+        from wespeaker_lap.dataset.audio import BadAudio, check_waveform, read_audio
+
+        try:
+            wav = read_audio(path, self.sample_rate)
+            check_waveform(wav, self.sample_rate)
+        except BadAudio as e:
+            raise ValueError(f"cannot use {path}: {e}") from None
+        if len(wav) < self.extractor.frontend.min_samples:
+            raise ValueError(f"{path}: {len(wav) / self.sample_rate:.3f} s is too short")
+        return wav
+
+    def __call__(self, paths: list[str]) -> np.ndarray:
+        import torch
+
+        from wespeaker_lap.utils.inference import embed_batches
+
+        wavs = [self.read(p) for p in paths]
+        order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))
+        batches = []
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            n = max(len(wavs[i]) for i in idx)
+            x = torch.zeros(len(idx), n)
+            for row, i in enumerate(idx):
+                x[row, : len(wavs[i])] = torch.from_numpy(wavs[i])
+            batches.append({"wavs": x, "lengths": torch.tensor([len(wavs[i]) for i in idx]),
+                            "keys": [str(i) for i in idx]})
+        out = np.zeros((len(paths), self.extractor.embed_dim), dtype=np.float32)
+        for keys, emb in embed_batches(self.extractor, batches, self.device):
+            out[[int(k) for k in keys]] = emb
+        return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray, mean_vec: np.ndarray | None = None) -> float:
+    if mean_vec is not None:
+        a, b = a - mean_vec, b - mean_vec
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def _mean_vec(path: str | None, dim: int) -> np.ndarray | None:
+    if path is None:
+        return None
+    m = np.load(path).astype(np.float32).reshape(-1)
+    if m.shape != (dim,):
+        raise ValueError(f"{path}: mean vector of size {m.size}, embeddings have {dim}")
+    return m
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    if bool(args.wavs) == bool(args.wav_scp):
+        raise ValueError("give audio files or --wav_scp, not both or neither")
+    if args.wav_scp:
+        table = read_scp(args.wav_scp)
+        keys, paths = list(table), list(table.values())
+    else:
+        paths = args.wavs
+        keys = [Path(p).stem for p in paths]
+        if len(set(keys)) != len(keys):
+            keys = paths  # stems collide: key by the path itself
+    emb = Embedder(args.model_dir, args.device, args.dtype, args.batch_size)(paths)
+    out = Path(args.out)
+    if out.suffix == ".npy":
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            np.save(f, emb)
+        with atomic_path(out.with_suffix(".keys")) as tmp:
+            tmp.write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")
+        print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} "
+              f"(row order in {out.with_suffix('.keys')})")
+    elif out.suffix == ".ark":
+        from wespeaker_lap.bin.extract import write_xvectors
+
+        ark, scp = write_xvectors(out.parent, dict(zip(keys, emb, strict=True)), name=out.stem)
+        print(f"wrote {len(keys)} embeddings to {ark} and {scp}")
+    else:
+        raise ValueError(f"--out must end in .npy or .ark, got {out}")
+    return 0
+
+
+def _pair_score(args: argparse.Namespace) -> float:
+    embedder = Embedder(args.model_dir, args.device, args.dtype)
+    emb = embedder([args.wav1, args.wav2])
+    return cosine(emb[0], emb[1], _mean_vec(args.mean_vec, emb.shape[1]))
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    print(f"{_pair_score(args):.6f}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    score = _pair_score(args)
+    same = score >= args.threshold
+    print(f"score {score:.6f} threshold {args.threshold:g}: "
+          f"{'same speaker' if same else 'different speakers'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wespeaker-lap", description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--model_dir", required=True, help="trained exp_dir")
+        sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+        sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+        sp.add_argument("-v", "--verbose", action="store_true")
+
+    sp = sub.add_parser("embed", help="audio files -> embeddings (.npy or Kaldi .ark)")
+    common(sp)
+    sp.add_argument("wavs", nargs="*", help="audio files")
+    sp.add_argument("--wav_scp", help="Kaldi wav.scp instead of files (keys kept)")
+    sp.add_argument("--out", required=True, help="output .npy (N, E) or .ark (+ .scp)")
+    sp.add_argument("--batch_size", type=int, default=8)
+    sp.set_defaults(func=cmd_embed)
+
+    for name, func, helptext in (("similarity", cmd_similarity, "cosine score of two files"),
+                                 ("verify", cmd_verify, "same speaker? score vs threshold")):
+        sp = sub.add_parser(name, help=helptext)
+        common(sp)
+        sp.add_argument("wav1")
+        sp.add_argument("wav2")
+        sp.add_argument("--mean_vec", help="mean_vec.npy subtracted before the cosine")
+        if name == "verify":
+            sp.add_argument("--threshold", type=float, required=True,
+                            help="accept when score >= threshold (e.g. the EER threshold)")
+        sp.set_defaults(func=func)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging("INFO" if args.verbose else "WARNING")
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as e:
+        print(f"wespeaker-lap {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
