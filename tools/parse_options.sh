@@ -17,7 +17,7 @@ __po_valid_options() {
   # the variables the recipe defined before sourcing: its defaults block
   local line
   while IFS= read -r line; do
-    [[ $line =~ ^([a-z_][a-z0-9_]*)=.*$ ]] && printf -- '--%s ' "${BASH_REMATCH[1]}"
+    [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=.*$ ]] && printf -- '--%s ' "${BASH_REMATCH[1]}"
   done < "$0"
 }
 
@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
       __po_name=${1#--}; __po_name=${__po_name//-/_}; shift
       if [ $# -gt 0 ] && [[ $1 != --* ]]; then
         __po_value=$1; shift
-      elif [[ $__po_name =~ ^[a-z_][a-z0-9_]*$ ]] && [[ ${!__po_name-} == true || ${!__po_name-} == false ]]; then
+      elif [[ $__po_name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && [[ ${!__po_name-} == true || ${!__po_name-} == false ]]; then
         __po_value=true
       else
         echo "$0: option --$__po_name needs a value" >&2; exit 1

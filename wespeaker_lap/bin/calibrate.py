@@ -46,15 +46,16 @@ def _add_sources(p: argparse.ArgumentParser) -> None:
                         "cohort_mean_* features)")
     p.add_argument("--utt2dur", nargs="+", default=None,
                    help="Kaldi utt2dur file(s), seconds per utterance (for log_dur_* features)")
-    p.add_argument("--cohort-embeddings", nargs="+", default=None,
+    p.add_argument("--cohort_embeddings", "--cohort-embeddings", nargs="+", default=None,
                    help="xvector.scp file(s) of the cohort (for cohort_mean_* features)")
-    p.add_argument("--cohort-utt2spk", default=None,
+    p.add_argument("--cohort_utt2spk", "--cohort-utt2spk", default=None,
                    help="utt2spk of the cohort: one speaker-mean embedding per speaker")
-    p.add_argument("--mean-vec", default=None,
+    p.add_argument("--mean_vec", "--mean-vec", default=None,
                    help="mean_vec.npy subtracted before the cohort scores")
-    p.add_argument("--allow-missing", action="store_true",
+    p.add_argument("--allow_missing", "--allow-missing", action="store_true",
                    help="skip trials whose utterances lack an embedding or duration")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log_level", "--log-level", default="INFO",
+                   help="logging level (default INFO)")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -70,9 +71,9 @@ def get_parser() -> argparse.ArgumentParser:
     fit.add_argument("--features", nargs="+", default=list(DEFAULT_FEATURES),
                      choices=TRIAL_FEATURES, metavar="FEATURE",
                      help=f"quality measures, from {', '.join(TRIAL_FEATURES)} (default: all)")
-    fit.add_argument("--top-n", type=int, default=300,
+    fit.add_argument("--top_n", "--top-n", type=int, default=300,
                      help="top-N cohort scores for cohort_mean_* (default 300)")
-    fit.add_argument("--p-target", type=float, default=0.5,
+    fit.add_argument("--p_target", "--p-target", type=float, default=0.5,
                      help="prior that weighs targets vs nontargets in the fit (default 0.5: Cllr)")
     fit.add_argument("--l2", type=float, default=1e-4,
                      help="L2 penalty on the standardised weights (default 1e-4)")
@@ -80,7 +81,7 @@ def get_parser() -> argparse.ArgumentParser:
     app = sub.add_parser("apply", help="apply a fitted QMF model to score files")
     app.add_argument("--model", required=True, help="JSON model from 'fit'")
     app.add_argument("--scores", nargs="+", required=True, help="score file(s) to calibrate")
-    app.add_argument("--output-dir", default=None,
+    app.add_argument("--output_dir", "--output-dir", default=None,
                      help="directory for <stem>.qmf.score (default: beside each input)")
     _add_sources(app)
     return p

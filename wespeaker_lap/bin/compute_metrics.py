@@ -32,14 +32,17 @@ def get_parser() -> argparse.ArgumentParser:
         description="EER and normalised minDCF of labelled score files.",
     )
     p.add_argument("scores", nargs="+", help="score file(s) with target/nontarget labels")
-    p.add_argument("--p-target", type=float, nargs="+", default=[0.01, 0.05],
+    p.add_argument("--p_target", "--p-target", type=float, nargs="+", default=[0.01, 0.05],
                    help="target priors for minDCF (default 0.01 0.05)")
-    p.add_argument("--c-miss", type=float, default=1.0, help="cost of a miss (default 1)")
-    p.add_argument("--c-fa", type=float, default=1.0, help="cost of a false alarm (default 1)")
-    p.add_argument("--det-png", default=None,
+    p.add_argument("--c_miss", "--c-miss", type=float, default=1.0,
+                   help="cost of a miss (default 1)")
+    p.add_argument("--c_fa", "--c-fa", type=float, default=1.0,
+                   help="cost of a false alarm (default 1)")
+    p.add_argument("--det_png", "--det-png", default=None,
                    help="write a DET curve (probit axes) of all score files to this PNG")
     p.add_argument("--json", default=None, help="also write all metrics to this JSON file")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log_level", "--log-level", default="INFO",
+                   help="logging level (default INFO)")
     return p
 
 

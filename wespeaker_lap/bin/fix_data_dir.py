@@ -20,7 +20,7 @@ from wespeaker_lap.utils.logging_utils import setup_logging
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("data_dir")
-    p.add_argument("--check-audio", action="store_true",
+    p.add_argument("--check_audio", "--check-audio", action="store_true",
                    help="also drop utterances whose audio file does not exist")
     p.add_argument("--utt2dur", action="store_true",
                    help="(re)compute utt2dur from the audio headers; unreadable ones are dropped")

@@ -25,9 +25,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="data dir (wav.scp + utt2spk) or raw.list")
     p.add_argument("shard_dir", help="where the tar files go")
     p.add_argument("shard_list", help="the list to write (absolute tar paths)")
-    p.add_argument("--num-utts-per-shard", type=int, default=1000)
+    p.add_argument("--num_utts_per_shard", "--num-utts-per-shard", type=int, default=1000)
     p.add_argument("--nj", type=int, default=4, help="shards written at once (threads)")
-    p.add_argument("--no-shuffle", action="store_true",
+    p.add_argument("--no_shuffle", "--no-shuffle", action="store_true",
                    help="keep the data dir order (default: shuffle so shards mix speakers)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prefix", default="shards", help="tar file name prefix")

@@ -30,16 +30,17 @@ def get_parser() -> argparse.ArgumentParser:
         prog="python -m wespeaker_lap.bin.plot_layers",
         description="Heatmap of LAP layer scores per head beside SUPERB layer weights.",
     )
-    p.add_argument("--lap-scores", required=True,
+    p.add_argument("--lap_scores", "--lap-scores", required=True,
                    help=".npy of LAP layer scores, (heads, L) or (..., heads, L) averaged over "
                         "the leading axes")
-    p.add_argument("--superb-weights", default=None,
+    p.add_argument("--superb_weights", "--superb-weights", default=None,
                    help=".npy of the (L,) SUPERB layer weights of a comparison model")
-    p.add_argument("--superb-logits", action="store_true",
+    p.add_argument("--superb_logits", "--superb-logits", action="store_true",
                    help="--superb-weights holds raw logits: apply a softmax first")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--title", default=None, help="figure title")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log_level", "--log-level", default="INFO",
+                   help="logging level (default INFO)")
     return p
 
 

@@ -33,19 +33,20 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--embeddings", nargs="+", required=True,
                    help="Kaldi xvector.scp file(s) holding the embeddings of all trial utterances")
-    p.add_argument("--mean-vec", default=None,
+    p.add_argument("--mean_vec", "--mean-vec", default=None,
                    help="mean_vec.npy subtracted from every embedding (usually the training mean); "
                         "omit for plain cosine")
     p.add_argument("--trials", nargs="+", required=True, help="trial list file(s)")
-    p.add_argument("--output-dir", required=True,
+    p.add_argument("--output_dir", "--output-dir", required=True,
                    help="directory for the score files (<trial file name>.score)")
-    p.add_argument("--trial-format", choices=TRIAL_FORMATS, default="auto",
+    p.add_argument("--trial_format", "--trial-format", choices=TRIAL_FORMATS, default="auto",
                    help="trial format: kaldi 'enroll test target|nontarget', voxceleb "
                         "'1|0 enroll test', or auto-detect per file (default)")
-    p.add_argument("--allow-missing", action="store_true",
+    p.add_argument("--allow_missing", "--allow-missing", action="store_true",
                    help="skip trials naming utterances without embedding (and report the count) "
                         "instead of failing")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log_level", "--log-level", default="INFO",
+                   help="logging level (default INFO)")
     return p
 
 

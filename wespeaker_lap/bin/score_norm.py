@@ -36,22 +36,23 @@ def get_parser() -> argparse.ArgumentParser:
                    help="score file(s) 'enroll test score [label]' from bin.score")
     p.add_argument("--embeddings", nargs="+", required=True,
                    help="xvector.scp file(s) of the evaluation utterances")
-    p.add_argument("--cohort-embeddings", nargs="+", required=True,
+    p.add_argument("--cohort_embeddings", "--cohort-embeddings", nargs="+", required=True,
                    help="xvector.scp file(s) of the cohort utterances (e.g. VoxCeleb2 dev)")
-    p.add_argument("--cohort-utt2spk", default=None,
+    p.add_argument("--cohort_utt2spk", "--cohort-utt2spk", default=None,
                    help="utt2spk of the cohort: average each speaker's embeddings into one "
                         "cohort entry (default: one entry per utterance)")
-    p.add_argument("--mean-vec", default=None,
+    p.add_argument("--mean_vec", "--mean-vec", default=None,
                    help="mean_vec.npy subtracted from evaluation and cohort embeddings")
     p.add_argument("--method", choices=list(NORM_METHODS), default="asnorm",
                    help="asnorm: top-N cohort scores per side; snorm: the whole cohort")
-    p.add_argument("--top-n", type=int, default=300,
+    p.add_argument("--top_n", "--top-n", type=int, default=300,
                    help="number of top cohort scores for AS-norm (default 300)")
-    p.add_argument("--output-dir", default=None,
+    p.add_argument("--output_dir", "--output-dir", default=None,
                    help="directory for the normalised score files (default: beside each input)")
-    p.add_argument("--allow-missing", action="store_true",
+    p.add_argument("--allow_missing", "--allow-missing", action="store_true",
                    help="skip trials (and cohort utterances) without embedding instead of failing")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log_level", "--log-level", default="INFO",
+                   help="logging level (default INFO)")
     return p
 
 

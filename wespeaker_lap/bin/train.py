@@ -104,18 +104,28 @@ def read_train_label(cfg: Mapping[str, Any]) -> tuple[dict[str, int], int]:
     return make_spk2id(utt2spk.values()), len(utt2spk)
 
 
-def compute_epoch_iter(num_utts: int, cfg: Mapping[str, Any], world_size: int) -> int:
-    """Optimiser steps per epoch: utterances // world_size // batch_size // accum_grad."""
-    sample_num = int((cfg.get("dataset_args") or {}).get("sample_num_per_epoch") or 0)
-    n = sample_num or num_utts
+def compute_epoch_iter(num_utts: int, cfg: Mapping[str, Any], info: DistInfo,
+                       loader: Any = None) -> int:
+    """Optimiser steps per epoch, the same on every rank.
+
+    Raw lists: the batches the loader will yield on this rank (``batches_per_epoch``,
+    exact when no audio is bad) // accum_grad. Shard lists (tar sizes unknown until
+    read): WeSpeaker's estimate, utterances // world_size // batch_size // accum_grad.
+    The minimum over ranks is used, so every rank has the same schedule.
+    """
+    accum = int(cfg["accum_grad"])
     if "batch_size" not in (cfg.get("dataloader_args") or {}):
         raise ConfigError("dataloader_args.batch_size (per process) is required")
     batch = int(cfg["dataloader_args"]["batch_size"])
-    steps = n // world_size // batch // int(cfg["accum_grad"])
+    batches = loader.batches_per_epoch() if loader is not None else None
+    if batches is None:
+        sample_num = int((cfg.get("dataset_args") or {}).get("sample_num_per_epoch") or 0)
+        batches = (sample_num or num_utts) // info.world_size // batch
+    steps = min(all_gather_object(int(batches) // accum, info))
     if steps < 1:
         raise ValueError(
-            f"{n} utterances give no full optimiser step with world_size {world_size} x "
-            f"batch_size {batch} x accum_grad {cfg['accum_grad']}"
+            f"{num_utts} utterances give no full optimiser step with world_size "
+            f"{info.world_size} x batch_size {batch} x accum_grad {accum}"
         )
     return steps
 
@@ -227,14 +237,16 @@ def _train(cfg, info, argv, exp_dir: Path, models_dir: Path, resume) -> TrainRes
     spk2id, num_utts = read_train_label(cfg)
     num_class = num_classes(len(spk2id), cfg["dataset_args"])
     accum = int(cfg["accum_grad"])
+    if "batch_size" not in cfg["dataloader_args"]:
+        raise ConfigError("dataloader_args.batch_size (per process) is required")
     batch_size = int(cfg["dataloader_args"]["batch_size"])
-    epoch_iter = compute_epoch_iter(num_utts, cfg, info.world_size)
     scale = lr_scale_ratio(info.world_size, batch_size, accum, cfg.get("lr_reference_batch"))
     loader = build_train_loader(
         cfg["train_data"], cfg["data_type"], spk2id, cfg["dataset_args"], cfg["dataloader_args"],
         noise_list=cfg.get("noise_data"), rir_list=cfg.get("reverb_data"), seed=cfg["seed"],
         rank=info.rank, world_size=info.world_size,
     )
+    epoch_iter = compute_epoch_iter(num_utts, cfg, info, loader)
     logger.info("%d utterances, %d speakers -> %d classes; %d steps/epoch of %d x %d x %d; "
                 "lr scale %.4g", num_utts, len(spk2id), num_class, epoch_iter, info.world_size,
                 batch_size, accum, scale)

@@ -21,12 +21,14 @@ from wespeaker_lap.utils.logging_utils import setup_logging
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("data_dir")
-    p.add_argument("--no-check-audio", action="store_true", help="skip the audio path checks")
+    p.add_argument("--no_check_audio", "--no-check-audio", action="store_true",
+                   help="skip the audio path checks")
     p.add_argument("--decode", action="store_true", help="decode every file, list all bad ones")
-    p.add_argument("--min-duration", type=float, default=0.0,
+    p.add_argument("--min_duration", "--min-duration", type=float, default=0.0,
                    help="with --decode: shorter files are bad (seconds)")
     p.add_argument("--nj", type=int, default=4, help="threads for file checks")
-    p.add_argument("--max-report", type=int, default=5, help="lines shown per kind of problem")
+    p.add_argument("--max_report", "--max-report", type=int, default=5,
+                   help="lines shown per kind of problem")
     return p
 
 
