@@ -189,9 +189,14 @@ def run_epoch(
                 step_count += n
             if ran_out:
                 optimizer.zero_grad(set_to_none=True)
+                if step == 0:
+                    raise RuntimeError(
+                        f"epoch {epoch} gave no training step on rank {info.rank}: the loader "
+                        "yielded no batch (all audio skipped? see the pipeline warnings)"
+                    )
                 if info.is_main:
-                    logger.info("epoch %d: data ran out after %d of %d steps", epoch, step,
-                                opts.epoch_iter)
+                    logger.warning("epoch %d: data ran out after %d of %d steps", epoch, step,
+                                   opts.epoch_iter)
                 break
             if opts.grad_clip:
                 scaler.unscale_(optimizer)
