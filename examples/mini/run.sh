@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Mini recipe: the whole pipeline on a corpus synthesized here with Debian TTS
+# voices, sized for a laptop CPU. The stages are those of the big recipes:
+#   1. synthesize the corpus (train/test speakers, trials, noise, RIRs); validate
+#   2. raw (or shard) lists, noise/RIR lists; pre-train the SSL model (wav2vec 2.0)
+#   3. train the backend on the frozen SSL model (torchrun)
+#   4. average checkpoints; extract test and train (cohort) embeddings
+#   5. cosine scoring with mean subtraction; EER / minDCF
+#   6. AS-norm; EER / minDCF; DET and layer-attention plots; results table
+#
+#   bash run.sh                                   # stages 1-6, LAP_ASTP
+#   bash run.sh --quick                           # small sizes (CI's integration test)
+#   bash run.sh --stage 3 --config conf/mhfa.yaml # another backend, same data and SSL
+#   bash run.sh --ssl_model microsoft/wavlm-base-plus   # a real SSL model instead
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+. ./path.sh
+
+stage=1                       # first stage to run
+stop_stage=6                  # last stage to run
+quick=false                   # small corpus, short pre-training and training (about 2 min)
+seed=7                        # corpus seed
+nj=2                          # parallel jobs for synthesis
+data_type=raw                 # training lists: raw or shard
+config=conf/lap_astp.yaml     # training config (WeSpeaker grammar)
+ssl_model=                    # SSL checkpoint dir or hub id; empty: pre-train one in stage 2
+ssl_config=../../conf/ssl_wav2vec2_mini.yaml  # the pre-trained model's size and schedule
+gpus=                         # e.g. "[0,1]": one process per GPU; empty: one CPU process
+num_nodes=1                   # torchrun nodes (more than 1: give HOST_NODE_ADDR)
+HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint for multi-node runs
+top_n=100                     # AS-norm: top cohort scores per side
+workdir=.                     # where corpus*/ and exp*/ are written
+
+help_message="Usage: bash run.sh [--stage N] [--stop_stage M] [--quick] [--config conf/X.yaml]"
+. tools/parse_options.sh
+
+log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
+
+# Everything derived: one home for each value.
+tag=; $quick && tag=_quick
+corpus=$workdir/corpus$tag                # synthesized audio + data dirs
+data=$corpus/data
+exp=$workdir/exp$tag
+exp_dir=$exp/$(basename "$config" .yaml)  # one experiment per config
+ssl_dir=${ssl_model:-$exp/ssl}            # the SSL model the backends pool over
+if $quick; then
+  synth_opts=(--quick)
+  pretrain_opts=(--steps 80)
+  train_opts=(--num_epochs 3 --margin_update.fix_start_epoch 2 --log_batch_interval 5)
+else
+  synth_opts=()
+  pretrain_opts=()
+  train_opts=()
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log "Stage 1: synthesize the corpus into $corpus"
+  if [ ! -f "$corpus/.done" ]; then
+    rm -rf "$corpus"
+    local/make_corpus.sh "$corpus" --seed "$seed" --nj "$nj" "${synth_opts[@]}"
+    for x in train test; do
+      python -m wespeaker_lap.bin.validate_data_dir "$data/$x"
+    done
+    touch "$corpus/.done"
+  fi
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log "Stage 2: $data_type lists, noise/RIR lists; SSL model: $ssl_dir"
+  if [ ! -f "$data/.lists.done" ]; then
+    for x in train test; do
+      python -m wespeaker_lap.bin.make_raw_list "$data/$x" "$data/$x/raw.list"
+    done
+    python -m wespeaker_lap.bin.make_shard_list --num-utts-per-shard 200 --nj "$nj" \
+      --seed "$seed" "$data/train" "$data/train/shards" "$data/train/shard.list"
+    python -m wespeaker_lap.bin.make_raw_list --type auto "$data/noise" "$data/noise.list"
+    python -m wespeaker_lap.bin.make_raw_list --type rir "$data/rirs" "$data/rirs.list"
+    touch "$data/.lists.done"
+  fi
+  if [ -z "$ssl_model" ] && [ ! -f "$ssl_dir/.done" ]; then
+    python -m wespeaker_lap.bin.pretrain_ssl --config "$ssl_config" \
+      --wav_scp "$data/train/wav.scp" --out "$ssl_dir" --seed "$seed" "${pretrain_opts[@]}"
+    touch "$ssl_dir/.done"
+  fi
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log "Stage 3: train $(basename "$config" .yaml) into $exp_dir"
+  if [ ! -f "$exp_dir/models/final_model.pt" ]; then
+    if [ -n "$gpus" ]; then
+      num_gpus=$(echo "$gpus" | tr -d '[] ' | awk -F, '{print NF}')
+      gpu_opts=(--gpus "$gpus")
+    else
+      num_gpus=1
+      gpu_opts=(--device cpu)
+    fi
+    if [ "$num_nodes" -gt 1 ]; then
+      launch=(--nnodes="$num_nodes" --rdzv_backend=c10d --rdzv_endpoint="$HOST_NODE_ADDR")
+    else
+      launch=(--standalone --nnodes=1)
+    fi
+    resume=()
+    if compgen -G "$exp_dir/models/state_*.pt" >/dev/null; then
+      resume=(--checkpoint latest)  # an interrupted run goes on after its last epoch
+    fi
+    start=$SECONDS
+    torchrun "${launch[@]}" --nproc_per_node="$num_gpus" -m wespeaker_lap.bin.train \
+      --config "$config" "${gpu_opts[@]}" --exp_dir "$exp_dir" \
+      --data_type "$data_type" --train_data "$data/train/$data_type.list" \
+      --train_label "$data/train/utt2spk" \
+      --noise_data "$data/noise.list" --reverb_data "$data/rirs.list" \
+      --frontend_args.model_name_or_path "$ssl_dir" "${train_opts[@]}" "${resume[@]}"
+    echo $((SECONDS - start)) > "$exp_dir/train_seconds"
+  fi
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log "Stage 4: average checkpoints; extract embeddings"
+  num_avg=$(python -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['num_avg'])" \
+    "$exp_dir/config.yaml")
+  python -m wespeaker_lap.bin.average_model --dst_model "$exp_dir/models/avg_model.pt" \
+    --src_path "$exp_dir/models" --num "$num_avg"
+  for x in test train; do
+    if [ ! -f "$exp_dir/embeddings/$x/xvector.scp" ] || \
+       [ "$exp_dir/models/avg_model.pt" -nt "$exp_dir/embeddings/$x/xvector.scp" ]; then
+      python -m wespeaker_lap.bin.extract --model_dir "$exp_dir" --data "$data/$x" \
+        --embed_dir "$exp_dir/embeddings/$x" --layer_scores --num_workers 1
+    fi
+  done
+fi
+
+scores=$exp_dir/scores
+trials=trials.kaldi
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "Stage 5: cosine scoring (training mean subtracted)"
+  python -m wespeaker_lap.bin.score --embeddings "$exp_dir/embeddings/test/xvector.scp" \
+    --mean_vec "$exp_dir/embeddings/train/mean_vec.npy" \
+    --trials "$data/test/$trials" --output_dir "$scores"
+  python -m wespeaker_lap.bin.compute_metrics "$scores/$trials.score"
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log "Stage 6: AS-norm (top $top_n of the train speakers' mean embeddings); plots; results"
+  python -m wespeaker_lap.bin.score_norm --scores "$scores/$trials.score" \
+    --embeddings "$exp_dir/embeddings/test/xvector.scp" \
+    --cohort_embeddings "$exp_dir/embeddings/train/xvector.scp" \
+    --cohort_utt2spk "$data/train/utt2spk" \
+    --mean_vec "$exp_dir/embeddings/train/mean_vec.npy" --top_n "$top_n" --output_dir "$scores"
+  python -m wespeaker_lap.bin.compute_metrics "$scores/$trials.score" \
+    "$scores/$trials.asnorm$top_n.score" --det_png "$scores/det.png" \
+    --json "$scores/metrics.json"
+  superb=$exp/superb_astp/embeddings/test/layer_scores.npy  # beside it when that exp exists
+  compare=()
+  if [ -f "$superb" ] && [ "$exp_dir" != "$exp/superb_astp" ]; then
+    compare=(--superb_weights "$superb")
+  fi
+  python -m wespeaker_lap.bin.plot_layers \
+    --lap_scores "$exp_dir/embeddings/test/layer_scores.npy" "${compare[@]}" \
+    --title "$(basename "$exp_dir"): layer attention on the test set" \
+    --out "$exp_dir/layer_attention.png"
+  python local/results_table.py --exp_dir "$exp_dir" --top_n "$top_n" | tee "$exp_dir/results.md"
+fi
+log "done: $exp_dir"
