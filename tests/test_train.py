@@ -188,8 +188,12 @@ def test_torchrun_two_cpu_processes_average_gradients_like_one(tmp_path, corpus)
 
 @pytest.mark.slow
 def test_two_node_rendezvous_on_loopback_completes_an_epoch(tmp_path, corpus):
-    config = write_config(tmp_path / "c.yaml",
-                          tiny_config(tmp_path / "exp", *corpus, num_epochs=1))
+    # phase 2 under DDP: trained SSL layers (the top one unused: layers [0, 1]), L2-SP,
+    # gradient accumulation with no_sync, clipping
+    cfg = tiny_config(tmp_path / "exp", *corpus, num_epochs=1, accum_grad=2, grad_clip=5.0,
+                      finetune_args={"layer_decay": 0.8, "l2sp_alpha": 0.01})
+    cfg["frontend_args"].update(frozen=False, layers=[0, 1])
+    config = write_config(tmp_path / "c.yaml", cfg)
     endpoint = f"127.0.0.1:{free_port()}"
     args = ["-m", "wespeaker_lap.bin.train", "--config", str(config), "--device", "cpu"]
     procs = [subprocess.Popen(torchrun_cmd(1, *args, nnodes=2, endpoint=endpoint),
@@ -204,7 +208,7 @@ def test_two_node_rendezvous_on_loopback_completes_an_epoch(tmp_path, corpus):
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
-    assert "steps/epoch of 2 x 4 x 1" in "".join(outs)  # world size 2 over the two launchers
+    assert "steps/epoch of 2 x 4 x 2" in "".join(outs)  # world size 2 over the two launchers
     assert checkpoint_path(tmp_path / "exp" / "models", 1).is_file()
     derived = (tmp_path / "exp" / "config.yaml").read_text().splitlines()[2]
     assert "world_size=2" in derived

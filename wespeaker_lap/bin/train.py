@@ -275,7 +275,7 @@ def _train(cfg, info, argv, exp_dir: Path, models_dir: Path, resume) -> TrainRes
                 "trained" if frontend_trainable else "frozen")
 
     criterion = build_loss(cfg["loss"], **cfg["loss_args"])
-    module = SpeakerTrainModule(model, criterion)
+    module = SpeakerTrainModule(model, criterion, regularizer=l2sp)
     # A trained SSL model has parameters that get no gradient in a step (layers above the
     # last hidden state used, masked_spec_embed, layer drop): DDP must look for them.
     ddp_module = wrap_ddp(module, info, find_unused_parameters=frontend_trainable)
@@ -347,7 +347,7 @@ def _train(cfg, info, argv, exp_dir: Path, models_dir: Path, resume) -> TrainRes
     for epoch in range(start_epoch, num_epochs + 1):
         loader.set_epoch(epoch)
         stats = run_epoch(loader, ddp_module, optimizer, scheduler, margin_scheduler, scaler,
-                          epoch, opts, info, regularizer=l2sp, writer=writer)
+                          epoch, opts, info, writer=writer)
         rng_states = all_gather_object(get_rng_state(), info)
         if info.is_main:
             if epoch % interval == 0 or epoch > num_epochs - num_avg:

@@ -43,22 +43,27 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
 
 
 class SpeakerTrainModule(nn.Module):
-    """Extractor + classification head + loss: ``(wavs, lengths, labels) -> (loss, logits)``.
+    """Extractor + head + loss: ``(wavs, lengths, labels) -> (loss, logits, penalty)``.
 
     ``model(wavs, lengths)`` gives the embeddings (B, E) (a tuple's last item is
     taken, as in WeSpeaker); ``model.projection(emb, labels)`` gives the logits
     (B, C), or ``(logits, loss)`` for heads that compute their own loss.
+    ``regularizer()`` (L2-SP) is evaluated inside ``forward`` so that DDP sees its
+    parameters used there (a weight that only the regulariser touches would
+    otherwise get a second gradient hook call); ``penalty`` is 0 without one.
     """
 
-    def __init__(self, model: nn.Module, criterion: nn.Module):
+    def __init__(self, model: nn.Module, criterion: nn.Module,
+                 regularizer: Callable[[], torch.Tensor] | None = None):
         super().__init__()
         if not isinstance(getattr(model, "projection", None), nn.Module):
             raise ValueError("the speaker model needs a .projection head to train")
         self.model = model
         self.criterion = criterion
+        self.regularizer = regularizer
 
     def forward(self, wavs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         emb = self.model(wavs, lengths)
         if isinstance(emb, tuple):
             emb = emb[-1]
@@ -67,7 +72,9 @@ class SpeakerTrainModule(nn.Module):
             logits, loss = out
         else:
             logits, loss = out, self.criterion(out.float(), labels)
-        return loss, logits
+        penalty = (self.regularizer().float() if self.regularizer is not None
+                   else torch.zeros((), device=loss.device))
+        return loss, logits, penalty
 
 
 @dataclass
@@ -121,7 +128,6 @@ def run_epoch(
     epoch: int,
     opts: EpochOptions,
     info: DistInfo,
-    regularizer: Callable[[], torch.Tensor] | None = None,
     writer: Any = None,
 ) -> dict[str, float]:
     """Train one epoch; return its mean ``loss`` and ``acc`` (over ranks), ``lr``, ``margin``.
@@ -131,7 +137,6 @@ def run_epoch(
         module: a :class:`SpeakerTrainModule`, possibly inside DistributedDataParallel.
         scheduler / margin_scheduler: ``.step(global_step)``; the margin scheduler
             may be None.
-        regularizer: an extra loss term added once per optimiser step (L2-SP).
         writer: a TensorBoard SummaryWriter (rank 0) or None.
     """
     module.train()
@@ -172,10 +177,9 @@ def run_epoch(
                 sync = contextlib.nullcontext() if (last or not ddp) else module.no_sync()
                 with sync:
                     with autocast_context(info.device, opts.enable_amp, opts.amp_dtype):
-                        loss, logits = module(wavs, lengths, labels)
-                    total = loss.float() / opts.accum_grad
-                    if regularizer is not None:
-                        total = total + regularizer() / opts.accum_grad
+                        loss, logits, penalty = module(wavs, lengths, labels)
+                    # the penalty comes with every micro-batch: 1/accum each, once per step
+                    total = (loss.float() + penalty) / opts.accum_grad
                     scaler.scale(total).backward()
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
