@@ -80,6 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --config CONFIG [--device {auto,cpu,cuda}] [--key value ...]",
+        allow_abbrev=False,  # every other option is a config override, never a prefix
     )
     p.add_argument("--config", required=True, help="training config (YAML, WeSpeaker grammar)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
