@@ -198,6 +198,8 @@ def main() -> None:
             raise SystemExit(f"unknown size {s!r}; valid: {sorted(sizes)}")
     names = [n for n in args.models.split(",") if n]
     rtf = {"base": args.frontend_rtf, "large": args.frontend_rtf_large}
+    if args.quick:
+        rtf = {"base": None, "large": None}  # tiny sizes: a ratio would mean nothing
     audio_s = args.batch * args.frames * 0.02
 
     print(f"# backend forward + backward, batch {args.batch} x {args.frames} frames, "

@@ -82,3 +82,18 @@ def test_fast_lap_astp_equals_reference_in_training_forward_backward_and_running
     fast.eval()
     ref.eval()
     torch.testing.assert_close(fast(x), ref(x), rtol=1e-9, atol=1e-10)
+
+
+def test_lap_astp_under_bf16_autocast_stays_close_to_float32():
+    torch.manual_seed(0)
+    model = LAP_ASTP(feat_dim=64, num_layers=7, embed_dim=16, lap_dim=32, heads=4).eval()
+    x = torch.randn(3, 7, 12, 64)
+    ref = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x)
+    torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.05)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().square().mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -18,6 +18,49 @@ from torch import nn
 from wespeaker_lap.models.common import masked_batch_norm, weighted_layer_sum
 
 
+class WeightedLayerMax(torch.autograd.Function):
+    """``max`` over layers of ``y * w`` with a sparse backward.
+
+    y: (B, L, T, h, k), w: (B, L, T, h, 1) -> (B, T, h, k). Only the winning layer of
+    each output gets a gradient, so the backward fills one zero ``dy`` and writes the
+    winners into it, and sums ``dw`` over the winners with one ``scatter_add``:
+    two passes over y-sized memory instead of autograd's chain of full-size
+    products, sums and scatters. Same values and (sub)gradients as
+    ``(y * w).max(1).values``.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out, idx = (y * w).max(dim=1)
+        ctx.save_for_backward(y, w, idx)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        y, w, idx = ctx.saved_tensors
+        b, n_layers, t, h, k = y.shape
+        dev = y.device
+        idx1 = idx.unsqueeze(1)  # (B, 1, T, h, k)
+        g1 = g.unsqueeze(1)
+        # flat position of (b, winning layer, t, head, k) in a contiguous (B, L, T, h, k)
+        frame = torch.arange(t * h * k, device=dev).view(1, t, h, k)
+        batch = torch.arange(b, device=dev).view(b, 1, 1, 1) * (n_layers * t * h * k)
+        flat = (batch + frame + idx * (t * h * k)).flatten()
+        dy = dw = None
+        if ctx.needs_input_grad[0]:
+            w_win = w.expand(y.shape).gather(1, idx1)
+            dy = y.new_zeros(y.shape)
+            dy.view(-1).index_put_((flat,), (g1 * w_win).to(y.dtype).flatten())
+        if ctx.needs_input_grad[1]:
+            acc = torch.promote_types(w.dtype, torch.float32)  # sum bf16 in fp32
+            contrib = (g1.to(acc) * y.gather(1, idx1).to(acc)).flatten()
+            dw = torch.zeros(b * n_layers * t * h, dtype=acc, device=dev)
+            dw = dw.scatter_add_(0, torch.div(flat, k, rounding_mode="floor"), contrib)
+            dw = dw.view(w.shape).to(w.dtype)
+        return dy, dw
+
+
 class LayerAttentivePooling(nn.Module):
     """Layer Attentive Pooling (LAP): score every layer per frame and head, max-pool layers.
 
@@ -29,12 +72,17 @@ class LayerAttentivePooling(nn.Module):
        gradient and the backward pass costs one ``D x D`` matrix product instead of two;
        the projection is a single matmul over the merged ``(B, L, T)`` axis.
     2. Channels split into ``heads``; per frame, head and layer the mean and the max
-       over the head's channels.
+       over the head's channels. The means come from a small ``h x D`` matmul with
+       the head-averaged rows of ``W_in``, not from another pass over the features.
     3. A per-head squeeze-excitation MLP over the layer axis (``L -> L//2 -> L``,
        ReLU), shared by both squeezes, as two einsums over heads.
     4. ``scores = sigmoid(SE(mean) + SE(max))`` in (0, 1); dropout on the scores.
-    5. Features times scores, max over layers, heads concatenated, then a
-       ``D -> out_dim`` projection and ``BatchNorm(out_dim)``.
+    5. Features times scores, max over layers (:class:`WeightedLayerMax`, sparse
+       backward), heads concatenated, then a ``D -> out_dim`` projection and
+       ``BatchNorm(out_dim)``.
+
+    Under autocast the normalised input is cast once and the whole per-layer
+    path runs in the autocast dtype.
 
     x: (B, L, T, D), mask (B, T) -> (B, T, out_dim); with ``return_scores`` also
     the pre-dropout scores (B, heads, T, L).
@@ -96,20 +144,25 @@ class LayerAttentivePooling(nn.Module):
         h = self.heads
         layer_mask = None if mask is None else mask[:, None, :]  # (B, 1, T)
         xn = masked_batch_norm(x, self.in_norm, layer_mask, affine=False)  # (B, L, T, D)
+        if torch.is_autocast_enabled(x.device.type):  # cast once for both GEMMs below
+            xn = xn.to(torch.get_autocast_dtype(x.device.type))
         w = self.in_proj.weight * self.in_norm.weight  # (D_out, D_in): columns scaled by gamma
         c = self.in_proj.weight @ self.in_norm.bias
         if self.in_proj.bias is not None:
             c = c + self.in_proj.bias
         y = F.linear(xn, w, c).view(b, n_layers, t, h, d // h)  # one GEMM over B*L*T rows
+        # the head means of y straight from xn: a (h x D) GEMM, no pass over y
+        mean = F.linear(xn, w.view(h, d // h, d).mean(1), c.view(h, d // h).mean(1))
 
         # (2, B, L, T, h) squeezes -> (2, B, T, h, L) for the per-head MLP over layers
-        z = torch.stack((y.mean(-1), y.max(-1).values)).permute(0, 1, 3, 4, 2)
+        z = torch.stack((mean.to(y.dtype), y.max(-1).values)).permute(0, 1, 3, 4, 2)
         z = torch.relu(torch.einsum("nbthl,hlk->nbthk", z, self.se_w1) + self.se_b1[:, 0])
         z = torch.einsum("nbthk,hkl->nbthl", z, self.se_w2) + self.se_b2[:, 0]
         scores = torch.sigmoid(z[0] + z[1])  # (B, T, h, L)
-        weights = self.score_dropout(scores).permute(0, 3, 1, 2).unsqueeze(-1)  # (B, L, T, h, 1)
+        # (B, L, T, h, 1) in y's dtype: under autocast the big product stays bf16
+        weights = self.score_dropout(scores).permute(0, 3, 1, 2).unsqueeze(-1).to(y.dtype)
 
-        out = (y * weights).max(dim=1).values.reshape(b, t, d)  # (B, T, D)
+        out = WeightedLayerMax.apply(y, weights).reshape(b, t, d)  # (B, T, D)
         out = masked_batch_norm(self.out_proj(out), self.out_norm, mask)  # (B, T, out_dim)
         if return_scores:
             return out, scores.permute(0, 2, 1, 3)
