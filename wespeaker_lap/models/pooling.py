@@ -131,6 +131,3 @@ class EmbeddingLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.post_norm(self.linear(self.pre_norm(x)))
-
-
-POOLINGS: dict[str, type[nn.Module]] = {"ASTP": ASTP, "TSTP": TSTP}
