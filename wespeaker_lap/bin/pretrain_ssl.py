@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import yaml
 
+from wespeaker_lap.utils.config import read_yaml
 from wespeaker_lap.utils.fileio import read_scp
 from wespeaker_lap.utils.logging_utils import setup_logging
 
@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
-    with open(args.config, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
+    cfg = read_yaml(args.config)
     if args.steps is not None:
         cfg.setdefault("train_args", {})["steps"] = args.steps
     pretrain(cfg, args.wav_scp, args.out, args.seed, args.max_minutes)
