@@ -1,0 +1,1 @@
+../../voxceleb/v2_lap/local/prepare_musan_rirs.py

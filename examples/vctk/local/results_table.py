@@ -1,0 +1,1 @@
+../../voxceleb/v2_lap/local/results_table.py

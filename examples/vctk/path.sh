@@ -1,0 +1,1 @@
+../voxceleb/v2_lap/path.sh

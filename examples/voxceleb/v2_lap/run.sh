@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# VoxCeleb recipe: LAP backends on a pre-trained SSL model, trained on VoxCeleb2 dev and
+# evaluated on the cleaned Vox1-O/E/H lists. The stages of WeSpeaker's
+# examples/voxceleb/v2 (ANCHORS.md):
+#   1. data: VoxCeleb2 dev .m4a decoded to flac; data dirs vox2_dev (training, cohort,
+#      calibration) and vox1 (evaluation); Vox1-O/E/H trials in Kaldi format;
+#      MUSAN and RIRS_NOISES dirs; QMF calibration trials drawn from vox2_dev
+#   2. shard (or raw) training lists; MUSAN and RIR lists
+#   3. phase 1: the backend on the frozen SSL model (torchrun, one or many nodes)
+#   4. average checkpoints; embeddings of vox1 and vox2_dev
+#   5. cosine scoring (vox2_dev mean subtracted); EER / minDCF on Vox1-O/E/H
+#   6. AS-norm (top_n of the vox2_dev speakers' mean embeddings); EER / minDCF
+#   7. QMF calibration fitted on the vox2_dev trials; EER / minDCF; results table
+#   8. phase 2: joint fine-tuning from phase 1, then stages 4-7 on it
+#   9. phase 3: large-margin fine-tuning from phase 2, then stages 4-7 on it
+#
+#   bash run.sh --vox1_root /corpora/voxceleb1 --vox2_root /corpora/voxceleb2 \
+#     --musan_root /corpora/musan --rirs_root /corpora/RIRS_NOISES
+#   bash run.sh --stage 3 --config conf/lap_astp_wavlm_large.yaml  # another system
+# Paths are relative to this directory; see README.md for downloads and multi-node runs.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+. ./path.sh
+
+stage=1                  # first stage to run
+stop_stage=9             # last stage to run
+vox1_root=               # VoxCeleb1: wav/idXXXXX/<video>/NNNNN.wav (dev and test unzipped)
+vox2_root=               # VoxCeleb2: dev/aac/idXXXXX/<video>/NNNNN.m4a
+trials_dir=              # veri_test2.txt, list_test_all2.txt, list_test_hard2.txt; empty: vox1_root
+musan_root=              # MUSAN (openslr 17): noise/ music/ speech/
+rirs_root=               # RIRS_NOISES (openslr 28): simulated_rirs/
+vox2_audio=              # where VoxCeleb2 dev is decoded; empty: <vox2_root>/dev/<audio_format>
+audio_format=flac        # decoded VoxCeleb2: flac (lossless, about half of wav's size) or wav
+nj=16                    # parallel jobs: decoding, audio headers, shards
+data=data                # data dirs, lists, trials
+exp=exp                  # experiments: <exp>/<config name>
+data_type=shard          # training lists: shard (tar files) or raw
+num_utts_per_shard=1000  # utterances per shard
+config=conf/lap_astp_wavlm_base_plus.yaml  # phase-1 config (conf/ holds every backend)
+phase2_config=           # empty: <config>_phase2.yaml
+phase3_config=           # empty: <config>_phase3.yaml
+ssl_model=               # SSL model dir or hub id replacing the configs'; empty: the configs'
+train_opts=              # extra training overrides for every phase, e.g. "--num_epochs 20"
+gpus="[0,1]"             # GPUs of each node, one process each; empty: one CPU process
+num_nodes=1              # torchrun nodes; more than 1: the same command on every node
+HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint host:port (multi-node)
+top_n=300                # AS-norm and QMF cohort statistics: top cohort scores per side
+num_cal_trials=30000     # QMF calibration trials drawn from vox2_dev
+seed=777                 # shard order, calibration trials
+
+help_message="Usage: bash run.sh --vox1_root DIR --vox2_root DIR --musan_root DIR --rirs_root DIR \
+[--stage N] [--stop_stage M] [--config conf/X.yaml] [--gpus \"[0,1]\"]"
+. tools/parse_options.sh
+
+log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+# Everything derived: one home for each value.
+vox2_audio=${vox2_audio:-${vox2_root:+$vox2_root/dev/$audio_format}}
+trials_dir=${trials_dir:-$vox1_root}
+phase2_config=${phase2_config:-${config%.yaml}_phase2.yaml}
+phase3_config=${phase3_config:-${config%.yaml}_phase3.yaml}
+exp1=$exp/$(basename "$config" .yaml)  # one experiment per config
+exp2=$exp/$(basename "$phase2_config" .yaml)
+exp3=$exp/$(basename "$phase3_config" .yaml)
+trials=()
+for x in O E H; do trials+=("$data/vox1/trials/vox1_${x}_cleaned.kaldi"); done
+cal_trials=$data/vox2_dev/trials/qmf_cal.kaldi
+read -r -a extra_opts <<< "$train_opts"
+[ -n "$ssl_model" ] && extra_opts+=(--frontend_args.model_name_or_path "$ssl_model")
+
+train() {  # config exp_dir [train.py overrides]
+  local config=$1 exp_dir=$2
+  shift 2
+  tools/train.sh --config "$config" --exp_dir "$exp_dir" --gpus "$gpus" \
+    --num_nodes "$num_nodes" --HOST_NODE_ADDR "$HOST_NODE_ADDR" -- \
+    --data_type "$data_type" --train_data "$data/vox2_dev/$data_type.list" \
+    --train_label "$data/vox2_dev/utt2spk" \
+    --noise_data "$data/musan.list" --reverb_data "$data/rirs.list" \
+    "$@" "${extra_opts[@]+"${extra_opts[@]}"}"
+}
+extract() {  # exp_dir
+  tools/extract_embeddings.sh --exp_dir "$1" --gpus "$gpus" --num_workers 4 \
+    "$data/vox1" "$data/vox2_dev"
+}
+score() {  # exp_dir [tools/score.sh options]: vox2_dev mean subtracted
+  local exp_dir=$1
+  shift
+  tools/score.sh --exp_dir "$exp_dir" --eval_set vox1 --mean_set vox2_dev "$@" "${trials[@]}"
+}
+asnorm() {  # exp_dir
+  score "$1" --cohort_set vox2_dev --cohort_utt2spk "$data/vox2_dev/utt2spk" --top_n "$top_n" \
+    --json "$1/scores/metrics.json"
+}
+calibrate() {  # exp_dir
+  tools/calibrate.sh --exp_dir "$1" --cal_set vox2_dev --cal_data "$data/vox2_dev" \
+    --cal_trials "$cal_trials" --eval_set vox1 --eval_data "$data/vox1" --mean_set vox2_dev \
+    --cohort_set vox2_dev --cohort_utt2spk "$data/vox2_dev/utt2spk" --top_n "$top_n" \
+    --json "$1/scores/metrics_qmf.json" "${trials[@]}"
+  python local/results_table.py "$1" | tee "$1/results.md"
+}
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log "Stage 1: data preparation into $data (VoxCeleb2 dev decoded into $vox2_audio)"
+  if [ ! -f "$data/.prep.done" ]; then
+    for v in vox1_root vox2_root musan_root rirs_root; do
+      [ -n "${!v}" ] || die "stage 1 needs --$v (see README.md)"
+    done
+    python local/prepare_voxceleb.py decode --format "$audio_format" --nj "$nj" \
+      "$vox2_root/dev/aac" "$vox2_audio"
+    python local/prepare_voxceleb.py data --ext "$audio_format" --nj "$nj" \
+      "$vox2_audio" "$data/vox2_dev"
+    python local/prepare_voxceleb.py data --ext wav --nj "$nj" "$vox1_root/wav" "$data/vox1"
+    for x in vox2_dev vox1; do
+      python -m wespeaker_lap.bin.validate_data_dir --nj "$nj" "$data/$x"
+    done
+    python local/prepare_voxceleb.py trials "$trials_dir" "$data/vox1"
+    python local/prepare_voxceleb.py cal_trials --num_trials "$num_cal_trials" --seed "$seed" \
+      "$data/vox2_dev" "$cal_trials"
+    python local/prepare_musan_rirs.py --musan_root "$musan_root" --rirs_root "$rirs_root" \
+      --data "$data"
+    touch "$data/.prep.done"
+  fi
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log "Stage 2: $data_type list of vox2_dev; MUSAN and RIR lists"
+  if [ ! -f "$data/.lists_$data_type.done" ]; then
+    case $data_type in
+      raw) python -m wespeaker_lap.bin.make_raw_list "$data/vox2_dev" "$data/vox2_dev/raw.list" ;;
+      shard) python -m wespeaker_lap.bin.make_shard_list --num_utts_per_shard \
+               "$num_utts_per_shard" --nj "$nj" --seed "$seed" \
+               "$data/vox2_dev" "$data/vox2_dev/shards" "$data/vox2_dev/shard.list" ;;
+      *) die "--data_type must be raw or shard, got $data_type" ;;
+    esac
+    python -m wespeaker_lap.bin.make_raw_list --type auto "$data/musan" "$data/musan.list"
+    python -m wespeaker_lap.bin.make_raw_list --type rir "$data/rirs" "$data/rirs.list"
+    touch "$data/.lists_$data_type.done"
+  fi
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log "Stage 3: phase 1, $(basename "$config" .yaml) into $exp1"
+  train "$config" "$exp1"
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log "Stage 4: average checkpoints; embeddings of vox1 and vox2_dev"
+  extract "$exp1"
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "Stage 5: cosine scoring of Vox1-O/E/H (vox2_dev mean subtracted)"
+  score "$exp1"
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log "Stage 6: AS-norm (top $top_n of the vox2_dev speakers)"
+  asnorm "$exp1"
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  log "Stage 7: QMF calibration fitted on $num_cal_trials vox2_dev trials"
+  calibrate "$exp1"
+fi
+
+for phase in 2 3; do
+  this_stage=$((phase + 6))
+  if [ "$stage" -le "$this_stage" ] && [ "$stop_stage" -ge "$this_stage" ]; then
+    if [ "$phase" = 2 ]; then
+      phase_config=$phase2_config; phase_exp=$exp2; init=$exp1
+      what="joint fine-tuning"
+    else
+      phase_config=$phase3_config; phase_exp=$exp3; init=$exp2
+      what="large-margin fine-tuning"
+    fi
+    log "Stage $this_stage: phase $phase ($what) of $init into $phase_exp; stages 4-7 on it"
+    [ -f "$phase_config" ] || die "no phase-$phase config $phase_config (give --phase${phase}_config)"
+    [ -f "$init/models/avg_model.pt" ] || die "phase $phase starts from $init/models/avg_model.pt: \
+run the stages before $this_stage first"
+    train "$phase_config" "$phase_exp" --model_init "$init/models/avg_model.pt"
+    extract "$phase_exp"
+    score "$phase_exp"
+    asnorm "$phase_exp"
+    calibrate "$phase_exp"
+  fi
+done
+log "done"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The embedding stage of every recipe: average the last num_avg checkpoints into
+# models/avg_model.pt, then extract whole-utterance embeddings of each data dir into
+# exp_dir/embeddings/<data dir name>/ (xvector.scp/.ark, mean_vec.npy).
+#
+#   tools/extract_embeddings.sh --exp_dir exp/x [--gpus "[0,1]"] data/vox1 data/vox2_dev
+#
+# Re-runnable: the average is redone only when a checkpoint is newer than it, and a
+# set is extracted again only when the average is newer than its xvector.scp.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+exp_dir=            # trained experiment (config.yaml, models/model_*.pt)
+num_avg=            # checkpoints averaged; empty: num_avg of exp_dir/config.yaml
+gpus=               # "[0,1]": torchrun, one process per GPU; empty: one process (GPU 0 or CPU)
+num_workers=1       # data loader workers per process
+layer_scores=false  # also write layer_scores.npy (the backend's layer attention)
+
+help_message="Usage: tools/extract_embeddings.sh --exp_dir DIR [options] <data_dir>..."
+# shellcheck source=parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+
+if [ -z "$exp_dir" ] || [ $# -eq 0 ]; then echo "$help_message" >&2; exit 1; fi
+models=$exp_dir/models
+avg=$models/avg_model.pt
+if [ -z "$num_avg" ]; then
+  num_avg=$(python -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['num_avg'])" \
+    "$exp_dir/config.yaml")
+fi
+if [ ! -f "$avg" ] || [ -n "$(find "$models" -name 'model_*.pt' -newer "$avg")" ]; then
+  python -m wespeaker_lap.bin.average_model --dst_model "$avg" --src_path "$models" \
+    --num "$num_avg"
+fi
+
+opts=(--model_dir "$exp_dir" --num_workers "$num_workers")
+$layer_scores && opts+=(--layer_scores)
+if [ -n "$gpus" ]; then
+  ids=$(echo "$gpus" | tr -d '[] ')
+  num_procs=$(echo "$ids" | awk -F, '{print NF}')
+  run=(env CUDA_VISIBLE_DEVICES="$ids" torchrun --standalone --nnodes=1
+       --nproc_per_node="$num_procs" -m wespeaker_lap.bin.extract --device cuda)
+else
+  run=(python -m wespeaker_lap.bin.extract --device auto)
+fi
+for data in "$@"; do
+  out=$exp_dir/embeddings/$(basename "$data")
+  if [ ! -f "$out/xvector.scp" ] || [ "$avg" -nt "$out/xvector.scp" ]; then
+    "${run[@]}" "${opts[@]}" --data "$data" --embed_dir "$out"
+  fi
+done
