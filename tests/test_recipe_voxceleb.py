@@ -347,7 +347,8 @@ def test_recipe_scripts_pass_shellcheck():
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed")
     scripts = [RECIPE / "run.sh", RECIPE / "path.sh"] + [
-        ROOT / "tools" / f"{x}.sh" for x in ("train", "extract_embeddings", "score", "calibrate")]
+        ROOT / "tools" / f"{x}.sh"
+        for x in ("train", "average_model", "extract_embeddings", "score", "calibrate")]
     r = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True,
                        text=True, cwd=RECIPE)
     assert r.returncode == 0, r.stdout

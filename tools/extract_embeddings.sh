@@ -21,16 +21,8 @@ help_message="Usage: tools/extract_embeddings.sh --exp_dir DIR [options] <data_d
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 
 if [ -z "$exp_dir" ] || [ $# -eq 0 ]; then echo "$help_message" >&2; exit 1; fi
-models=$exp_dir/models
-avg=$models/avg_model.pt
-if [ -z "$num_avg" ]; then
-  num_avg=$(python -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['num_avg'])" \
-    "$exp_dir/config.yaml")
-fi
-if [ ! -f "$avg" ] || [ -n "$(find "$models" -name 'model_*.pt' -newer "$avg")" ]; then
-  python -m wespeaker_lap.bin.average_model --dst_model "$avg" --src_path "$models" \
-    --num "$num_avg"
-fi
+"$(dirname "${BASH_SOURCE[0]}")/average_model.sh" --exp_dir "$exp_dir" --num_avg "$num_avg"
+avg=$exp_dir/models/avg_model.pt
 
 opts=(--model_dir "$exp_dir" --num_workers "$num_workers")
 $layer_scores && opts+=(--layer_scores)

@@ -17,8 +17,6 @@
 # Paths are relative to this directory; see README.md.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
-. ./path.sh
 
 stage=1                  # first stage to run
 stop_stage=7             # last stage to run
@@ -43,7 +41,10 @@ top_n=50                 # AS-norm and QMF cohort statistics: top of the ~65 tra
 seed=777                 # speaker split, trials, shard order
 
 help_message="Usage: bash run.sh --vctk_root DIR [--stage N] [--stop_stage M] [--config conf/X.yaml]"
-. tools/parse_options.sh
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools/parse_options.sh"  # before the cd: it reads $0
+cd "$(dirname "${BASH_SOURCE[0]}")"
+. ./path.sh
 
 log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
 die() { echo "run.sh: $*" >&2; exit 1; }

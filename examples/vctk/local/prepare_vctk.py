@@ -50,6 +50,8 @@ SUBSETS = ("train", "val", "test")
 AUDIO_NAME = re.compile(r"^(?P<spk>[ps]\d+)_(?P<num>\d{3})_mic1\.flac$")
 # non-target cells: (same gender, same accent)
 CELLS = ((True, True), (True, False), (False, True), (False, False))
+CELL_NAMES = {c: f"{'same' if c[0] else 'other'} gender, {'same' if c[1] else 'other'} accent"
+              for c in CELLS}
 
 
 @dataclass(frozen=True)
@@ -342,8 +344,12 @@ def prepare(args: argparse.Namespace) -> None:
         tgt = target_trials(spk2utts, args.num_target, rng)
         non, cells = nontarget_trials(spk2utts, info, args.num_nontarget, rng)
         write_table(args.data / "trials" / f"vctk_{name}.kaldi", tgt + non)
-        logger.info("%s trials: %d target, %d non-target; per cell (same gender, same "
-                    "accent): %s", name, len(tgt), len(non), cells)
+        logger.info("%s trials: %d target, %d non-target (%s)", name, len(tgt), len(non),
+                    "; ".join(f"{CELL_NAMES[c]}: {n}" for c, n in cells.items()))
+        if len(tgt) < args.num_target or min(cells.values()) < args.num_nontarget // 4:
+            logger.warning("%s: too few speakers or utterances for the asked trial counts "
+                           "(speakers without enough pairs, or empty cells, gave their share "
+                           "to the others)", name)
     with atomic_write(args.data / "speakers.tsv") as f:
         f.write("speaker\tgender\taccent\tage\tage_bin\tnum_utts\tsubset\n")
         for s in kept:

@@ -20,8 +20,6 @@
 # Paths are relative to this directory; see README.md for downloads and multi-node runs.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
-. ./path.sh
 
 stage=1                  # first stage to run
 stop_stage=9             # last stage to run
@@ -45,13 +43,17 @@ train_opts=              # extra training overrides for every phase, e.g. "--num
 gpus="[0,1]"             # GPUs of each node, one process each; empty: one CPU process
 num_nodes=1              # torchrun nodes; more than 1: the same command on every node
 HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint host:port (multi-node)
+evaluate=true            # false on all nodes but one: stages 4-7 and 8-9's evaluation skipped
 top_n=300                # AS-norm and QMF cohort statistics: top cohort scores per side
 num_cal_trials=30000     # QMF calibration trials drawn from vox2_dev
 seed=777                 # shard order, calibration trials
 
 help_message="Usage: bash run.sh --vox1_root DIR --vox2_root DIR --musan_root DIR --rirs_root DIR \
 [--stage N] [--stop_stage M] [--config conf/X.yaml] [--gpus \"[0,1]\"]"
-. tools/parse_options.sh
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools/parse_options.sh"  # before the cd: it reads $0
+cd "$(dirname "${BASH_SOURCE[0]}")"
+. ./path.sh
 
 log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -100,6 +102,12 @@ calibrate() {  # exp_dir
     --json "$1/scores/metrics_qmf.json" "${trials[@]}"
   python local/results_table.py "$1" | tee "$1/results.md"
 }
+evaluate_exp() {  # exp_dir: stages 4-7
+  extract "$1"
+  score "$1"
+  asnorm "$1"
+  calibrate "$1"
+}
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: data preparation into $data (VoxCeleb2 dev decoded into $vox2_audio)"
@@ -145,22 +153,22 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   train "$config" "$exp1"
 fi
 
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && $evaluate; then
   log "Stage 4: average checkpoints; embeddings of vox1 and vox2_dev"
   extract "$exp1"
 fi
 
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ] && $evaluate; then
   log "Stage 5: cosine scoring of Vox1-O/E/H (vox2_dev mean subtracted)"
   score "$exp1"
 fi
 
-if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && $evaluate; then
   log "Stage 6: AS-norm (top $top_n of the vox2_dev speakers)"
   asnorm "$exp1"
 fi
 
-if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ] && $evaluate; then
   log "Stage 7: QMF calibration fitted on $num_cal_trials vox2_dev trials"
   calibrate "$exp1"
 fi
@@ -177,13 +185,12 @@ for phase in 2 3; do
     fi
     log "Stage $this_stage: phase $phase ($what) of $init into $phase_exp; stages 4-7 on it"
     [ -f "$phase_config" ] || die "no phase-$phase config $phase_config (give --phase${phase}_config)"
-    [ -f "$init/models/avg_model.pt" ] || die "phase $phase starts from $init/models/avg_model.pt: \
-run the stages before $this_stage first"
+    [ -f "$init/config.yaml" ] || die "phase $phase starts from $init: train it first"
+    tools/average_model.sh --exp_dir "$init"
     train "$phase_config" "$phase_exp" --model_init "$init/models/avg_model.pt"
-    extract "$phase_exp"
-    score "$phase_exp"
-    asnorm "$phase_exp"
-    calibrate "$phase_exp"
+    if $evaluate; then
+      evaluate_exp "$phase_exp"
+    fi
   fi
 done
 log "done"
