@@ -87,69 +87,32 @@ fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "Stage 3: train $(basename "$config" .yaml) into $exp_dir"
-  if [ ! -f "$exp_dir/models/final_model.pt" ]; then
-    if [ -n "$gpus" ]; then
-      num_gpus=$(echo "$gpus" | tr -d '[] ' | awk -F, '{print NF}')
-      gpu_opts=(--gpus "$gpus")
-    else
-      num_gpus=1
-      gpu_opts=(--device cpu)
-    fi
-    if [ "$num_nodes" -gt 1 ]; then
-      launch=(--nnodes="$num_nodes" --rdzv_backend=c10d --rdzv_endpoint="$HOST_NODE_ADDR")
-    else
-      launch=(--standalone --nnodes=1)
-    fi
-    resume=()
-    if compgen -G "$exp_dir/models/state_*.pt" >/dev/null; then
-      resume=(--checkpoint latest)  # an interrupted run goes on after its last epoch
-    fi
-    start=$SECONDS
-    torchrun "${launch[@]}" --nproc_per_node="$num_gpus" -m wespeaker_lap.bin.train \
-      --config "$config" "${gpu_opts[@]}" --exp_dir "$exp_dir" \
-      --data_type "$data_type" --train_data "$data/train/$data_type.list" \
-      --train_label "$data/train/utt2spk" \
-      --noise_data "$data/noise.list" --reverb_data "$data/rirs.list" \
-      --frontend_args.model_name_or_path "$ssl_dir" "${train_opts[@]}" "${resume[@]}"
-    echo $((SECONDS - start)) > "$exp_dir/train_seconds"
-  fi
+  tools/train.sh --config "$config" --exp_dir "$exp_dir" --gpus "$gpus" \
+    --num_nodes "$num_nodes" --HOST_NODE_ADDR "$HOST_NODE_ADDR" -- \
+    --data_type "$data_type" --train_data "$data/train/$data_type.list" \
+    --train_label "$data/train/utt2spk" \
+    --noise_data "$data/noise.list" --reverb_data "$data/rirs.list" \
+    --frontend_args.model_name_or_path "$ssl_dir" "${train_opts[@]}"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "Stage 4: average checkpoints; extract embeddings"
-  num_avg=$(python -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['num_avg'])" \
-    "$exp_dir/config.yaml")
-  python -m wespeaker_lap.bin.average_model --dst_model "$exp_dir/models/avg_model.pt" \
-    --src_path "$exp_dir/models" --num "$num_avg"
-  for x in test train; do
-    if [ ! -f "$exp_dir/embeddings/$x/xvector.scp" ] || \
-       [ "$exp_dir/models/avg_model.pt" -nt "$exp_dir/embeddings/$x/xvector.scp" ]; then
-      python -m wespeaker_lap.bin.extract --model_dir "$exp_dir" --data "$data/$x" \
-        --embed_dir "$exp_dir/embeddings/$x" --layer_scores --num_workers 1
-    fi
-  done
+  tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
+    "$data/test" "$data/train"
 fi
 
 scores=$exp_dir/scores
 trials=trials.kaldi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "Stage 5: cosine scoring (training mean subtracted)"
-  python -m wespeaker_lap.bin.score --embeddings "$exp_dir/embeddings/test/xvector.scp" \
-    --mean_vec "$exp_dir/embeddings/train/mean_vec.npy" \
-    --trials "$data/test/$trials" --output_dir "$scores"
-  python -m wespeaker_lap.bin.compute_metrics "$scores/$trials.score"
+  tools/score.sh --exp_dir "$exp_dir" --eval_set test --mean_set train "$data/test/$trials"
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "Stage 6: AS-norm (top $top_n of the train speakers' mean embeddings); plots; results"
-  python -m wespeaker_lap.bin.score_norm --scores "$scores/$trials.score" \
-    --embeddings "$exp_dir/embeddings/test/xvector.scp" \
-    --cohort_embeddings "$exp_dir/embeddings/train/xvector.scp" \
-    --cohort_utt2spk "$data/train/utt2spk" \
-    --mean_vec "$exp_dir/embeddings/train/mean_vec.npy" --top_n "$top_n" --output_dir "$scores"
-  python -m wespeaker_lap.bin.compute_metrics "$scores/$trials.score" \
-    "$scores/$trials.asnorm$top_n.score" --det_png "$scores/det.png" \
-    --json "$scores/metrics.json"
+  tools/score.sh --exp_dir "$exp_dir" --eval_set test --mean_set train --cohort_set train \
+    --cohort_utt2spk "$data/train/utt2spk" --top_n "$top_n" \
+    --json "$scores/metrics.json" --det_png "$scores/det.png" "$data/test/$trials"
   superb=$exp/superb_astp/embeddings/test/layer_scores.npy  # beside it when that exp exists
   compare=()
   if [ -f "$superb" ] && [ "$exp_dir" != "$exp/superb_astp" ]; then
