@@ -9,7 +9,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-
 # Tiny models: thread start-up costs more than it saves (subprocess tests choose their own).
 torch.set_num_threads(1)
 

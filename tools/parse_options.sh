@@ -6,19 +6,33 @@
 #   . tools/parse_options.sh
 #
 # Every `--name value` (or `--name=value`; dashes in name become underscores)
-# sets the shell variable `name`, which must already be defined by the
-# defaults block: an unknown option is an error that lists the valid ones.
+# sets the shell variable `name`, which must be assigned at the start of a line
+# of the defaults block (the lines before the one sourcing this file): an
+# unknown option is an error that lists the valid ones.
 # A variable whose default is true/false may be given without a value
 # (`--quick` means `--quick true`). `--config` is a path the recipe passes to
 # Python (a YAML file), never sourced as shell. `--help` prints $help_message
 # (when set) and the options with their current values.
 
+# The recipe file, read for its defaults block: $0 as invoked, or (for recipes
+# that cd into their own directory first) its basename in the current directory.
+if [ -r "$0" ]; then
+  __po_script=$0
+elif [ -r "$(basename "$0")" ]; then
+  __po_script=$(basename "$0")
+else
+  echo "parse_options.sh: cannot read the recipe $0 (from $PWD) for its options" >&2
+  exit 1
+fi
+
 __po_valid_options() {
   # the variables the recipe defined before sourcing: its defaults block
   local line
   while IFS= read -r line; do
+    [[ $line == *parse_options.sh* ]] && break  # the defaults block ends here
+    [[ $line =~ ^help_message= ]] && continue
     [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=.*$ ]] && printf -- '--%s ' "${BASH_REMATCH[1]}"
-  done < "$0"
+  done < "$__po_script"
 }
 
 __po_positional=()
@@ -54,4 +68,4 @@ while [ $# -gt 0 ]; do
   printf -v "$__po_name" '%s' "$__po_value"
 done
 set -- "${__po_positional[@]+"${__po_positional[@]}"}"
-unset __po_name __po_value __po_opt
+unset __po_name __po_value __po_opt __po_script
