@@ -173,3 +173,25 @@ def test_cli_resamples_other_rates_and_rejects_bad_audio(tmp_path, model_dir, ca
         assert cli.main(["similarity", "--model_dir", str(model_dir), str(tmp_path / bad),
                          str(tmp_path / "low.wav")]) == 2
         assert bad in capsys.readouterr().err
+
+
+def test_a_fine_tuned_ssl_model_is_loaded_from_the_checkpoint(tmp_path):
+    """Phase 2/3 checkpoints store the SSL weights: extraction must use them."""
+    cfg = tiny_config()
+    cfg["frontend_args"] = {**cfg["frontend_args"], "frozen": False}
+    d = tmp_path / "exp"
+    (d / "models").mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    tuned = build_extractor(cfg)
+    with torch.no_grad():
+        for p in tuned.frontend.model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_weights(tuned, d / "models" / "avg_model.pt")
+    assert any(k.startswith("frontend.") for k in torch.load(d / "models" / "avg_model.pt"))
+
+    ext = load_trained_extractor(*resolve_model_dir(d))
+    assert ext.frontend.frozen
+    x, n = torch.randn(2, 16000), torch.tensor([16000, 12000])
+    with torch.no_grad():
+        torch.testing.assert_close(ext(x, n), tuned.eval()(x, n))
+        assert not torch.allclose(ext(x, n), load_trained_extractor(cfg, None)(x, n))

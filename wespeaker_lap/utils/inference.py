@@ -62,8 +62,9 @@ def load_trained_extractor(
 ):
     """Build the extractor of a training config and load trained weights into it.
 
-    The training head (``projection.*``) is dropped; every other key must fit
-    (a fine-tuned SSL model's weights, when stored, are loaded too). With
+    The training head (``projection.*``) is dropped; every other key must fit.
+    The SSL model's weights, when the checkpoint stores them (joint fine-tuning),
+    replace those of the model the config names. With
     ``weights=None`` the backend keeps its initial weights (for tests).
     Returns the extractor in eval mode on ``device``.
     """
@@ -75,8 +76,16 @@ def load_trained_extractor(
     extractor = build_extractor(inference_config(cfg, dtype))
     if weights is not None:
         sd = {k: v for k, v in read_weights(weights).items() if not k.startswith("projection.")}
+        # A checkpoint of joint fine-tuning (phase 2/3) stores the SSL weights. The
+        # inference frontend is frozen (so its state is left out of the extractor's
+        # state dict): load them into it directly, every key required.
+        head = "frontend."
+        tuned = {k[len(head):]: v for k, v in sd.items() if k.startswith(head)}
+        if tuned:
+            extractor.frontend.load_state_dict(tuned, strict=True)
+            sd = {k: v for k, v in sd.items() if not k.startswith(head)}
         load_weights(extractor, sd, strict=True)
-        logger.info("loaded %s", weights)
+        logger.info("loaded %s%s", weights, " (with fine-tuned SSL weights)" if tuned else "")
     return extractor.to(device).eval()
 
 
