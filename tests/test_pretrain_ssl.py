@@ -87,3 +87,12 @@ def test_span_mask_and_negatives_respect_their_contracts():
             drawn = neg[b, t] - b * 50
             assert mask[b, drawn].all()  # negatives are masked frames of the same utterance
             assert (drawn != t).all()  # never the positive itself
+
+
+def test_zero_steps_saves_the_seeded_random_initialisation(tmp_path, wav_scp):
+    cfg = {**TINY, "train_args": {**TINY["train_args"], "steps": 0}}
+    assert pretrain_ssl.pretrain(cfg, [wav_scp], str(tmp_path / "a"), 4, None) == []
+    pretrain_ssl.pretrain(cfg, [wav_scp], str(tmp_path / "b"), 4, None)
+    a = SSLFrontend(tmp_path / "a").state_dict()
+    b = SSLFrontend(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

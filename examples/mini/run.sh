@@ -31,6 +31,7 @@ num_nodes=1                   # torchrun nodes (more than 1: give HOST_NODE_ADDR
 HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint for multi-node runs
 top_n=100                     # AS-norm: top cohort scores per side
 workdir=.                     # where corpus*/ and exp*/ are written
+suffix=                       # appended to the experiment name, e.g. _random_ssl
 
 help_message="Usage: bash run.sh [--stage N] [--stop_stage M] [--quick] [--config conf/X.yaml]"
 . tools/parse_options.sh
@@ -42,7 +43,7 @@ tag=; $quick && tag=_quick
 corpus=$workdir/corpus$tag                # synthesized audio + data dirs
 data=$corpus/data
 exp=$workdir/exp$tag
-exp_dir=$exp/$(basename "$config" .yaml)  # one experiment per config
+exp_dir=$exp/$(basename "$config" .yaml)$suffix  # one experiment per config (+ suffix)
 ssl_dir=${ssl_model:-$exp/ssl}            # the SSL model the backends pool over
 if $quick; then
   synth_opts=(--quick)

@@ -201,9 +201,13 @@ def pretrain(cfg: dict, wav_scps: list[str], out_dir: str, seed: int, max_minute
                 float(out.diversity_loss.detach()) / n_masked,
                 float(out.codevector_perplexity.detach()), lr_at(step),
             )
-    logger.info("pre-training done: %d steps in %.1f s; contrastive loss %.3f -> %.3f",
-                len(history), time.time() - t_start, np.mean(history[:10]),
-                np.mean(history[-10:]))
+    if history:
+        logger.info("pre-training done: %d steps in %.1f s; contrastive loss %.3f -> %.3f "
+                    "(chance: %.3f)", len(history), time.time() - t_start,
+                    np.mean(history[:10]), np.mean(history[-10:]),
+                    math.log(config.num_negatives + 1))
+    else:
+        logger.info("no pre-training steps: saving the random initialisation (seed %d)", seed)
     save_encoder(model.wav2vec2, out_dir)
     return history
 
@@ -236,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--wav_scp", required=True, nargs="+", help="Kaldi wav.scp file(s)")
     p.add_argument("--out", required=True, help="output directory (save_pretrained layout)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--steps", type=int, default=None, help="override train_args.steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="override train_args.steps (0: save the seeded random initialisation)")
     p.add_argument("--max_minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = p.parse_args(argv)
