@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import yaml
 
 from wespeaker_lap.dataset.datadir import read_data_dir, validate_data_dir
@@ -271,7 +272,7 @@ def corpora(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_recipe_stages_1_to_7_on_fabricated_voxceleb(tmp_path, corpora):
+def test_recipe_stages_1_to_9_on_fabricated_voxceleb(tmp_path, corpora):
     work = tmp_path
     config = tiny_config(ROOT / "conf" / "lap_astp_wavlm_base_plus.yaml", work / "tiny.yaml")
     opts = ["--vox1_root", str(corpora / "voxceleb1"), "--vox2_root", str(corpora / "voxceleb2"),
@@ -334,6 +335,19 @@ def test_recipe_stages_1_to_7_on_fabricated_voxceleb(tmp_path, corpora):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert (data / "vox2_dev" / "wav.scp").stat().st_mtime_ns == stamp
     assert "epoch 1" not in r.stderr
+
+    # stages 8-9: joint fine-tuning, then large-margin fine-tuning, each re-extracted and
+    # scored; their checkpoints carry the fine-tuned SSL weights, which extraction loads
+    r = run_recipe(RECIPE, *opts, "--stage", "8", "--stop_stage", "9")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    for phase in ("tiny_phase2", "tiny_phase3"):
+        pexp = work / "exp" / phase
+        weights = torch.load(pexp / "models" / "avg_model.pt", weights_only=True)
+        assert any(k.startswith("frontend.model.encoder.") for k in weights)
+        pm = json.loads((pexp / "scores" / "metrics.json").read_text())
+        assert len(pm) == 6 and all(m["n_target"] > 0 for m in pm.values())
+    p1 = torch.load(exp / "models" / "avg_model.pt", weights_only=True)
+    assert not any(k.startswith("frontend.") for k in p1)  # phase 1: SSL referenced only
 
 
 def test_stage_1_names_the_missing_corpus_option(tmp_path):
