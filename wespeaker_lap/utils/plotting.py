@@ -22,7 +22,7 @@ def _new_figure(figsize: tuple[float, float]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")  # no overlapping labels
     FigureCanvasAgg(fig)
     return fig
 
