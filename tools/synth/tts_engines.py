@@ -309,25 +309,22 @@ def _parse_formants(text: str) -> list[tuple[int, int, int]]:
     return out
 
 
-# --------------------------------------------------------------------------- flite
-class FliteEngine:
-    name = "flite"
-    binary = "flite"
-    pitch_jitter = 0.08  # relative f0-mean jitter half-width
-    rate_jitter = 0.10  # relative stretch jitter half-width
+class _ShiftedVoiceEngine:
+    """Speakers of an engine with few voices: f0 target, stretch, and a resampling shift.
 
-    @classmethod
-    def available(cls) -> bool:
-        return shutil.which(cls.binary) is not None
+    Subclasses give ``name``, ``pitch_jitter``, ``rate_jitter`` and ``gender(voice)``.
+    """
 
-    def voices(self) -> list[str]:
-        out = _run([self.binary, "-lv"]).stdout.decode()
-        have = set(out.split(":", 1)[-1].split())
-        return [v for v in FLITE_VOICES if v in have]
+    name: str
+    pitch_jitter: float  # relative f0-mean jitter half-width
+    rate_jitter: float  # relative stretch jitter half-width
+
+    def gender(self, voice: str) -> str:
+        raise NotImplementedError
 
     def draw_speaker(self, rng: np.random.Generator, spk: str, voices: list[str]) -> Speaker:
         voice = voices[int(rng.integers(len(voices)))]
-        gender = FLITE_GENDER.get(voice, "male")
+        gender = self.gender(voice)
         pitch, prange = _pitch_traits(rng, gender)
         shift = _uniform(rng, SHIFT)
         # the shift multiplies f0 afterwards: draw the engine target so that the
@@ -344,6 +341,26 @@ class FliteEngine:
             pitch_range=s.pitch_range_hz * (1.0 + rng.uniform(-0.2, 0.2)),
             rate=s.rate * (1.0 + rng.uniform(-1, 1) * self.rate_jitter),
         )
+
+
+# --------------------------------------------------------------------------- flite
+class FliteEngine(_ShiftedVoiceEngine):
+    name = "flite"
+    binary = "flite"
+    pitch_jitter = 0.08  # relative f0-mean jitter half-width
+    rate_jitter = 0.10  # relative stretch jitter half-width
+
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which(cls.binary) is not None
+
+    def voices(self) -> list[str]:
+        out = _run([self.binary, "-lv"]).stdout.decode()
+        have = set(out.split(":", 1)[-1].split())
+        return [v for v in FLITE_VOICES if v in have]
+
+    def gender(self, voice: str) -> str:
+        return FLITE_GENDER.get(voice, "male")
 
     def synthesize(
         self, s: Speaker, utts: list[UttParams], tmp: Path
@@ -363,7 +380,7 @@ class FliteEngine:
 
 
 # --------------------------------------------------------------------------- festival
-class FestivalEngine:
+class FestivalEngine(_ShiftedVoiceEngine):
     name = "festival"
     binary = "festival"
     pitch_jitter = 0.08
@@ -380,23 +397,8 @@ class FestivalEngine:
         have = set(out.replace("(", " ").replace(")", " ").split())
         return [v for v in FESTIVAL_VOICES if v in have]
 
-    def draw_speaker(self, rng: np.random.Generator, spk: str, voices: list[str]) -> Speaker:
-        voice = voices[int(rng.integers(len(voices)))]
-        gender, _ = FESTIVAL_VOICES[voice]
-        pitch, prange = _pitch_traits(rng, gender)
-        shift = _uniform(rng, SHIFT)
-        return Speaker(
-            spk=spk, engine=self.name, voice=voice, gender=gender, pitch_hz=pitch / shift,
-            pitch_range_hz=prange / 3.0 / shift, rate=_uniform(rng, STRETCH), shift=shift,
-        )
-
-    def utt_params(self, rng: np.random.Generator, s: Speaker, text: str) -> UttParams:
-        return UttParams(
-            text=text,
-            pitch=s.pitch_hz * (1.0 + rng.uniform(-1, 1) * self.pitch_jitter),
-            pitch_range=s.pitch_range_hz * (1.0 + rng.uniform(-0.2, 0.2)),
-            rate=s.rate * (1.0 + rng.uniform(-1, 1) * self.rate_jitter),
-        )
+    def gender(self, voice: str) -> str:
+        return FESTIVAL_VOICES[voice][0]
 
     def synthesize(
         self, s: Speaker, utts: list[UttParams], tmp: Path
