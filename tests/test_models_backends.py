@@ -14,15 +14,6 @@ from wespeaker_lap.models import (
 )
 from wespeaker_lap.models.common import masked_batch_norm
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 D, L = 32, 5
 
 # Small arguments per registry name (the ECAPA variants fix their channels).

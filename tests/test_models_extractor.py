@@ -15,15 +15,6 @@ from wespeaker_lap.models import (
     build_projection,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HEADER = ("exp_dir", "gpus", "num_avg", "enable_amp", "seed", "num_epochs",
           "save_epoch_interval", "log_batch_interval")
