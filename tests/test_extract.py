@@ -195,3 +195,32 @@ def test_a_fine_tuned_ssl_model_is_loaded_from_the_checkpoint(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ext(x, n), tuned.eval()(x, n))
         assert not torch.allclose(ext(x, n), load_trained_extractor(cfg, None)(x, n))
+
+
+@pytest.mark.slow
+def test_extraction_sharded_over_two_torchrun_ranks_equals_one_process(
+        tmp_path, model_dir, data_dir):
+    import os
+    import subprocess
+    import sys
+
+    one = tmp_path / "one"
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(data_dir), "--embed_dir",
+                         str(one), "--num_workers", "0", "--no_progress"]) == 0
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "wespeaker_lap.bin.extract", "--device", "cpu", "--model_dir", str(model_dir),
+         "--data", str(data_dir), "--embed_dir", str(two), "--num_workers", "0",
+         "--batch_size", "2", "--no_progress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    a, b = extract.read_xvectors(one / "xvector.scp"), extract.read_xvectors(two / "xvector.scp")
+    assert list(a) == list(b) == sorted(a) and len(a) == 9
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(np.load(one / "mean_vec.npy"), np.load(two / "mean_vec.npy"),
+                               atol=1e-5)
+    assert sorted(p.name for p in two.iterdir()) == ["mean_vec.npy", "xvector.ark",
+                                                     "xvector.scp"]
