@@ -151,7 +151,7 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
     from wespeaker_lap.bin.train import build_model, seed_everything
     from wespeaker_lap.utils.checkpoint import trained_state_dict
     from wespeaker_lap.utils.config import load_config
-    from wespeaker_lap.utils.distributed import cleanup, init_distributed, wrap_ddp
+    from wespeaker_lap.utils.distributed import barrier, cleanup, init_distributed, wrap_ddp
     from wespeaker_lap.utils.executor import (
         EpochOptions,
         SpeakerTrainModule,
@@ -180,6 +180,7 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
               1, EpochOptions(epoch_iter=1, accum_grad=accum, progress=False), info)
     if info.is_main:
         torch.save(trained_state_dict(model), out)
+    barrier(info)  # as train.py does: no rank leaves the group while another still works
     cleanup()
 
 
