@@ -224,3 +224,22 @@ def test_extraction_sharded_over_two_torchrun_ranks_equals_one_process(
                                atol=1e-5)
     assert sorted(p.name for p in two.iterdir()) == ["mean_vec.npy", "xvector.ark",
                                                      "xvector.scp"]
+
+
+def test_cli_similarity_subtracts_the_mean_vector(tmp_path, model_dir, data_dir, capsys):
+    a, b = str(data_dir / "wav" / "spk0-utt0.wav"), str(data_dir / "wav" / "spk1-utt1.wav")
+    assert cli.main(["embed", "--model_dir", str(model_dir), a, b, "--out",
+                     str(tmp_path / "e.npy")]) == 0
+    emb = np.load(tmp_path / "e.npy")
+    mean = emb.mean(axis=0) + 0.1
+    np.save(tmp_path / "mean.npy", mean)
+    capsys.readouterr()
+    assert cli.main(["similarity", "--model_dir", str(model_dir), a, b, "--mean_vec",
+                     str(tmp_path / "mean.npy")]) == 0
+    x, y = emb[0] - mean, emb[1] - mean
+    assert float(capsys.readouterr().out) == pytest.approx(
+        x @ y / np.linalg.norm(x) / np.linalg.norm(y), abs=1e-5)
+    np.save(tmp_path / "bad.npy", np.zeros(3, np.float32))
+    assert cli.main(["similarity", "--model_dir", str(model_dir), a, b, "--mean_vec",
+                     str(tmp_path / "bad.npy")]) == 2
+    assert "mean vector has dim 3" in capsys.readouterr().err

@@ -24,6 +24,7 @@ import numpy as np
 
 from wespeaker_lap.utils.fileio import atomic_path, read_scp
 from wespeaker_lap.utils.logging_utils import setup_logging
+from wespeaker_lap.utils.score import load_mean_vec, normalize_rows
 
 logger = logging.getLogger("wespeaker_lap.cli")
 
@@ -77,21 +78,6 @@ class Embedder:
         return out
 
 
-def cosine(a: np.ndarray, b: np.ndarray, mean_vec: np.ndarray | None = None) -> float:
-    if mean_vec is not None:
-        a, b = a - mean_vec, b - mean_vec
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
-
-
-def _mean_vec(path: str | None, dim: int) -> np.ndarray | None:
-    if path is None:
-        return None
-    m = np.load(path).astype(np.float32).reshape(-1)
-    if m.shape != (dim,):
-        raise ValueError(f"{path}: mean vector of size {m.size}, embeddings have {dim}")
-    return m
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     if bool(args.wavs) == bool(args.wav_scp):
         raise ValueError("give audio files or --wav_scp, not both or neither")
@@ -125,7 +111,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def _pair_score(args: argparse.Namespace) -> float:
     embedder = Embedder(args.model_dir, args.device, args.dtype)
     emb = embedder([args.wav1, args.wav2])
-    return cosine(emb[0], emb[1], _mean_vec(args.mean_vec, emb.shape[1]))
+    a, b = normalize_rows(emb, load_mean_vec(args.mean_vec, emb.shape[1]))
+    return float(a @ b)
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
