@@ -96,3 +96,18 @@ def test_zero_steps_saves_the_seeded_random_initialisation(tmp_path, wav_scp):
     a = SSLFrontend(tmp_path / "a").state_dict()
     b = SSLFrontend(tmp_path / "b").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_audio_is_skipped_by_the_pipelines_rules(tmp_path, caplog):
+    good = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    sf.write(tmp_path / "good.wav", good, 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(tmp_path / "short.wav", good[:4000], 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFFjunk")
+    (tmp_path / "wav.scp").write_text("".join(
+        f"{k} {tmp_path / k}.wav\n" for k in ("good", "silent", "short", "broken")))
+    wavs = pretrain_ssl.load_corpus([str(tmp_path / "wav.scp")], 16000, 0.5)
+    assert len(wavs) == 1 and np.allclose(wavs[0], good, atol=1e-4)  # 16-bit wav
+    for name in ("silent", "short", "broken"):
+        assert name in caplog.text
+    assert "(3 skipped)" in caplog.text

@@ -32,6 +32,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from wespeaker_lap.dataset.audio import BadAudio, check_waveform
+from wespeaker_lap.frontend.ssl import (
+    default_do_normalize,
+    normalize_waveforms,
+    save_preprocessing,
+)
 from wespeaker_lap.utils.config import read_yaml
 from wespeaker_lap.utils.fileio import read_scp
 from wespeaker_lap.utils.logging_utils import setup_logging
@@ -71,7 +77,10 @@ def load_corpus(wav_scps: list[str], sample_rate: int, min_seconds: float) -> li
                     "resample the corpus first"
                 )
             audio = audio.mean(axis=1)
-            if len(audio) < min_seconds * sr or not np.isfinite(audio).all() or not audio.any():
+            try:  # the training pipeline's notion of bad audio
+                check_waveform(audio, sr, min_seconds)
+            except BadAudio as e:
+                logger.warning("skipping %s (%s): %s", key, path, e)
                 skipped += 1
                 continue
             wavs.append(audio)
@@ -180,8 +189,8 @@ def pretrain(cfg: dict, wav_scps: list[str], out_dir: str, seed: int, max_minute
             g["lr"] = lr_at(step)
         model.set_gumbel_temperature(tau0 + (tau1 - tau0) * step / max(1, steps - 1))
         x = sample_crops(wavs, rng, train["batch_size"], n)
-        if getattr(config, "feat_extract_norm", "group") == "layer":
-            x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True) + 1e-7)
+        if default_do_normalize(config):
+            x = normalize_waveforms(x, torch.full((x.shape[0],), n))
         mask = span_mask(rng, x.shape[0], frames, train["mask_time_prob"],
                          train["mask_time_length"])
         neg = sample_negatives(rng, mask, config.num_negatives)
@@ -214,17 +223,13 @@ def pretrain(cfg: dict, wav_scps: list[str], out_dir: str, seed: int, max_minute
 
 def save_encoder(encoder, out_dir: str) -> None:
     """save_pretrained into a temporary sibling directory, then rename it into place."""
-    import transformers
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         encoder.save_pretrained(tmp)
-        transformers.Wav2Vec2FeatureExtractor(
-            sampling_rate=16000,
-            do_normalize=getattr(encoder.config, "feat_extract_norm", "group") == "layer",
-        ).save_pretrained(tmp)
+        save_preprocessing(tmp, 16000, default_do_normalize(encoder.config))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -146,6 +146,37 @@ class LengthAwareGroupNorm(nn.GroupNorm):
         return y.to(x.dtype)
 
 
+def default_do_normalize(config: Any) -> bool:
+    """transformers' convention for a checkpoint without ``preprocessor_config.json``:
+    models whose CNN uses LayerNorm (the Large ones, data2vec-audio) take zero-mean,
+    unit-variance input; GroupNorm (Base) models take the raw waveform."""
+    return getattr(config, "feat_extract_norm", "layer") == "layer"
+
+
+def normalize_waveforms(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over each utterance's valid samples; padding stays zero.
+
+    As transformers' feature extractor does it (biased variance, eps 1e-7), but
+    per utterance of a padded batch. wavs: (B, N) float, lengths: (B,) -> (B, N).
+    """
+    mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < lengths[:, None]
+    x = wavs * mask
+    cnt = lengths[:, None].to(x.dtype)
+    mean = x.sum(1, keepdim=True) / cnt
+    var = (((x - mean) * mask) ** 2).sum(1, keepdim=True) / cnt
+    return (x - mean) * torch.rsqrt(var + 1e-7) * mask
+
+
+def save_preprocessing(directory: str | os.PathLike, sampling_rate: int,
+                       do_normalize: bool) -> None:
+    """Write the ``preprocessor_config.json`` that :func:`load_ssl_model` reads back."""
+    import transformers
+
+    transformers.Wav2Vec2FeatureExtractor(
+        sampling_rate=sampling_rate, do_normalize=do_normalize
+    ).save_pretrained(directory)
+
+
 def _looks_local(name: str) -> bool:
     return (
         os.path.isabs(name)
@@ -228,9 +259,9 @@ def load_ssl_model(
             pre = transformers.Wav2Vec2FeatureExtractor.from_pretrained(name)
         except OSError:
             pre = None
-    feat_norm = getattr(model.config, "feat_extract_norm", "layer")
     preprocessing = {
-        "do_normalize": bool(pre.do_normalize) if pre is not None else feat_norm == "layer",
+        "do_normalize": bool(pre.do_normalize) if pre is not None
+        else default_do_normalize(model.config),
         "sampling_rate": int(pre.sampling_rate) if pre is not None else 16000,
     }
     logger.info(
@@ -431,10 +462,7 @@ class SSLFrontend(nn.Module):
         sample_mask = torch.arange(n, device=wavs.device)[None, :] < lengths[:, None]
         x = wavs.float() * sample_mask
         if self.do_normalize:
-            cnt = lengths[:, None].float()
-            mean = x.sum(1, keepdim=True) / cnt
-            var = (((x - mean) * sample_mask) ** 2).sum(1, keepdim=True) / cnt
-            x = (x - mean) * torch.rsqrt(var + 1e-7) * sample_mask
+            x = normalize_waveforms(x, lengths)
         if self._groupnorm is not None:
             first = self.model.feature_extractor.conv_layers[0].conv
             k, s = first.kernel_size[0], first.stride[0]
@@ -465,12 +493,8 @@ class SSLFrontend(nn.Module):
     # ------------------------------------------------------------------ save
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the SSL model and its preprocessing config (loadable as model_name_or_path)."""
-        import transformers
-
         self.model.save_pretrained(directory)
-        transformers.Wav2Vec2FeatureExtractor(
-            sampling_rate=self.sample_rate, do_normalize=self.do_normalize
-        ).save_pretrained(directory)
+        save_preprocessing(directory, self.sample_rate, self.do_normalize)
 
 
 FRONTENDS: dict[str, type[nn.Module]] = {"ssl": SSLFrontend}
