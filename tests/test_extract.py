@@ -243,3 +243,20 @@ def test_cli_similarity_subtracts_the_mean_vector(tmp_path, model_dir, data_dir,
     assert cli.main(["similarity", "--model_dir", str(model_dir), a, b, "--mean_vec",
                      str(tmp_path / "bad.npy")]) == 2
     assert "mean vector has dim 3" in capsys.readouterr().err
+
+
+def test_layer_score_sums_of_two_ranks_merge_into_the_mean_of_all():
+    from wespeaker_lap.utils.inference import LayerScoreSum
+
+    scores = torch.rand(4, 2, 5, 3)  # (B, heads, T, L)
+    frames = torch.tensor([5, 3, 4, 5])
+    whole, a, b = LayerScoreSum(), LayerScoreSum(), LayerScoreSum()
+    whole.add(scores, frames)
+    a.add(scores[:3], frames[:3])
+    b.add(scores[3:], frames[3:])
+    empty = LayerScoreSum()
+    empty.merge(a)
+    empty.merge(LayerScoreSum())  # a rank that collected nothing
+    empty.merge(b)
+    np.testing.assert_allclose(empty.mean(), whole.mean(), rtol=1e-6)
+    assert empty.count == 4

@@ -133,10 +133,8 @@ def extract(args: argparse.Namespace) -> int:
             if dup:
                 raise ValueError(f"utterances extracted by two ranks: {sorted(dup)[:5]}")
             merged.update(part)
-            if part_scores is not None and part_scores.total is not None:
-                total.total = part_scores.total if total.total is None \
-                    else total.total + part_scores.total
-                total.count += part_scores.count
+            if part_scores is not None:
+                total.merge(part_scores)
         if not merged:
             raise ValueError("no embeddings were extracted (all inputs skipped?)")
         ark, scp = write_xvectors(args.embed_dir, merged)

@@ -111,6 +111,12 @@ class LayerScoreSum:
         self.total = batch_sum if self.total is None else self.total + batch_sum
         self.count += n
 
+    def merge(self, other: LayerScoreSum) -> None:
+        """Add another sum (another rank's) into this one."""
+        if other.total is not None:
+            self.total = other.total if self.total is None else self.total + other.total
+            self.count += other.count
+
     def mean(self) -> np.ndarray:
         if self.total is None:
             raise ValueError("no layer scores were collected")
