@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("INFO" if args.verbose else "WARNING")
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar
     try:
         return args.func(args)
     except (OSError, ValueError) as e:
