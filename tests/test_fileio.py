@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from wespeaker_lap.utils.fileio import atomic_path, atomic_write, read_scp, read_table
+from wespeaker_lap.io.files import atomic_path, atomic_write, read_scp, read_table
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):

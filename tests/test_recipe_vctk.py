@@ -24,7 +24,7 @@ from test_recipe_voxceleb import (
 )
 
 from wespeaker_lap.dataset.datadir import read_data_dir
-from wespeaker_lap.utils.fileio import read_table
+from wespeaker_lap.io.files import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "vctk"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.utils.fileio import atomic_path, read_scp
+from wespeaker_lap.io.files import atomic_path, read_scp
 from wespeaker_lap.utils.logging_utils import setup_logging
 from wespeaker_lap.utils.score import load_mean_vec, normalize_rows
 

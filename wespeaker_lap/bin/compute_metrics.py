@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from wespeaker_lap.utils.fileio import atomic_write
+from wespeaker_lap.io.files import atomic_write
 from wespeaker_lap.utils.logging_utils import setup_logging
 from wespeaker_lap.utils.metrics import compute_metrics, det_curve, format_metrics
 from wespeaker_lap.utils.score import read_scores

@@ -30,7 +30,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_lap.utils.fileio import atomic_path
+from wespeaker_lap.io.files import atomic_path
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)

@@ -93,7 +93,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 def read_train_label(cfg: Mapping[str, Any]) -> tuple[dict[str, int], int]:
     """``(spk2id, number of utterances)`` from ``train_label`` (utt2spk)."""
     from wespeaker_lap.dataset import make_spk2id
-    from wespeaker_lap.utils.fileio import read_scp
+    from wespeaker_lap.io.files import read_scp
 
     if not cfg.get("train_label"):
         raise ConfigError("train_label (utt2spk of the training set) is required")

@@ -26,7 +26,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from wespeaker_lap.dataset.audio import BadAudio, check_waveform
-from wespeaker_lap.utils.fileio import read_scp, read_table, write_table
+from wespeaker_lap.io.files import read_scp, read_table, write_table
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from wespeaker_lap.dataset.audio import AUDIO_EXTENSIONS
 from wespeaker_lap.dataset.datadir import DataDir
-from wespeaker_lap.utils.fileio import atomic_path, atomic_write, read_scp, read_table, write_table
+from wespeaker_lap.io.files import atomic_path, atomic_write, read_scp, read_table, write_table
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from wespeaker_lap.utils.fileio import atomic_write, read_table
+from wespeaker_lap.io.files import atomic_write, read_table
 from wespeaker_lap.utils.metrics import compute_cllr
 from wespeaker_lap.utils.score import (
     EmbeddingSource,

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wespeaker_lap.utils.fileio import atomic_path
+from wespeaker_lap.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

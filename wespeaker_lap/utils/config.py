@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from wespeaker_lap.utils.fileio import atomic_write
+from wespeaker_lap.io.files import atomic_write
 
 
 class ConfigError(ValueError):

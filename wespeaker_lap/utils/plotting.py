@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.stats import norm
 
-from wespeaker_lap.utils.fileio import atomic_path
+from wespeaker_lap.io.files import atomic_path
 
 _DET_TICKS = (1e-4, 2e-4, 5e-4, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 _MAX_DET_POINTS = 5000

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.utils.fileio import atomic_write
+from wespeaker_lap.io.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

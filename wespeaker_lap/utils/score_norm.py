@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.utils.fileio import read_scp
+from wespeaker_lap.io.files import read_scp
 from wespeaker_lap.utils.score import (
     EmbeddingSource,
     EmbeddingTable,

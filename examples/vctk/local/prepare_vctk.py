@@ -39,7 +39,7 @@ import soundfile as sf
 
 from wespeaker_lap.dataset.audio import resample
 from wespeaker_lap.dataset.datadir import compute_utt2dur, write_data_dir
-from wespeaker_lap.utils.fileio import atomic_path, atomic_write, write_table
+from wespeaker_lap.io.files import atomic_path, atomic_write, write_table
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger("prepare_vctk")

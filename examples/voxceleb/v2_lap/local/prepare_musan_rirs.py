@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wespeaker_lap.dataset.lists import find_audio_files
-from wespeaker_lap.utils.fileio import write_table
+from wespeaker_lap.io.files import write_table
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger("prepare_musan_rirs")

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wespeaker_lap.dataset.datadir import compute_utt2dur, read_data_dir, write_data_dir
-from wespeaker_lap.utils.fileio import read_table, write_table
+from wespeaker_lap.io.files import read_table, write_table
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger("prepare_voxceleb")
