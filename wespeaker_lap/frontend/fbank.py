@@ -24,10 +24,13 @@ the statistics are taken over each utterance's valid frames only, so features
 of a padded batch equal those of each utterance alone (exactly, not only to
 rounding: nothing is reduced across the padding).
 
-Precision: everything runs in float32 (the extractor uses float64 FFTs but
-stores the spectrum as complex64); ``tests/test_frontend_w2vbert.py`` checks
-agreement with ``SeamlessM4TFeatureExtractor`` to 2e-3 absolute on the
-normalised features.
+Precision: everything runs in float32. The extractor uses float64 FFTs but
+stores the spectrum as complex64, so it carries float32 rounding itself (a
+float64 version of this module differs from it as much as this one does).
+``tests/test_frontend_w2vbert.py`` checks agreement with
+``SeamlessM4TFeatureExtractor`` on the normalised (unit-variance) features:
+mean absolute difference below 1e-4, maximum below 1e-2 (reached only on quiet
+bins of low variance, where normalisation magnifies rounding).
 """
 
 from __future__ import annotations

@@ -785,7 +785,7 @@ class SSLFrontend(nn.Module):
         if n <= win:
             return [(0, 0, int(self.frame_lengths(torch.tensor([n]))[0]))]
         starts = list(range(0, n - win, step))
-        last = ((n - win) // hop) * hop  # the last window ends at the utterance's end
+        last = -(-(n - win) // hop) * hop  # the last window ends at the utterance's end
         if last > starts[-1]:
             starts.append(last)
         ends = [s // hop + int(self.frame_lengths(torch.tensor([min(win, n - s)]))[0])
