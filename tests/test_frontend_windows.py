@@ -10,7 +10,8 @@ def _padded_batch(lengths, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(lengths)
     n = int(lengths.max())
-    return torch.randn(len(lengths), n, generator=g) * (torch.arange(n)[None, :] < lengths[:, None]), lengths
+    mask = torch.arange(n)[None, :] < lengths[:, None]
+    return torch.randn(len(lengths), n, generator=g) * mask, lengths
 
 
 def _per_utterance(chunks, b):
