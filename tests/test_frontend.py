@@ -236,8 +236,8 @@ def fake_probe(monkeypatch):
 
     def set_speeds(fp32, bf16):
         monkeypatch.setattr(ssl, "_AUTO_CACHE", {})
-        monkeypatch.setattr(ssl, "_gemm_seconds",
-                            lambda dtype: fp32 if dtype == torch.float32 else bf16)
+        monkeypatch.setattr(ssl, "_gemm_seconds", lambda dtypes: [
+            fp32 if dtype == torch.float32 else bf16 for dtype in dtypes])
 
     return set_speeds
 
