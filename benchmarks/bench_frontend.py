@@ -6,9 +6,11 @@ in a fresh subprocess so that its peak RSS belongs to it alone.
 
     python benchmarks/bench_frontend.py                  # the README table (2 threads)
     python benchmarks/bench_frontend.py --quick          # tiny model, smoke test
-    python benchmarks/bench_frontend.py --shapes 8x3 --attentions sdpa,eager --repeats 3
+    python benchmarks/bench_frontend.py --shapes 8x3 --attentions sdpa,eager,transformers
 
-Rows: ``shape`` is batch x seconds per utterance; ``windowed`` rows run
+Rows: ``shape`` is batch x seconds per utterance; attention ``transformers`` is the
+plain transformers model (eager attention, padding mask passed, no frontend);
+``windowed`` rows run
 ``SSLFrontend.forward_windows`` (default 20 s windows, 4 s overlap) instead of one
 whole-utterance forward. Columns: wall = best wall-clock seconds of the timed runs;
 cpu = process CPU seconds of that run (all threads; steadier than wall on a shared
@@ -46,6 +48,24 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _plain_transformers(cfg: dict, dtype):
+    """The same model as transformers runs it (eager WavLM attention, no batch-independence
+    machinery), with the padding mask passed: the reference the frontend is compared with."""
+    import torch
+    import transformers
+
+    cfg = dict(cfg)
+    del cfg["model_type"]
+    model = transformers.WavLMModel(transformers.WavLMConfig(**cfg)).eval().to(dtype)
+
+    def forward(wavs, lengths):
+        mask = (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).long()
+        with torch.no_grad():
+            return model(wavs.to(dtype), attention_mask=mask, output_hidden_states=True)
+
+    return forward
+
+
 def run_one(args: argparse.Namespace) -> dict:
     """Child process: build the model, time the forward, report one row as JSON."""
     import torch
@@ -55,8 +75,11 @@ def run_one(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = tiny_ssl_config("wavlm") if args.quick else BASE_PLUS
-    fe = SSLFrontend(config=cfg, dtype=args.dtype, attention=args.attention)
-    fe(torch.randn(1, 16000) * 0.1)  # warm-up on 1 s: kernel selection, weight packing
+    if args.attention == "transformers":
+        fe = _plain_transformers(cfg, getattr(torch, args.dtype))
+    else:
+        fe = SSLFrontend(config=cfg, dtype=args.dtype, attention=args.attention)
+    fe(torch.randn(1, 16000) * 0.1, torch.tensor([16000]))  # warm-up on 1 s: kernel choice
     n = int(args.seconds * 16000)
     wavs = torch.randn(args.batch, n) * 0.1
     lengths = torch.full((args.batch,), n)

@@ -20,7 +20,7 @@ transformers' original attention, for comparison).
 
 Batch independence
 ------------------
-An utterance's hidden states never depend on what else is in the batch. Three
+An utterance's hidden states never depend on what else is in the batch. These
 places could leak padding into valid frames, and each is closed:
 
 * input normalisation (``do_normalize`` models): mean and variance are taken
@@ -40,8 +40,16 @@ places could leak padding into valid frames, and each is closed:
 * w2v-BERT's fbank: per-utterance statistics over valid frames only.
 
 Valid frames of a padded batch therefore equal the outputs of the same
-utterance run alone, up to float rounding (checked in ``tests/test_frontend.py``
-for every family). Padded frames of the output are set to zero.
+utterance run alone, up to float rounding (checked for every family in
+``tests/test_frontend.py`` and ``tests/test_frontend_w2vbert.py``). Padded frames of the output are set to zero.
+
+Precision and long audio
+------------------------
+``dtype="auto"`` picks the frozen forward's dtype on the device it first runs on
+(:func:`auto_dtype`: bfloat16 on GPUs that support it, on CPUs only where a
+short probe finds bfloat16 matrix products clearly faster), and logs why.
+:meth:`SSLFrontend.forward_windows` runs long utterances in overlapping windows
+whose kept frames tile the utterance, so memory stays bounded by one window.
 
 Note on the last hidden state of "stable layer norm" models (the Large ones):
 as in transformers, the stacked entries are the raw outputs of each layer, so
