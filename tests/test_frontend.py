@@ -287,3 +287,24 @@ def test_explicit_bfloat16_slower_than_float32_is_kept_with_a_warning(fake_probe
 def test_unknown_dtype_lists_auto():
     with pytest.raises(ValueError, match="'auto'"):
         SSLFrontend(config=tiny_ssl_config("wavlm"), dtype="fp8")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_length_aware_groupnorm_normalises_each_utterance_over_its_valid_frames(dtype):
+    from wespeaker_lap.frontend import LengthAwareGroupNorm
+
+    norm = LengthAwareGroupNorm(4, 4).to(dtype)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = (torch.randn(3, 4, 50) * 3 + 1).to(dtype)
+    norm.valid_frames = torch.tensor([50, 20, 7])
+    out = norm(x)
+    assert out.dtype == dtype
+    norm.valid_frames = None
+    for i, v in enumerate([50, 20, 7]):
+        assert torch.equal(out[i, :, :v], norm(x[i : i + 1, :, :v])[0])
+        assert torch.all(out[i, :, v:] == 0)
+    ref = torch.nn.functional.group_norm(x[1:2, :, :20].float(), 4, norm.weight.float(),
+                                         norm.bias.float())
+    torch.testing.assert_close(out[1:2, :, :20].float(), ref, atol=0.05 if dtype != torch.float32
+                               else 1e-6, rtol=0.02 if dtype != torch.float32 else 1e-5)

@@ -41,7 +41,8 @@ places could leak padding into valid frames, and each is closed:
 
 Valid frames of a padded batch therefore equal the outputs of the same
 utterance run alone, up to float rounding (checked for every family in
-``tests/test_frontend.py`` and ``tests/test_frontend_w2vbert.py``). Padded frames of the output are set to zero.
+``tests/test_frontend.py`` and ``tests/test_frontend_w2vbert.py``). Padded frames
+of the output are set to zero.
 
 Precision and long audio
 ------------------------
@@ -169,9 +170,10 @@ class LengthAwareGroupNorm(nn.GroupNorm):
 
     Same parameters and state-dict keys as the ``nn.GroupNorm`` it replaces. Before a
     forward, the owner sets :attr:`valid_frames` (``(B,)`` long); when it is ``None``
-    every frame counts, exactly like ``nn.GroupNorm``. Statistics are computed in
-    float32 whatever the input dtype; when no utterance is padded the native
-    kernel runs (it accumulates in float32 too).
+    every frame counts, exactly like ``nn.GroupNorm``. Each padded utterance is
+    normalised by the native kernel on its valid frames alone (which accumulates in
+    float32 for reduced-precision inputs too), so its output is the same computation
+    as for the utterance run alone; padded frames come out as zeros.
 
     x: (B, C, T) -> (B, C, T)
     """
@@ -186,19 +188,15 @@ class LengthAwareGroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[-1]
-        if self.valid_frames is None or bool((self.valid_frames >= t).all()):
+        if self.valid_frames is None:
             return super().forward(x)
-        mask = (torch.arange(t, device=x.device)[None, :] < self.valid_frames[:, None])[:, None, :]
-        count = self.valid_frames.clamp(min=1).to(torch.float32)[:, None, None]  # (B, 1, 1)
-        xf = x.float()
-        mean = (xf * mask).sum(-1, keepdim=True) / count  # (B, C, 1)
-        centered = xf - mean
-        var = (centered.square() * mask).sum(-1, keepdim=True) / count
-        scale = torch.rsqrt(var + self.eps)  # (B, C, 1)
-        if not self.affine:
-            return (centered * scale).to(x.dtype)
-        scale = scale * self.weight.float()[None, :, None]
-        return torch.addcmul(self.bias.float()[None, :, None], centered, scale).to(x.dtype)
+        valid = self.valid_frames.tolist()
+        if min(valid) >= t:
+            return super().forward(x)
+        out = x.new_zeros(x.shape)
+        for i, v in enumerate(valid):
+            out[i : i + 1, :, :v] = super().forward(x[i : i + 1, :, :v])
+        return out
 
 
 def default_do_normalize(config: Any) -> bool:
