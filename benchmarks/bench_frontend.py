@@ -9,7 +9,8 @@ in a fresh subprocess so that its peak RSS belongs to it alone.
     python benchmarks/bench_frontend.py --shapes 8x3 --attentions sdpa,eager,transformers
 
 Rows: ``shape`` is batch x seconds per utterance; attention ``transformers`` is the
-plain transformers model (eager attention, padding mask passed, no frontend);
+plain transformers model (eager attention, padding mask passed, no frontend), and
+``transformers-frozen`` the same with its parameters' ``requires_grad`` off;
 ``windowed`` rows run
 ``SSLFrontend.forward_windows`` (default 20 s windows, 4 s overlap) instead of one
 whole-utterance forward. Columns: wall = best wall-clock seconds of the timed runs;
@@ -48,15 +49,18 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _plain_transformers(cfg: dict, dtype):
+def _plain_transformers(cfg: dict, dtype, frozen: bool = False):
     """The same model as transformers runs it (eager WavLM attention, no batch-independence
-    machinery), with the padding mask passed: the reference the frontend is compared with."""
+    machinery), with the padding mask passed: the reference the frontend is compared with.
+    ``frozen``: parameters set to ``requires_grad=False``, as a frozen frontend has them."""
     import torch
     import transformers
 
     cfg = dict(cfg)
     del cfg["model_type"]
-    model = transformers.WavLMModel(transformers.WavLMConfig(**cfg)).eval().to(dtype)
+    model = transformers.WavLMModel(transformers.WavLMConfig(**cfg)).eval()
+    model.requires_grad_(not frozen)
+    model.to(dtype)
 
     def forward(wavs, lengths):
         mask = (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).long()
@@ -75,8 +79,9 @@ def run_one(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = tiny_ssl_config("wavlm") if args.quick else BASE_PLUS
-    if args.attention == "transformers":
-        fe = _plain_transformers(cfg, getattr(torch, args.dtype))
+    if args.attention.startswith("transformers"):
+        fe = _plain_transformers(cfg, getattr(torch, args.dtype),
+                                 frozen=args.attention == "transformers-frozen")
     else:
         fe = SSLFrontend(config=cfg, dtype=args.dtype, attention=args.attention)
     fe(torch.randn(1, 16000) * 0.1, torch.tensor([16000]))  # warm-up on 1 s: kernel choice
