@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from test_data_common import make_corpus, tone, write_audio
+from data_helpers import make_corpus, tone, write_audio
 
 from wespeaker_lap.bin import make_raw_list as raw_cli
 from wespeaker_lap.bin import make_shard_list as shard_cli

@@ -92,7 +92,8 @@ def test_gradients_reach_every_backend_parameter(name):
     assert x.grad is None
 
 
-# Parameter counts from ANCHORS.md (backend only, classifier head separate).
+# Parameter counts of the authors' configurations (LAP: Kim et al., Interspeech 2025;
+# MHFA: Peng et al., SLT 2022; ECAPA-TDNN: WeSpeaker's c512), backend only.
 @pytest.mark.parametrize(
     ("name", "num_layers", "feat_dim", "expected"),
     [

@@ -12,23 +12,25 @@ from torch import nn
 
 from wespeaker_lap.bin import average_model
 from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+from wespeaker_lap.io.checkpoints import (
+    checkpoint_path,
+    list_checkpoints,
+    load_weights,
+    parse_checkpoint_path,
+    read_weights,
+    save_weights,
+    trained_state_dict,
+)
 from wespeaker_lap.models import build_extractor, build_projection
 from wespeaker_lap.utils.checkpoint import (
     average_checkpoints,
-    checkpoint_path,
     get_rng_state,
     link_final_model,
-    list_checkpoints,
     load_training_state,
-    load_weights,
-    parse_checkpoint_path,
     prune_states,
-    read_weights,
     resolve_resume,
     save_training_state,
-    save_weights,
     set_rng_state,
-    trained_state_dict,
 )
 from wespeaker_lap.utils.distributed import DistInfo, init_distributed, lr_scale_ratio
 from wespeaker_lap.utils.schedulers import (

@@ -6,7 +6,7 @@
 #   3. train the backend on the frozen SSL model (torchrun)
 #   4. average checkpoints; extract test and train (cohort) embeddings
 #   5. cosine scoring with mean subtraction; EER / minDCF
-#   6. AS-norm; EER / minDCF; DET and layer-attention plots; results table
+#   6. AS-norm of stage 5's scores; EER / minDCF; DET and layer-attention plots; results
 #
 #   bash run.sh                                   # stages 1-6, LAP_ASTP
 #   bash run.sh --quick                           # small sizes (CI's integration test)
@@ -111,7 +111,7 @@ fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "Stage 6: AS-norm (top $top_n of the train speakers' mean embeddings); plots; results"
-  tools/score.sh --exp_dir "$exp_dir" --eval_set test --mean_set train --cohort_set train \
+  tools/score_norm.sh --exp_dir "$exp_dir" --eval_set test --mean_set train --cohort_set train \
     --cohort_utt2spk "$data/train/utt2spk" --top_n "$top_n" \
     --json "$scores/metrics.json" --det_png "$scores/det.png" "$data/test/$trials"
   superb=$exp/superb_astp/embeddings/test/layer_scores.npy  # beside it when that exp exists

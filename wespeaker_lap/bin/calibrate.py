@@ -26,7 +26,7 @@ import argparse
 import logging
 import sys
 
-from wespeaker_lap.utils.calibration import (
+from wespeaker_lap.scoring.calibration import (
     DEFAULT_FEATURES,
     TRIAL_FEATURES,
     QMFCalibrator,
@@ -34,8 +34,8 @@ from wespeaker_lap.utils.calibration import (
     fit_qmf_file,
     load_quality_sources,
 )
+from wespeaker_lap.scoring.score import MissingEmbeddingError
 from wespeaker_lap.utils.logging_utils import setup_logging
-from wespeaker_lap.utils.score import MissingEmbeddingError
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 
 from wespeaker_lap.io.files import atomic_write
+from wespeaker_lap.scoring.metrics import compute_metrics, det_curve, format_metrics
+from wespeaker_lap.scoring.plotting import plot_det_curves
+from wespeaker_lap.scoring.score import read_scores
 from wespeaker_lap.utils.logging_utils import setup_logging
-from wespeaker_lap.utils.metrics import compute_metrics, det_curve, format_metrics
-from wespeaker_lap.utils.score import read_scores
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
                 p_miss, p_fa, _ = det_curve(scores, trials.labels)
                 curves[Path(path).name] = (p_miss, p_fa)
         if args.det_png:
-            from wespeaker_lap.utils.plotting import plot_det_curves
-
             plot_det_curves(curves, args.det_png)
             logger.info("DET curve -> %s", args.det_png)
     except (ValueError, OSError) as e:

@@ -38,8 +38,7 @@ from wespeaker_lap.frontend.ssl import (
     normalize_waveforms,
     save_preprocessing,
 )
-from wespeaker_lap.utils.config import read_yaml
-from wespeaker_lap.io.files import read_scp
+from wespeaker_lap.io.files import read_scp, read_yaml
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)

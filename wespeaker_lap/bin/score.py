@@ -20,8 +20,13 @@ import argparse
 import logging
 import sys
 
+from wespeaker_lap.scoring.score import (
+    TRIAL_FORMATS,
+    MissingEmbeddingError,
+    score_files,
+    score_output_paths,
+)
 from wespeaker_lap.utils.logging_utils import setup_logging
-from wespeaker_lap.utils.score import TRIAL_FORMATS, MissingEmbeddingError, score_files
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
         prog="python -m wespeaker_lap.bin.score",
         description="Mean-subtracted cosine scoring of one or more trial lists.",
     )
-    p.add_argument("--embeddings", nargs="+", required=True,
+    p.add_argument("--embeddings", nargs="+",
                    help="Kaldi xvector.scp file(s) holding the embeddings of all trial utterances")
     p.add_argument("--mean_vec", "--mean-vec", default=None,
                    help="mean_vec.npy subtracted from every embedding (usually the training mean); "
@@ -45,6 +50,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_missing", "--allow-missing", action="store_true",
                    help="skip trials naming utterances without embedding (and report the count) "
                         "instead of failing")
+    p.add_argument("--print_paths", "--print-paths", action="store_true",
+                   help="only print the score file each trial list maps to, one a line "
+                        "(recipes use this to find the files an earlier stage wrote)")
     p.add_argument("--log_level", "--log-level", default="INFO",
                    help="logging level (default INFO)")
     return p
@@ -54,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
+        if args.print_paths:
+            for out in score_output_paths(args.trials, args.output_dir):
+                print(out)
+            return 0
+        if not args.embeddings:
+            raise ValueError("--embeddings is required (except with --print_paths)")
         outs = score_files(
             args.embeddings, args.trials, args.output_dir, args.mean_vec,
             args.trial_format, args.allow_missing,

@@ -20,9 +20,13 @@ import argparse
 import logging
 import sys
 
+from wespeaker_lap.scoring.score import MissingEmbeddingError
+from wespeaker_lap.scoring.score_norm import (
+    NORM_METHODS,
+    norm_output_paths,
+    normalize_score_files,
+)
 from wespeaker_lap.utils.logging_utils import setup_logging
-from wespeaker_lap.utils.score import MissingEmbeddingError
-from wespeaker_lap.utils.score_norm import NORM_METHODS, normalize_score_files
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +38,9 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scores", nargs="+", required=True,
                    help="score file(s) 'enroll test score [label]' from bin.score")
-    p.add_argument("--embeddings", nargs="+", required=True,
+    p.add_argument("--embeddings", nargs="+",
                    help="xvector.scp file(s) of the evaluation utterances")
-    p.add_argument("--cohort_embeddings", "--cohort-embeddings", nargs="+", required=True,
+    p.add_argument("--cohort_embeddings", "--cohort-embeddings", nargs="+",
                    help="xvector.scp file(s) of the cohort utterances (e.g. VoxCeleb2 dev)")
     p.add_argument("--cohort_utt2spk", "--cohort-utt2spk", default=None,
                    help="utt2spk of the cohort: average each speaker's embeddings into one "
@@ -51,6 +55,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="directory for the normalised score files (default: beside each input)")
     p.add_argument("--allow_missing", "--allow-missing", action="store_true",
                    help="skip trials (and cohort utterances) without embedding instead of failing")
+    p.add_argument("--print_paths", "--print-paths", action="store_true",
+                   help="only print the output file each score file maps to, one a line")
     p.add_argument("--log_level", "--log-level", default="INFO",
                    help="logging level (default INFO)")
     return p
@@ -60,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
+        if args.print_paths:
+            for out in norm_output_paths(args.scores, args.method, args.top_n, args.output_dir):
+                print(out)
+            return 0
+        if not args.embeddings or not args.cohort_embeddings:
+            raise ValueError("--embeddings and --cohort_embeddings are required "
+                             "(except with --print_paths)")
         outs = normalize_score_files(
             args.scores, args.embeddings, args.cohort_embeddings, args.mean_vec,
             args.cohort_utt2spk, args.top_n, args.method, args.output_dir, args.allow_missing,

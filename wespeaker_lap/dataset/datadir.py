@@ -26,7 +26,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from wespeaker_lap.dataset.audio import BadAudio, check_waveform
-from wespeaker_lap.io.files import read_scp, read_table, write_table
+from wespeaker_lap.io.files import read_scp, read_table, read_utt2dur, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +78,7 @@ def read_data_dir(path: str | os.PathLike) -> DataDir:
         spk2utt = {row[0]: row[1:] for row in read_table(path / "spk2utt", 2, None)}
     else:
         spk2utt = utt2spk_to_spk2utt(utt2spk)
-    utt2dur = None
-    if (path / "utt2dur").is_file():
-        utt2dur = {}
-        for utt, dur in read_scp(path / "utt2dur").items():
-            try:
-                utt2dur[utt] = float(dur)
-            except ValueError:
-                raise ValueError(f"{path / 'utt2dur'}: {utt!r}: bad duration {dur!r}") from None
+    utt2dur = read_utt2dur(path / "utt2dur") if (path / "utt2dur").is_file() else None
     return DataDir(path, wav, utt2spk, spk2utt, utt2dur)
 
 

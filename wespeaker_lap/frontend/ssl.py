@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from wespeaker_lap.registry import Registry
+
 logger = logging.getLogger(__name__)
 
 # model_type -> (config class name, model class name) in transformers.
@@ -293,6 +295,9 @@ class SSLFrontend(nn.Module):
             ``None`` keeps all ``num_hidden_layers + 1``.
         sample_rate: the rate of the audio the caller will pass; must equal
             the model's rate (no silent resampling: resample in the data pipeline).
+            ``None`` (default): the model's rate, from its preprocessor config. The
+            frontend reports it as ``.sample_rate``: the one source of the rate
+            that training data, extraction and the CLI resample to.
         normalize: override the checkpoint's ``do_normalize``.
         init_seed: seed of the random weights when built from ``config``.
 
@@ -313,7 +318,7 @@ class SSLFrontend(nn.Module):
         layerdrop: float = 0.0,
         dtype: str = "float32",
         layers: list[int] | None = None,
-        sample_rate: int = 16000,
+        sample_rate: int | None = None,
         normalize: bool | None = None,
         init_seed: int = 0,
     ):
@@ -327,6 +332,8 @@ class SSLFrontend(nn.Module):
             )
         assert 0.0 <= layerdrop < 1.0, f"layerdrop must be in [0, 1), got {layerdrop}"
         model, pre = load_ssl_model(model_name_or_path, config, init_seed)
+        if sample_rate is None:
+            sample_rate = pre["sampling_rate"]
         if int(sample_rate) != pre["sampling_rate"]:
             raise ValueError(
                 f"audio sample rate {sample_rate} Hz differs from the SSL model's "
@@ -497,11 +504,9 @@ class SSLFrontend(nn.Module):
         save_preprocessing(directory, self.sample_rate, self.do_normalize)
 
 
-FRONTENDS: dict[str, type[nn.Module]] = {"ssl": SSLFrontend}
+FRONTENDS: Registry[type[nn.Module]] = Registry("frontend", {"ssl": SSLFrontend})
 
 
 def get_frontend(name: str, **kwargs: Any) -> nn.Module:
     """Build a frontend by registry name (``ssl``); unknown names list the valid ones."""
-    if name not in FRONTENDS:
-        raise ValueError(f"unknown frontend {name!r}; valid: {sorted(FRONTENDS)}")
-    return FRONTENDS[name](**kwargs)
+    return FRONTENDS.build(name, **kwargs)

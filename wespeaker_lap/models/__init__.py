@@ -1,4 +1,4 @@
-"""Speaker models on SSL hidden states, training heads, margin scheduler, the extractor.
+"""Speaker models on SSL hidden states, training heads, the extractor and its loading.
 
 Registries (dicts; unknown names raise ``ValueError`` listing the valid ones):
 
@@ -28,7 +28,6 @@ from wespeaker_lap.models.layer_aggregation import (
     SingleLayer,
     WeightedLayerSum,
 )
-from wespeaker_lap.models.margin_scheduler import MarginScheduler, margin_ratio
 from wespeaker_lap.models.mhfa import MHFA
 from wespeaker_lap.models.pooling import ASTP, TSTP, EmbeddingLayer
 from wespeaker_lap.models.projections import (
@@ -66,7 +65,6 @@ __all__ = [
     "EmbeddingLayer",
     "LastLayer_ASTP",
     "LayerAttentivePooling",
-    "MarginScheduler",
     "SingleLayer",
     "SoftmaxProjection",
     "SpeakerEmbeddingExtractor",
@@ -79,5 +77,4 @@ __all__ = [
     "get_projection",
     "get_speaker_model",
     "lengths_to_mask",
-    "margin_ratio",
 ]

@@ -6,8 +6,6 @@ frame features ``(B, T, C)``. A frame mask is ``(B, T)`` bool, True on valid fra
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -160,20 +158,3 @@ def channels_first_batch_norm(
     perm = (0, *range(2, x.dim()), 1)
     inv = (0, x.dim() - 1, *range(1, x.dim() - 1))
     return masked_batch_norm(x.permute(perm), bn, mask).permute(inv)
-
-
-def build_from_registry(registry: dict, kind: str, name: str, kwargs: dict):
-    """``registry[name](**kwargs)`` with errors that name the valid choices.
-
-    An unknown ``name`` or an argument the constructor does not take raises
-    ``ValueError`` listing what is valid (no silent fallback, no silent drop).
-    """
-    if name not in registry:
-        raise ValueError(f"unknown {kind} {name!r}; valid: {sorted(registry)}")
-    cls = registry[name]
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p != "self"]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"{kind} {name!r} got unknown argument(s) {unknown}; valid: {accepted}")
-    return cls(**kwargs)

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from wespeaker_lap.frontend import get_frontend
+from wespeaker_lap.io.checkpoints import load_weights
 from wespeaker_lap.models.common import count_parameters
 from wespeaker_lap.models.projections import PROJECTIONS, get_projection
 from wespeaker_lap.models.registry import build_speaker_model
@@ -52,6 +54,24 @@ class SpeakerEmbeddingExtractor(nn.Module):
         """True when no frontend parameter is trainable (its weights are then not saved)."""
         return not any(p.requires_grad for p in self.frontend.parameters())
 
+    def load_trained_weights(self, state: Mapping[str, torch.Tensor]) -> bool:
+        """Load a training checkpoint's weights for inference; True if it held SSL weights.
+
+        ``state``: a ``model_*.pt`` / ``avg_model.pt`` state dict. The training head
+        (``projection.*``) is dropped; every backend key must fit. Entries under
+        ``frontend.`` exist only when the SSL model was trained (phase 2/3): they
+        are loaded into the frontend even though it is frozen now, every key
+        required. Without them the frontend keeps the weights it was built with.
+        """
+        sd = {k: v for k, v in state.items() if not k.startswith("projection.")}
+        tuned = {k[len(FRONTEND_PREFIX):]: v for k, v in sd.items()
+                 if k.startswith(FRONTEND_PREFIX)}
+        if tuned:
+            self.frontend.load_state_dict(tuned, strict=True)
+            sd = {k: v for k, v in sd.items() if not k.startswith(FRONTEND_PREFIX)}
+        load_weights(self, sd, strict=True)
+        return bool(tuned)
+
     def forward(
         self,
         wavs: torch.Tensor,
@@ -86,8 +106,6 @@ def build_extractor(config: Mapping[str, Any]) -> SpeakerEmbeddingExtractor:
     Reads ``frontend`` / ``frontend_args`` and ``model`` / ``model_args``; the
     model's ``feat_dim`` / ``num_layers`` come from the frontend (``-1`` or absent).
     """
-    from wespeaker_lap.frontend import get_frontend  # the frontend imports transformers
-
     for key in ("frontend", "model"):
         if key not in config:
             raise ValueError(f"config has no {key!r} entry (keys: {sorted(config)})")
@@ -121,7 +139,7 @@ def build_projection(config: Mapping[str, Any], embed_dim: int, num_class: int) 
         args[key] = value
     final = (config.get("margin_update") or {}).get("final_margin")
     head = PROJECTIONS.get(name)
-    takes_margin = head is not None and "margin" in inspect.signature(head).parameters
+    takes_margin = "margin" in inspect.signature(head).parameters
     if takes_margin and "margin" not in args and final is not None:
         args["margin"] = final
     return get_projection(name, **args)

@@ -1,4 +1,7 @@
-"""Multi-head factorized attentive pooling (MHFA, seed 002), padding-aware."""
+"""Multi-head factorized attentive pooling (MHFA), padding-aware.
+
+Peng, Stafylakis, Gu, Plchot, Mošner, Burget, Černocký, "An attention-based backend
+allowing efficient fine-tuning of transformer models for speaker verification", IEEE SLT 2022."""
 
 from __future__ import annotations
 

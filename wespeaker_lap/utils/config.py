@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-import inspect
 import os
 import platform
-import re
 import shlex
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -39,28 +37,19 @@ from typing import Any
 
 import yaml
 
-from wespeaker_lap.io.files import atomic_write
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+from wespeaker_lap.checks import ConfigError
+from wespeaker_lap.dataset.schema import (
+    DATALOADER_ARGS_KEYS,
+    DATASET_ARGS_KEYS,
+    parse_dataloader_args,
+    parse_dataset_args,
 )
-
-
-def yaml_load(text_or_stream: Any) -> Any:
-    """``yaml.safe_load`` plus floats written ``1e-3``."""
-    return yaml.load(text_or_stream, Loader=_Loader)  # a SafeLoader subclass: safe
-
+from wespeaker_lap.frontend import FRONTENDS
+from wespeaker_lap.io.files import atomic_write, read_yaml, yaml_load
+from wespeaker_lap.models import PROJECTIONS, SPEAKER_MODELS
+from wespeaker_lap.registry import Registry, accepted_keywords
+from wespeaker_lap.utils.executor import LOSSES
+from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS
 
 # --------------------------------------------------------------------------- schema
 #: Top-level keys and what they mean. Sections (dict values) are listed with a
@@ -152,54 +141,22 @@ REQUIRED_KEYS = ("exp_dir", "num_epochs", "model")
 
 #: Sections whose valid keys are a fixed set.
 SECTION_KEYS: dict[str, Collection[str]] = {
-    # what wespeaker_lap.dataset.build_train_loader accepts
-    "dataloader_args": (
-        "batch_size",
-        "num_workers",
-        "pin_memory",
-        "prefetch_factor",
-        "drop_last",
-        "persistent_workers",
-    ),
+    "dataloader_args": DATALOADER_ARGS_KEYS,
     # see wespeaker_lap.utils.schedulers.param_groups and L2SP
     "finetune_args": ("layer_decay", "frontend_lr_ratio", "l2sp_alpha"),
 }
 
 
-def signature_keys(fn: Callable, exclude: Collection[str] = ()) -> set[str] | None:
-    """Keyword names ``fn`` accepts, minus ``exclude``; None if it takes ``**kwargs``.
-
-    >>> sorted(signature_keys(lambda a, b=1, *, c=2: None, exclude=("a",)))
-    ['b', 'c']
-    """
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {
-        p.name
-        for p in params
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        and p.name not in exclude
-    }
-
-
-def _registries() -> dict[str, Mapping[str, Any]]:
-    """Name -> class registries, imported on use (they pull in torch and the models)."""
-    from wespeaker_lap.frontend import FRONTENDS
-    from wespeaker_lap.models import SPEAKER_MODELS
-    from wespeaker_lap.models.projections import PROJECTIONS
-    from wespeaker_lap.utils.executor import LOSSES
-    from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS
-
-    return {
-        "model": SPEAKER_MODELS,
-        "frontend": FRONTENDS,
-        "projection_args.project_type": PROJECTIONS,
-        "margin_scheduler": MARGIN_SCHEDULERS,
-        "optimizer": OPTIMIZERS,
-        "scheduler": SCHEDULERS,
-        "loss": LOSSES,
-    }
+#: Name -> class registries of the ``<name>`` keys.
+REGISTRIES: dict[str, Registry] = {
+    "model": SPEAKER_MODELS,
+    "frontend": FRONTENDS,
+    "projection_args.project_type": PROJECTIONS,
+    "margin_scheduler": MARGIN_SCHEDULERS,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "loss": LOSSES,
+}
 
 
 #: ``<section>: (the key naming its class, constructor arguments a config may not give)``.
@@ -235,8 +192,7 @@ def _named(cfg: Mapping[str, Any], key: str) -> Any:
 
 def check_names(cfg: Mapping[str, Any]) -> None:
     """Every ``<name>`` key (model, optimizer, ...) must be in its registry."""
-    regs = _registries()
-    for key, registry in regs.items():
+    for key, registry in REGISTRIES.items():
         name = _named(cfg, key)
         if name is None:
             if key == "projection_args.project_type":
@@ -245,33 +201,20 @@ def check_names(cfg: Mapping[str, Any]) -> None:
                 )
             continue
         if name not in registry:
-            close = difflib.get_close_matches(str(name), list(registry), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key}: unknown name {name!r}{hint}; valid: {sorted(registry)}")
+            raise ConfigError(f"{key}: {registry.unknown(name)}")
 
 
 def _section_class_keys(cfg: Mapping[str, Any], section: str) -> set[str] | None:
     key, exclude = SECTION_CLASSES[section]
-    cls = _registries()[key][_named(cfg, key)]
-    keys = signature_keys(cls, exclude=("self", *exclude))
+    cls = REGISTRIES[key][_named(cfg, key)]
+    keys = accepted_keywords(cls, exclude=exclude)
     if keys is not None and section == "projection_args":
         keys.add("project_type")
     return keys
 
 
 def _dataset_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    from wespeaker_lap.dataset.dataset import DATASET_ARGS_KEYS
-
     return set(DATASET_ARGS_KEYS)
-
-
-def _check_dataset_args(args: Mapping[str, Any]) -> None:
-    from wespeaker_lap.dataset import parse_dataset_args
-
-    try:
-        parse_dataset_args(args)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 #: Sections whose valid keys depend on the config (the registered class they configure).
@@ -281,8 +224,9 @@ SECTION_RESOLVERS: dict[str, Callable[[Mapping[str, Any]], set[str] | None]] = {
 }
 
 #: Deeper checks of a section's values, run after its keys are known to be valid.
-SECTION_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
-    "dataset_args": _check_dataset_args,
+SECTION_CHECKS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "dataset_args": parse_dataset_args,
+    "dataloader_args": parse_dataloader_args,
 }
 
 
@@ -419,19 +363,6 @@ def merge_overrides(cfg: Mapping[str, Any], argv: Sequence[str]) -> dict[str, An
 
 
 # ------------------------------------------------------------------------ load/save
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml_load(f)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config is a YAML mapping, got {type(data).__name__}")
-    return data
-
-
 def with_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Fill the header defaults and empty sections the config leaves out."""
     out = dict(cfg)

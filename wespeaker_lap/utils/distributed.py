@@ -165,15 +165,6 @@ def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def any_true(flag: bool, info: DistInfo) -> bool:
     """True on every rank when ``flag`` is true on at least one (one tiny all-reduce)."""
     if not info.distributed:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VoxCeleb recipe: LAP backends on a pre-trained SSL model, trained on VoxCeleb2 dev and
 # evaluated on the cleaned Vox1-O/E/H lists. The stages of WeSpeaker's
-# examples/voxceleb/v2 (ANCHORS.md):
+# examples/voxceleb/v2:
 #   1. data: VoxCeleb2 dev .m4a decoded to flac; data dirs vox2_dev (training, cohort,
 #      calibration) and vox1 (evaluation); Vox1-O/E/H trials in Kaldi format;
 #      MUSAN and RIRS_NOISES dirs; QMF calibration trials drawn from vox2_dev
@@ -86,14 +86,13 @@ extract() {  # exp_dir
   tools/extract_embeddings.sh --exp_dir "$1" --gpus "$gpus" --num_workers 4 \
     "$data/vox1" "$data/vox2_dev"
 }
-score() {  # exp_dir [tools/score.sh options]: vox2_dev mean subtracted
-  local exp_dir=$1
-  shift
-  tools/score.sh --exp_dir "$exp_dir" --eval_set vox1 --mean_set vox2_dev "$@" "${trials[@]}"
+score() {  # exp_dir: cosine, vox2_dev mean subtracted
+  tools/score.sh --exp_dir "$1" --eval_set vox1 --mean_set vox2_dev "${trials[@]}"
 }
-asnorm() {  # exp_dir
-  score "$1" --cohort_set vox2_dev --cohort_utt2spk "$data/vox2_dev/utt2spk" --top_n "$top_n" \
-    --json "$1/scores/metrics.json"
+asnorm() {  # exp_dir: AS-norm of score()'s files
+  tools/score_norm.sh --exp_dir "$1" --eval_set vox1 --mean_set vox2_dev --cohort_set vox2_dev \
+    --cohort_utt2spk "$data/vox2_dev/utt2spk" --top_n "$top_n" \
+    --json "$1/scores/metrics.json" "${trials[@]}"
 }
 calibrate() {  # exp_dir
   tools/calibrate.sh --exp_dir "$1" --cal_set vox2_dev --cal_data "$data/vox2_dev" \

@@ -22,59 +22,51 @@ from pathlib import Path
 
 import numpy as np
 
+from wespeaker_lap.dataset.dataset import build_eval_loader
 from wespeaker_lap.io.files import atomic_path, read_scp
+from wespeaker_lap.io.xvectors import load_mean_vec, save_npy, write_xvectors
+from wespeaker_lap.models.inference import embed_batches, load_trained_extractor, resolve_model_dir
+from wespeaker_lap.scoring.score import normalize_rows
 from wespeaker_lap.utils.logging_utils import setup_logging
-from wespeaker_lap.utils.score import load_mean_vec, normalize_rows
 
 logger = logging.getLogger("wespeaker_lap.cli")
 
 
 class Embedder:
-    """A trained extractor ready for files: ``Embedder(model_dir)(paths) -> (N, E)``."""
+    """A trained extractor ready for files: ``Embedder(model_dir)(paths) -> (N, E)``.
+
+    Files go through the same eval loader as ``bin/extract.py`` (decode, resample
+    to the model's rate, length-grouped batches); a file it cannot use is an
+    error naming it.
+    """
 
     def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = 8):
-        from wespeaker_lap.utils.config import read_yaml
-        from wespeaker_lap.utils.inference import load_trained_extractor, resolve_model_dir
-
         config, weights = resolve_model_dir(model_dir)
-        cfg = read_yaml(config)
-        self.sample_rate = int((cfg.get("dataset_args") or {}).get("sample_rate", 16000))
         self.device = device
         self.batch_size = batch_size
-        self.extractor = load_trained_extractor(cfg, weights, device, dtype)
-
-    def read(self, path: str) -> np.ndarray:
-        from wespeaker_lap.dataset.audio import BadAudio, check_waveform, read_audio
-
-        try:
-            wav = read_audio(path, self.sample_rate)
-            check_waveform(wav, self.sample_rate)
-        except BadAudio as e:
-            raise ValueError(f"cannot use {path}: {e}") from None
-        if len(wav) < self.extractor.frontend.min_samples:
-            raise ValueError(f"{path}: {len(wav) / self.sample_rate:.3f} s is too short")
-        return wav
+        self.extractor = load_trained_extractor(config, weights, device, dtype)
+        self.sample_rate = self.extractor.frontend.sample_rate
 
     def __call__(self, paths: list[str]) -> np.ndarray:
-        import torch
-
-        from wespeaker_lap.utils.inference import embed_batches
-
-        wavs = [self.read(p) for p in paths]
-        order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))
-        batches = []
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            n = max(len(wavs[i]) for i in idx)
-            x = torch.zeros(len(idx), n)
-            for row, i in enumerate(idx):
-                x[row, : len(wavs[i])] = torch.from_numpy(wavs[i])
-            batches.append({"wavs": x, "lengths": torch.tensor([len(wavs[i]) for i in idx]),
-                            "keys": [str(i) for i in idx]})
+        for p in paths:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"no such audio file: {p}")
+        entries = [{"key": str(i), "wav": p} for i, p in enumerate(paths)]
+        loader = build_eval_loader(
+            entries, "raw", sample_rate=self.sample_rate, batch_size=self.batch_size,
+            min_duration=self.extractor.frontend.min_samples / self.sample_rate,
+        )
         out = np.zeros((len(paths), self.extractor.embed_dim), dtype=np.float32)
-        for keys, emb in embed_batches(self.extractor, batches, self.device):
-            out[[int(k) for k in keys]] = emb
+        done = np.zeros(len(paths), dtype=bool)
+        for keys, emb in embed_batches(self.extractor, loader, self.device):
+            rows = [int(k) for k in keys]
+            out[rows] = emb
+            done[rows] = True
+        if not done.all():
+            bad = [paths[i] for i in np.flatnonzero(~done)]
+            raise ValueError(f"cannot use {len(bad)} file(s) (unreadable, silent or too short; "
+                             f"see the warnings above): {bad[:5]}")
         return out
 
 
@@ -92,15 +84,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     emb = Embedder(args.model_dir, args.device, args.dtype, args.batch_size)(paths)
     out = Path(args.out)
     if out.suffix == ".npy":
-        with atomic_path(out) as tmp, open(tmp, "wb") as f:
-            np.save(f, emb)
+        save_npy(out, emb)
         with atomic_path(out.with_suffix(".keys")) as tmp:
             tmp.write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")
         print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} "
               f"(row order in {out.with_suffix('.keys')})")
     elif out.suffix == ".ark":
-        from wespeaker_lap.bin.extract import write_xvectors
-
         ark, scp = write_xvectors(out.parent, dict(zip(keys, emb, strict=True)), name=out.stem)
         print(f"wrote {len(keys)} embeddings to {ark} and {scp}")
     else:

@@ -1,0 +1,121 @@
+"""Embedding extraction over a whole data set, on one process or sharded over ranks.
+
+:func:`extract_embeddings` is what ``python -m wespeaker_lap.bin.extract`` runs:
+the eval loader (length-grouped batches, bad audio skipped and counted), the
+trained extractor, and, under ``torchrun``, a merge of every rank's share on
+rank 0. Outputs in ``embed_dir`` (all written atomically):
+
+* ``xvector.ark`` + ``xvector.scp``, keys sorted
+  (:func:`~wespeaker_lap.io.xvectors.write_xvectors`);
+* ``mean_vec.npy``: the mean embedding, for mean subtraction in scoring;
+* ``layer_scores.npy`` (with ``layer_scores=True``): the backend's layer attention
+  averaged over the set, ``(heads, L)`` for LAP, ``(1, L)`` for a weighted sum.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wespeaker_lap.dataset.datadir import read_data_dir
+from wespeaker_lap.dataset.dataset import build_eval_loader
+from wespeaker_lap.dataset.lists import raw_entries_from_data_dir
+from wespeaker_lap.io.xvectors import save_npy, write_xvectors
+from wespeaker_lap.models.inference import LayerScoreSum, embed_batches, load_trained_extractor
+from wespeaker_lap.utils.distributed import DistInfo, all_gather_object, barrier
+
+logger = logging.getLogger(__name__)
+
+
+def eval_source(data: str | None, data_list: str | None, data_type: str
+                ) -> tuple[list[dict] | str, str]:
+    """The eval loader's input: entries of a Kaldi data dir (with durations), or a list path."""
+    if (data is None) == (data_list is None):
+        raise ValueError("give exactly one of --data (a Kaldi data dir) or --data_list")
+    if data is not None:
+        return raw_entries_from_data_dir(read_data_dir(data)), "raw"
+    return data_list, data_type
+
+
+@dataclass
+class ExtractOptions:
+    """How to batch and run the extractor (see ``bin/extract.py --help``)."""
+
+    batch_size: int = 16
+    max_batch_seconds: float | None = 240.0
+    num_workers: int = 1
+    dtype: str = "float32"
+    layer_scores: bool = False
+    progress: bool = True
+
+
+def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | None,
+                       source: Sequence[dict] | str | os.PathLike, data_type: str,
+                       embed_dir: str | os.PathLike, info: DistInfo,
+                       opts: ExtractOptions | None = None) -> int:
+    """Embed every utterance of ``source`` into ``embed_dir``; returns the count written.
+
+    Every rank embeds its share; rank 0 merges them (an utterance embedded twice
+    is an error), writes the files and returns the total (other ranks return 0).
+    """
+    opts = opts or ExtractOptions()
+    extractor = load_trained_extractor(config, weights, info.device, opts.dtype)
+    loader = build_eval_loader(
+        source, data_type, sample_rate=extractor.frontend.sample_rate,
+        batch_size=opts.batch_size, max_batch_seconds=opts.max_batch_seconds,
+        num_workers=opts.num_workers, rank=info.rank, world_size=info.world_size,
+    )
+    scores = LayerScoreSum() if opts.layer_scores else None
+    mine: dict[str, np.ndarray] = {}
+    bar = tqdm(desc=f"extract {Path(embed_dir).name}", unit="utt",
+               disable=not info.is_main or not opts.progress)
+    for keys, emb in embed_batches(extractor, loader, info.device, scores):
+        for k, e in zip(keys, emb, strict=True):
+            if k in mine:
+                raise ValueError(f"utterance {k!r} appears twice in the input")
+            mine[k] = e
+        bar.update(len(keys))
+    bar.close()
+    stats = getattr(loader, "last_stats", None) or {}
+    parts = all_gather_object((mine, scores, int(stats.get("skipped", 0))), info)
+    written = 0
+    if info.is_main:
+        written = _write_merged(parts, Path(embed_dir), opts.layer_scores)
+    barrier(info)
+    return written
+
+
+def _write_merged(parts: list, embed_dir: Path, layer_scores: bool) -> int:
+    merged: dict[str, np.ndarray] = {}
+    total = LayerScoreSum()
+    skipped = sum(p[2] for p in parts)
+    for part, part_scores, _ in parts:
+        dup = set(part) & set(merged)
+        if dup:
+            raise ValueError(f"utterances extracted by two ranks: {sorted(dup)[:5]}")
+        merged.update(part)
+        if part_scores is not None:
+            total.merge(part_scores)
+    if not merged:
+        raise ValueError("no embeddings were extracted (all inputs skipped?)")
+    _, scp = write_xvectors(embed_dir, merged)
+    mean = np.mean(np.stack([merged[k] for k in sorted(merged)]), axis=0)
+    save_npy(embed_dir / "mean_vec.npy", mean.astype(np.float32))
+    if layer_scores:
+        save_npy(embed_dir / "layer_scores.npy", total.mean().astype(np.float32))
+    logger.info("wrote %d embeddings (dim %d) to %s%s", len(merged), len(mean), scp,
+                f"; {skipped} input(s) skipped as bad audio" if skipped else "")
+    return len(merged)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads`` when given (None keeps torch's default)."""
+    if threads:
+        torch.set_num_threads(int(threads))
