@@ -61,6 +61,25 @@ def _slurm_env(tmp_path: Path, bin_dir: Path, **slurm: str) -> dict[str, str]:
     return env
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its descendants (torchrun's workers run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _job_id_with_free_port() -> int:
     """A job id whose derived rendezvous port (20000 + id % 10000) is free here."""
     rng = random.Random()
@@ -131,13 +150,12 @@ def test_two_fake_slurm_nodes_train_one_model_through_sbatch_script(tmp_path):
     proc = subprocess.Popen(
         ["bash", str(SLURM / "train.sbatch"), "tools/train.sh", "--config", str(config),
          "--exp_dir", str(tmp_path / "exp")],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)  # its own process group: nothing outlives a failure
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out = proc.communicate(timeout=150)[0]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # nothing may outlive a failure
+            _kill_tree(proc.pid)
             proc.wait()
     logs = [(tmp_path / f"node{i}.log").read_text() for i in range(2)]
     assert proc.returncode == 0, out + "\n".join(log[-3000:] for log in logs)
