@@ -296,13 +296,18 @@ def cmd_resume(args) -> bool:
     diff = max_abs_diff(read_weights(checkpoint_path(full / "models", epochs)),
                         read_weights(checkpoint_path(models, epochs)))
     resumed = "resuming after epoch 1" in resumed_log
-    ok_resume = resumed and diff <= floor
+    # CPU kernels are deterministic: exact. On GPU, non-deterministic kernels (atomics in
+    # some backward passes) make two uninterrupted runs differ by `floor`; a resumed run
+    # is one more such run, allowed twice that.
+    allowed = 2 * floor
+    ok_resume = resumed and diff <= allowed
     print(f"uninterrupted run {t_full:.1f} s; cut run "
           f"{f'killed ({killed} processes)' if killed_running else 'ended before the kill'}"
           f" after epoch 1 (files of later epochs removed: {len(later)}); resumed after "
           f"epoch 1 by tools/train.sh: {resumed}")
-    print(f"final weights, resumed vs uninterrupted: max |diff| {diff:.3g} "
-          f"(allowed: the run-to-run floor {floor:.3g}{'' if cuda else ', CPU: exact'})")
+    print(f"final weights, resumed vs uninterrupted: max |diff| {diff:.3g} (allowed "
+          f"{allowed:.3g}: " + (f"2 x the difference between two uninterrupted runs, {floor:.3g})"
+                                if cuda and not args.quick else "exact)"))
 
     # bin.extract on the device against the CPU, one utterance at a time
     emb_dir = work / f"emb_{args.device}"
