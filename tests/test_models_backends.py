@@ -23,6 +23,7 @@ TINY_ARGS = {
     "SUPERB_TSTP": {"embed_dim": 12},
     "LastLayer_ASTP": {"embed_dim": 12},
     "MHFA": {"embed_dim": 12, "head_nb": 4, "compression_dim": 8},
+    "CA_MHFA": {"embed_dim": 12, "head_nb": 4, "compression_dim": 8, "context": 3},
     "UniPool": {"embed_dim": 12, "channels": 16},
     "SSL_ECAPA_TDNN_c512": {"embed_dim": 12},
     "SSL_ECAPA_TDNN_c1024": {"embed_dim": 12},

@@ -3,7 +3,7 @@
 Registries (dicts; unknown names raise ``ValueError`` listing the valid ones):
 
 * :func:`get_speaker_model` / :data:`SPEAKER_MODELS`: ``LAP_ASTP``, ``SUPERB_ASTP``,
-  ``SUPERB_TSTP``, ``LastLayer_ASTP``, ``MHFA``, ``UniPool``, ``SSL_ECAPA_TDNN_c512``,
+  ``SUPERB_TSTP``, ``LastLayer_ASTP``, ``MHFA``, ``CA_MHFA``, ``UniPool``, ``SSL_ECAPA_TDNN_c512``,
   ``SSL_ECAPA_TDNN_c1024``; each ``forward(x (B, L, T, D), lengths (B,)) -> (B, E)``.
 * :func:`get_projection` / :data:`PROJECTIONS`: ``arc_margin``,
   ``arc_margin_intertopk_subcenter``, ``softmax``; ``forward(emb, label) -> logits``.
@@ -12,6 +12,7 @@ From a WeSpeaker-grammar config: :func:`build_extractor` (frontend + model) and
 :func:`build_projection` (training head).
 """
 
+from wespeaker_lap.models.ca_mhfa import CA_MHFA
 from wespeaker_lap.models.common import count_parameters, lengths_to_mask
 from wespeaker_lap.models.ecapa_tdnn import (
     SSL_ECAPA_TDNN,
@@ -49,6 +50,7 @@ from wespeaker_lap.models.unipool import UniPool
 
 __all__ = [
     "ASTP",
+    "CA_MHFA",
     "LAP_ASTP",
     "MHFA",
     "PROJECTIONS",

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from wespeaker_lap.models.ca_mhfa import CA_MHFA
 from wespeaker_lap.models.ecapa_tdnn import SSL_ECAPA_TDNN_c512, SSL_ECAPA_TDNN_c1024
 from wespeaker_lap.models.mhfa import MHFA
 from wespeaker_lap.models.speaker_models import (
@@ -29,6 +30,7 @@ SPEAKER_MODELS: Registry[type[nn.Module]] = Registry("speaker model", {
     "SUPERB_TSTP": SUPERB_TSTP,
     "LastLayer_ASTP": LastLayer_ASTP,
     "MHFA": MHFA,
+    "CA_MHFA": CA_MHFA,
     "UniPool": UniPool,
     "SSL_ECAPA_TDNN_c512": SSL_ECAPA_TDNN_c512,
     "SSL_ECAPA_TDNN_c1024": SSL_ECAPA_TDNN_c1024,
