@@ -76,9 +76,26 @@ class MHFA(nn.Module):
     def forward(self, x, lengths=None, return_layer_scores=False):
         b, n_layers, t, _ = x.shape
         k, v, mask, w = self.keys_values(x, lengths)
-        att = self.attention(k, mask)
-        pooled = torch.bmm(att, v.to(att.dtype)).reshape(b, -1)  # (B, H * C)
-        emb = self.pooling_fc(pooled)
+        emb = self._pool(k, v, mask)
         if return_layer_scores:
             return emb, w.view(1, 2, 1, n_layers).expand(b, 2, t, n_layers)
         return emb
+
+    def _pool(self, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        att = self.attention(k, mask)
+        pooled = torch.bmm(att, v.to(att.dtype)).reshape(k.shape[0], -1)  # (B, H * C)
+        return self.pooling_fc(pooled)
+
+    # -- the two halves, for long audio (see SpeakerEmbeddingExtractor.embed)
+    def frame_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compressed keys and values, frame by frame: (B, L, T, D) -> (B, T, 2C), scores."""
+        b, n_layers, t, _ = x.shape
+        k, v, _, w = self.keys_values(x, lengths)
+        return torch.cat([k, v], dim=-1), w.view(1, 2, 1, n_layers).expand(b, 2, t, n_layers)
+
+    def pool_frames(self, frames: torch.Tensor, lengths: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Attention over time and pooling: (B, T, 2C) -> (B, embed_dim)."""
+        k, v = frames.chunk(2, dim=-1)
+        return self._pool(k, v, lengths_to_mask(lengths, frames.shape[1]))
