@@ -59,6 +59,21 @@ def write_xvectors(embed_dir: str | os.PathLike, embeddings: Mapping[str, np.nda
     return ark, scp
 
 
+def _check_text_scp(path: Path) -> None:
+    """An scp is text lines ``key ark:offset``: refuse ``.npy``, arks and other binaries early."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path}: a .npy array, not a Kaldi xvector.scp (key -> ark:offset "
+                         "lines, as extract writes)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the 4096-byte boundary
+            raise ValueError(f"{path}: binary data, not a Kaldi xvector.scp (key -> ark:offset "
+                             "text lines, as extract writes)") from None
+
+
 def check_finite(x: np.ndarray, what: str, source: str, keys: Sequence[str] | None = None) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or inf, naming the first bad rows."""
     finite = np.isfinite(x)
@@ -132,9 +147,17 @@ class EmbeddingTable:
             if not p.is_file():
                 raise FileNotFoundError(f"no such embedding scp: {p}")
             names.append(str(p))
-            for key, vec in kaldiio.load_scp_sequential(str(p)):
-                keys.append(key)
-                rows.append(np.asarray(vec, dtype=np.float32).reshape(-1))
+            _check_text_scp(p)
+            try:
+                for key, vec in kaldiio.load_scp_sequential(str(p)):
+                    keys.append(key)
+                    rows.append(np.asarray(vec, dtype=np.float32).reshape(-1))
+            except (ValueError, OSError, EOFError, UnicodeDecodeError, KeyError) as e:
+                where = f"after key {keys[-1]!r}" if keys else "at its first entry"
+                raise ValueError(
+                    f"{p}: cannot read the embeddings it points to ({where}): "
+                    f"{type(e).__name__}: {e} (a truncated or overwritten .ark?)"
+                ) from None
         source = "+".join(names)
         if not rows:
             raise ValueError(f"{source}: no embeddings")
@@ -164,13 +187,26 @@ def load_embeddings(source: EmbeddingSource) -> EmbeddingTable:
 
 
 def load_mean_vec(path: str | os.PathLike | None, dim: int | None = None) -> np.ndarray | None:
-    """Read ``mean_vec.npy`` (shape ``(D,)``); ``None`` passes through. Checks dim and NaN."""
+    """Read ``mean_vec.npy`` (shape ``(D,)``); ``None`` passes through.
+
+    Anything but a finite 1-D float vector of ``dim`` entries is a ``ValueError``
+    naming the file (a ``(4, 4)`` array is not flattened into 16 entries).
+    """
     if path is None:
         return None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such mean vector file: {path}")
-    vec = np.asarray(np.load(path), dtype=np.float32).reshape(-1)
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+    if raw.ndim != 1:
+        raise ValueError(f"{path}: a mean vector must be 1-D (D,), got shape {raw.shape}")
+    try:
+        vec = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: a mean vector must hold numbers, got {raw.dtype}") from None
     if dim is not None and vec.shape[0] != dim:
         raise ValueError(f"{path}: mean vector has dim {vec.shape[0]}, embeddings have {dim}")
     check_finite(vec, "mean vector", str(path))
