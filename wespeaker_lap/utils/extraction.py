@@ -54,6 +54,7 @@ class ExtractOptions:
     dtype: str = "float32"
     layer_scores: bool = False
     progress: bool = True
+    ignore_frontend_mismatch: bool = False
 
 
 def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | None,
@@ -66,7 +67,8 @@ def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | N
     is an error), writes the files and returns the total (other ranks return 0).
     """
     opts = opts or ExtractOptions()
-    extractor = load_trained_extractor(config, weights, info.device, opts.dtype)
+    extractor = load_trained_extractor(config, weights, info.device, opts.dtype,
+                                       ignore_frontend_mismatch=opts.ignore_frontend_mismatch)
     loader = build_eval_loader(
         source, data_type, sample_rate=extractor.frontend.sample_rate,
         batch_size=opts.batch_size, max_batch_seconds=opts.max_batch_seconds,
