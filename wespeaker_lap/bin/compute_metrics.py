@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from wespeaker_lap.checks import ConfigError, check_number
 from wespeaker_lap.io.files import atomic_write
 from wespeaker_lap.scoring.metrics import compute_metrics, det_curve, format_metrics
 from wespeaker_lap.scoring.plotting import plot_det_curves
@@ -50,6 +51,14 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.log_level)
+    try:
+        for p in args.p_target:
+            check_number("--p_target", p, lo=0, hi=1, lo_open=True, hi_open=True)
+        check_number("--c_miss", args.c_miss, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
+        check_number("--c_fa", args.c_fa, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
+    except ConfigError as e:
+        logger.error("%s", e)
+        return 2
     results = {}
     curves = {}
     try:
