@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wespeaker_lap.dataset.datadir import read_data_dir
 from wespeaker_lap.dataset.dataset import build_eval_loader
@@ -30,8 +29,12 @@ from wespeaker_lap.dataset.lists import raw_entries_from_data_dir
 from wespeaker_lap.io.xvectors import save_npy, write_xvectors
 from wespeaker_lap.models.inference import LayerScoreSum, embed_batches, load_trained_extractor
 from wespeaker_lap.utils.distributed import DistInfo, all_gather_object, barrier
+from wespeaker_lap.utils.logging_utils import progress
 
 logger = logging.getLogger(__name__)
+
+#: Without a terminal, extraction logs one progress line every this many utterances.
+PROGRESS_EVERY = 1000
 
 
 def eval_source(data: str | None, data_list: str | None, data_type: str
@@ -54,6 +57,7 @@ class ExtractOptions:
     dtype: str = "float32"
     layer_scores: bool = False
     progress: bool = True
+    ignore_frontend_mismatch: bool = False
 
 
 def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | None,
@@ -66,7 +70,8 @@ def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | N
     is an error), writes the files and returns the total (other ranks return 0).
     """
     opts = opts or ExtractOptions()
-    extractor = load_trained_extractor(config, weights, info.device, opts.dtype)
+    extractor = load_trained_extractor(config, weights, info.device, opts.dtype,
+                                       ignore_frontend_mismatch=opts.ignore_frontend_mismatch)
     loader = build_eval_loader(
         source, data_type, sample_rate=extractor.frontend.sample_rate,
         batch_size=opts.batch_size, max_batch_seconds=opts.max_batch_seconds,
@@ -74,15 +79,17 @@ def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | N
     )
     scores = LayerScoreSum() if opts.layer_scores else None
     mine: dict[str, np.ndarray] = {}
-    bar = tqdm(desc=f"extract {Path(embed_dir).name}", unit="utt",
-               disable=not info.is_main or not opts.progress)
+    bar = progress(f"extract {Path(embed_dir).name}", unit="utt", every=PROGRESS_EVERY,
+                   enabled=info.is_main and opts.progress)
     for keys, emb in embed_batches(extractor, loader, info.device, scores):
         for k, e in zip(keys, emb, strict=True):
             if k in mine:
                 raise ValueError(f"utterance {k!r} appears twice in the input")
             mine[k] = e
-        bar.update(len(keys))
-    bar.close()
+        if bar is not None:
+            bar.update(len(keys))
+    if bar is not None:
+        bar.close()
     stats = getattr(loader, "last_stats", None) or {}
     parts = all_gather_object((mine, scores, int(stats.get("skipped", 0))), info)
     written = 0
