@@ -21,12 +21,18 @@ import soundfile as sf
 import yaml
 from data_helpers import tone
 
-from wespeaker_lap.bin import extract, fix_data_dir, make_shard_list, validate_data_dir
+from wespeaker_lap.bin import (
+    extract,
+    fix_data_dir,
+    make_raw_list,
+    make_shard_list,
+    validate_data_dir,
+)
 from wespeaker_lap.dataset import audio
 from wespeaker_lap.dataset.audio import BadAudio, read_audio
 from wespeaker_lap.dataset.datadir import read_data_dir
 from wespeaker_lap.dataset.dataset import build_eval_loader, build_train_loader
-from wespeaker_lap.dataset.lists import read_shard_list
+from wespeaker_lap.dataset.lists import read_raw_list, read_shard_list
 from wespeaker_lap.frontend import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import save_weights
 from wespeaker_lap.models import build_extractor
@@ -276,10 +282,20 @@ def latin1_dir(tmp_path):
     return d
 
 
-@pytest.mark.parametrize("tool", ["fix", "validate", "read"])
+@pytest.mark.parametrize("tool", ["fix", "validate", "read", "make_raw_list", "raw_list"])
 def test_latin1_table_is_an_error_naming_file_and_line(tmp_path, capsys, tool):
     d = latin1_dir(tmp_path)
-    if tool == "fix":
+    if tool == "raw_list":  # a raw.list written by another tool in Latin-1
+        (tmp_path / "raw.list").write_bytes(b'{"key": "a", "wav": "/x.wav"}\n'
+                                            b'{"key": "b", "wav": "/caf\xe9.wav"}\n')
+        with pytest.raises(ValueError) as e:
+            read_raw_list(tmp_path / "raw.list")
+        assert f"{tmp_path / 'raw.list'}:2: not UTF-8" in str(e.value)
+        return
+    if tool == "make_raw_list":
+        assert make_raw_list.main([str(d), str(tmp_path / "raw.list")]) == 1
+        err = capsys.readouterr().err
+    elif tool == "fix":
         assert fix_data_dir.main([str(d)]) == 1
         err = capsys.readouterr().err
     elif tool == "validate":

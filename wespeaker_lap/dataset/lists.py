@@ -33,7 +33,7 @@ from wespeaker_lap.dataset.audio import (
     is_piped,
     read_bytes,
 )
-from wespeaker_lap.dataset.datadir import DataDir
+from wespeaker_lap.dataset.datadir import DataDir, text_lines
 from wespeaker_lap.io.files import atomic_path, atomic_write, read_scp, read_table, write_table
 
 logger = logging.getLogger(__name__)
@@ -96,28 +96,27 @@ def read_raw_list(
         raise FileNotFoundError(f"no such list: {path}")
     entries: list[dict] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {line[:120]!r}")
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing field(s) {missing}: {line[:120]!r}")
-            key = obj.get("key")
-            if key is not None:
-                if key in seen:
-                    raise ValueError(
-                        f"{path}:{lineno}: duplicate key {key!r} (first on line {seen[key]})"
-                    )
-                seen[key] = lineno
-            entries.append(obj)
+    for lineno, line in text_lines(path):  # a non-UTF-8 line: ValueError naming it
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {line[:120]!r}")
+        missing = [k for k in required if k not in obj]
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing field(s) {missing}: {line[:120]!r}")
+        key = obj.get("key")
+        if key is not None:
+            if key in seen:
+                raise ValueError(
+                    f"{path}:{lineno}: duplicate key {key!r} (first on line {seen[key]})"
+                )
+            seen[key] = lineno
+        entries.append(obj)
     return entries
 
 
@@ -150,7 +149,7 @@ def check_pipes(entries: Sequence[dict], allow_pipes: bool, where: str = "data l
     if piped and not allow_pipes:
         raise ValueError(f"{where}: {len(piped)} {PIPES_NEED_FLAG}; first: key {piped[0]!r}")
     if piped:
-        logger.info("%s: %d piped wav.scp entries will be run with a shell", where, len(piped))
+        logger.debug("%s: %d piped wav.scp entries will be run with a shell", where, len(piped))
     return len(piped)
 
 
