@@ -162,7 +162,7 @@ def truncation(data: bytes, frames: int) -> str | None:
     if claimed is None or claimed <= frames:
         return None
     return (f"truncated: the header says {claimed} samples, the file holds {frames} "
-            f"({frames / claimed:.0%}); reading what is there")
+            f"({frames / claimed:.0%})")
 
 
 def load_audio(spec: str | os.PathLike, allow_pipes: bool = False) -> tuple[np.ndarray, int]:
@@ -176,7 +176,7 @@ def load_audio(spec: str | os.PathLike, allow_pipes: bool = False) -> tuple[np.n
     if not is_piped(str(spec)):
         note = truncation(blob, wav.shape[0])
         if note:
-            logger.warning("%s: %s", spec, note)
+            logger.warning("%s: %s; using the samples there", spec, note)
     return wav, rate
 
 

@@ -511,7 +511,8 @@ def fix_data_dir(
     if check_audio or utt2dur:
         piped = sorted(k for k in keep if is_piped(wav[k]))
         if piped and not allow_pipes:
-            raise ValueError(f"{path / 'wav.scp'}: {len(piped)} {PIPES_NEED_FLAG}; first: key "
+            n = f"{len(piped)} {'entry' if len(piped) == 1 else 'entries'}"
+            raise ValueError(f"{path / 'wav.scp'}: {PIPES_NEED_FLAG}: {n}, the first with key "
                              f"{piped[0]!r}; nothing was changed")
     if check_audio:
         missing = sorted(k for k in keep if not is_piped(wav[k]) and not os.path.isfile(wav[k]))

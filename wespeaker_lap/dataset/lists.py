@@ -147,10 +147,15 @@ def check_pipes(entries: Sequence[dict], allow_pipes: bool, where: str = "data l
     """
     piped = [e["key"] for e in entries if "wav" in e and is_piped(e["wav"])]
     if piped and not allow_pipes:
-        raise ValueError(f"{where}: {len(piped)} {PIPES_NEED_FLAG}; first: key {piped[0]!r}")
+        raise ValueError(f"{where}: {PIPES_NEED_FLAG}: {_entries(len(piped))}, the first "
+                         f"with key {piped[0]!r}")
     if piped:
         logger.debug("%s: %d piped wav.scp entries will be run with a shell", where, len(piped))
     return len(piped)
+
+
+def _entries(n: int) -> str:
+    return f"{n} {'entry' if n == 1 else 'entries'}"
 
 
 def compare_speakers(entries: Sequence[dict], utt2spk: dict[str, str]

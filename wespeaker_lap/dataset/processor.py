@@ -159,7 +159,8 @@ def decode(data: Samples, stats: PipelineStats | None = None) -> Iterator[dict]:
         if not sample.get("piped"):
             note = truncation(blob, sample["wav"].shape[0])
             if note:
-                logger.warning("%r (%s): %s", sample.get("key"), sample["src"], note)
+                logger.warning("%r (%s): %s; using the samples there", sample.get("key"),
+                               sample["src"], note)
                 if stats is not None:
                     stats.add("truncated")
         yield sample
