@@ -156,7 +156,7 @@ def prepare_data(cfg: Mapping[str, Any], info: DistInfo, sample_rate: int,
     loader = build_train_loader(
         cfg["train_data"], cfg["data_type"], spk2id, ds_cfg, dl_cfg, sample_rate=sample_rate,
         noise_list=cfg.get("noise_data"), rir_list=cfg.get("reverb_data"), seed=cfg["seed"],
-        rank=info.rank, world_size=info.world_size,
+        rank=info.rank, world_size=info.world_size, utt2spk=cfg["train_label"],
     )
     epoch_iter = compute_epoch_iter(num_utts, dl_cfg.batch_size, accum,
                                     ds_cfg.sample_num_per_epoch, info, loader)
