@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from train_helpers import make_corpus, tiny_config, write_config
@@ -240,3 +242,26 @@ def test_phase3_starts_from_phase2_lora_and_refuses_a_full_fine_tune(trained, tm
     with pytest.raises(ValueError, match="holds SSL model weights"):
         initialise(build_model(cfg, num_class=4), dict(cfg, model_init=str(tmp_path / "full.pt")),
                    resuming=False)
+
+
+def test_bf16_inference_merges_then_casts(trained):
+    tmp, _, _, result = trained
+    exp = tmp / "lora"
+    ckpt = checkpoint_path(exp / "models", 1)
+    ex = load_trained_extractor(exp / "config.yaml", ckpt, dtype="bfloat16")
+    assert next(ex.frontend.model.parameters()).dtype == torch.bfloat16
+    wavs, lengths = _batch()
+    with torch.no_grad():
+        a = result.model.eval()(wavs, lengths)
+        b = ex(wavs, lengths)
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+
+
+def test_lora_run_resumes_from_its_state_file(trained, tmp_path):
+    tmp, cfg, _, _ = trained
+    shutil.copytree(tmp / "lora", tmp_path / "lora")
+    cfg2 = dict(cfg, exp_dir=str(tmp_path / "lora"), num_epochs=2, checkpoint="latest")
+    result = train(cfg2)
+    assert result.epoch == 2
+    sd = read_weights(checkpoint_path(tmp_path / "lora" / "models", 2))
+    assert FINGERPRINT_KEY in sd and sum(".lora_" in k for k in sd) == 16

@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 #: Keys of the ``lora_args`` config section.
 LORA_ARGS_KEYS = ("rank", "alpha", "dropout", "target_modules")
 #: The state-dict entry holding the SHA-256 (32 uint8) of the frozen SSL weights.
-FINGERPRINT_KEY = "frontend.lora_base_fingerprint"
+FINGERPRINT_KEY = "frontend.ssl_fingerprint"
 FRONTEND_PREFIX = "frontend."
 _ADAPTER = "default"
 
