@@ -13,6 +13,7 @@ from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.frontend import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import checkpoint_path, read_weights, save_weights
 from wespeaker_lap.models import build_extractor
+from wespeaker_lap.models import lora as lora_module
 from wespeaker_lap.models.inference import load_trained_extractor
 from wespeaker_lap.models.lora import (
     FINGERPRINT_KEY,
@@ -265,3 +266,21 @@ def test_lora_run_resumes_from_its_state_file(trained, tmp_path):
     assert result.epoch == 2
     sd = read_weights(checkpoint_path(tmp_path / "lora" / "models", 2))
     assert FINGERPRINT_KEY in sd and sum(".lora_" in k for k in sd) == 16
+
+
+def test_peft_errors_are_rephrased(monkeypatch):
+    """Were a name to pass our own check, peft's error becomes a ConfigError naming the layers."""
+    monkeypatch.setattr(lora_module, "check_targets", lambda frontend, targets: None)
+    with pytest.raises(ConfigError, match=r"peft could not wrap \['nope'\].*'q_proj'"):
+        build_extractor(_extractor_cfg(lora={"target_modules": ["nope"]}))
+
+
+def test_merge_tool_refuses_a_model_without_lora(trained, tmp_path):
+    tmp, cfg, _, _ = trained
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_config(plain / "config.yaml", {k: v for k, v in cfg.items() if k != "lora_args"})
+    save_weights(read_weights(checkpoint_path(tmp / "lora" / "models", 1)),
+                 plain / "avg_model.pt")
+    assert merge_bin.main(["--model_dir", str(plain)]) == 1
+    assert not (tmp_path / "plain_merged").exists()
