@@ -115,28 +115,41 @@ def test_only_lora_and_backend_parameters_train():
     assert sum(len(g["params"]) for g in groups) == len(train_names)
 
 
-@pytest.mark.parametrize("family", ["wavlm", "hubert", "wav2vec2"])
-def test_merged_and_unmerged_give_the_same_embeddings(family):
+ATTN = ["q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"]
+W2VBERT = ["linear_q", "linear_k", "linear_v", "linear_out", "intermediate_dense",
+           "output_dense"]
+
+
+@pytest.mark.parametrize(("family", "attention", "targets"), [
+    ("wavlm", "sdpa", ATTN), ("wavlm", "eager", ATTN), ("hubert", "sdpa", ATTN),
+    ("wav2vec2", "eager", ATTN), ("wav2vec2-bert", "sdpa", W2VBERT),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_merged_and_unmerged_give_the_same_embeddings(family, attention, targets):
     torch.manual_seed(0)
-    ex = build_extractor(_extractor_cfg(family, lora={"rank": 4, "target_modules": [
-        "q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"]}))
+    ex = build_extractor(_extractor_cfg(family, lora={"rank": 4, "target_modules": targets},
+                                        attention=attention))
+    wrapped = sum(".lora_A." in n for n, _ in ex.named_parameters())
+    assert wrapped >= len(targets) * ex.frontend.model.config.num_hidden_layers
     _randomise_lora_b(ex)
     ex.eval()
     wavs, lengths = _batch()
     with torch.no_grad():
-        base_free = ex(wavs, lengths)
-        assert merge_lora(ex) == 12
+        unmerged = ex(wavs, lengths)
+        assert merge_lora(ex) == wrapped
         merged = ex(wavs, lengths)
     assert lora_state(ex.frontend) is None
     assert not any(".lora_" in n for n, _ in ex.named_parameters())
-    assert torch.allclose(base_free, merged, atol=1e-5), (base_free - merged).abs().max()
+    assert torch.allclose(unmerged, merged, atol=1e-5), (unmerged - merged).abs().max()
 
 
-def test_lora_changes_wavlm_attention_and_routing_is_exact_at_zero():
-    """With B = 0 the routed WavLM attention equals transformers' own; with B != 0 it differs."""
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_lora_acts_in_wavlm_attention_and_is_exact_at_zero(attention):
+    """With B = 0 the LoRA model equals the plain one (eager: routed through the modules);
+    with B != 0 it differs, so LoRA on the attention projections is not bypassed."""
     torch.manual_seed(0)
-    plain = build_extractor(_extractor_cfg(lora={}, frozen=True)).eval()
-    lora = build_extractor(_extractor_cfg(lora={"target_modules": ["q_proj", "v_proj"]})).eval()
+    plain = build_extractor(_extractor_cfg(lora={}, frozen=True, attention=attention)).eval()
+    lora = build_extractor(_extractor_cfg(lora={"target_modules": ["q_proj", "v_proj"]},
+                                          attention=attention)).eval()
     lora.backend.load_state_dict(plain.backend.state_dict())
     wavs, lengths = _batch()
     with torch.no_grad():
@@ -144,6 +157,11 @@ def test_lora_changes_wavlm_attention_and_routing_is_exact_at_zero():
         assert torch.allclose(a, b, atol=1e-5)
         _randomise_lora_b(lora)
         assert (plain(wavs, lengths) - lora(wavs, lengths)).abs().max() > 1e-3
+
+
+def test_w2vbert_default_targets_are_an_error_naming_its_layers():
+    with pytest.raises(ConfigError, match="linear_q"):
+        build_extractor(_extractor_cfg("wav2vec2-bert", lora={"rank": 2}))
 
 
 # ----------------------------------------------------------- training and saving
@@ -256,6 +274,10 @@ def test_bf16_inference_merges_then_casts(trained):
         a = result.model.eval()(wavs, lengths)
         b = ex(wavs, lengths)
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    auto = load_trained_extractor(exp / "config.yaml", ckpt, dtype="auto")
+    assert auto.frontend.auto_dtype and lora_state(auto.frontend) is None
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(a, auto(wavs, lengths)).min() > 0.99
 
 
 def test_lora_run_resumes_from_its_state_file(trained, tmp_path):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from wespeaker_lap.frontend import get_frontend
-from wespeaker_lap.frontend.ssl import DTYPES
+from wespeaker_lap.frontend.ssl import DTYPE_CHOICES
 from wespeaker_lap.io.checkpoints import load_weights
 from wespeaker_lap.models.common import count_parameters
 from wespeaker_lap.models.lora import (
@@ -221,8 +221,8 @@ def build_extractor(config: Mapping[str, Any]) -> SpeakerEmbeddingExtractor:
     lora = parse_lora_args(config.get("lora_args"))
     frontend_args = dict(config.get("frontend_args") or {})
     merged_dtype = frontend_args.get("dtype", "float32")
-    if merged_dtype not in DTYPES:
-        raise ValueError(f"frontend_args.dtype must be one of {sorted(DTYPES)}, "
+    if merged_dtype not in DTYPE_CHOICES:
+        raise ValueError(f"frontend_args.dtype must be one of {list(DTYPE_CHOICES)}, "
                          f"got {merged_dtype!r}")
     if lora is not None:
         frontend_args["dtype"] = "float32"  # the fingerprint and merge need float32 weights
@@ -232,7 +232,7 @@ def build_extractor(config: Mapping[str, Any]) -> SpeakerEmbeddingExtractor:
     )
     extractor = SpeakerEmbeddingExtractor(frontend, backend)
     if lora is not None:
-        apply_lora(extractor, lora, merged_dtype=DTYPES[merged_dtype])
+        apply_lora(extractor, lora, merged_dtype=merged_dtype)
     logger.info(
         "built %s on %s frontend (%d layers x %d): %.2fM trainable backend parameters",
         config["model"], config["frontend"], frontend.num_layers, frontend.hidden_size,

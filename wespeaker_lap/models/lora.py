@@ -25,13 +25,15 @@ How it fits the extractor (:mod:`wespeaker_lap.models.extractor`):
   wrappers: the result is a plain extractor whose SSL weights are fine-tuned,
   saved and loaded like a phase-2 full fine-tune (``bin/merge_lora``).
 
-WavLM in transformers computes its attention with
+transformers' own (eager) WavLM attention computes
 ``torch.nn.functional.multi_head_attention_forward`` from ``q_proj.weight``,
 ``k_proj.weight`` ... directly, which would bypass a wrapped projection
-silently. :func:`apply_lora` therefore routes the attention of a WavLM layer
-whose projections are wrapped through the modules themselves
-(:func:`_wavlm_attention_via_modules`, the same computation), and every apply
-ends with a probe forward that fails if any wrapped layer is not reached.
+silently. With ``frontend_args.attention: eager``, :func:`apply_lora`
+therefore routes the attention of a WavLM layer whose projections are wrapped
+through the modules themselves (:func:`_wavlm_attention_via_modules`, the same
+computation); the default SDPA attention
+(:mod:`wespeaker_lap.frontend.attention`) calls them as modules already. Every
+apply ends with a probe forward that fails if any wrapped layer is not reached.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wespeaker_lap.checks import ConfigError, check_int, check_keys, check_number, check_str
+from wespeaker_lap.frontend.attention import WavLMSdpaAttention
+from wespeaker_lap.frontend.ssl import DTYPE_CHOICES, DTYPES
 
 try:  # the `export` extra (pip install -e '.[export]'); only LoRA needs it
     from peft import LoraConfig, inject_adapter_in_model
@@ -133,7 +137,7 @@ class LoraState:
 
     settings: LoraSettings
     fingerprint: str  # hex SHA-256 of the frozen SSL weights
-    dtype: torch.dtype  # the frozen forward's dtype after merging
+    dtype: str  # the frozen forward's dtype after merging: a DTYPES name or "auto"
     keys: list[str] = field(default_factory=list)  # LoRA entries of frontend.state_dict()
 
 
@@ -183,14 +187,15 @@ def check_targets(frontend: nn.Module, targets: tuple[str, ...]) -> None:
 
 # ------------------------------------------------------------------------ apply
 def apply_lora(extractor: nn.Module, settings: LoraSettings,
-               merged_dtype: torch.dtype = torch.float32) -> LoraState:
+               merged_dtype: str = "float32") -> LoraState:
     """Freeze the extractor's SSL model and wrap its Transformer's target layers with LoRA.
 
     ``extractor``: a :class:`~wespeaker_lap.models.extractor.SpeakerEmbeddingExtractor`
     whose frontend holds float32 weights; ``merged_dtype``: the dtype the frozen
-    forward uses after :func:`merge_lora`. The LoRA matrices train unless the
-    frontend is frozen (inference). Raises ConfigError for unknown target names
-    and RuntimeError when a wrapped layer is not reached by the forward.
+    forward uses after :func:`merge_lora` (``frontend_args.dtype``, ``auto``
+    included). The LoRA matrices train unless the frontend is frozen (inference).
+    Raises ConfigError for unknown target names and RuntimeError when a wrapped
+    layer is not reached by the forward.
     """
     frontend = extractor.frontend
     if inject_adapter_in_model is None:
@@ -198,6 +203,11 @@ def apply_lora(extractor: nn.Module, settings: LoraSettings,
                           "(or bash tools/install.sh)")
     if lora_state(frontend) is not None:
         raise RuntimeError("the frontend already has LoRA layers")
+    if merged_dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {merged_dtype!r}")
+    if next(frontend.model.parameters()).dtype != torch.float32:
+        raise ValueError("LoRA needs the SSL model in float32 (build the frontend with "
+                         "dtype float32; merge_lora applies the wanted dtype)")
     check_targets(frontend, settings.target_modules)
     model = frontend.model
     fingerprint = ssl_fingerprint(model)
@@ -290,6 +300,8 @@ _ATTN_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 def _route_wavlm_attention(encoder: nn.Module) -> None:
     for m in encoder.modules():
+        if isinstance(m, WavLMSdpaAttention):
+            continue  # this project's SDPA attention calls the projections as modules
         if hasattr(m, "torch_multi_head_self_attention") and \
                 any(isinstance(getattr(m, p, None), LoraLayer) for p in _ATTN_PROJ):
             m.torch_multi_head_self_attention = types.MethodType(
@@ -363,7 +375,8 @@ def merge_lora(extractor: nn.Module) -> int:
 
     Afterwards the frontend is a plain SSL frontend with fine-tuned weights (its
     state-dict keys are those of the unmodified model), in the dtype given to
-    :func:`apply_lora`. Returns how many layers were merged; 0 without LoRA.
+    :func:`apply_lora` (a frozen frontend's). Returns how many layers were merged; 0
+    without LoRA.
     """
     frontend = extractor.frontend
     st = lora_state(frontend)
@@ -378,9 +391,11 @@ def merge_lora(extractor: nn.Module) -> int:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer.get_base_layer())
     model.requires_grad_(False)
-    if frontend.frozen:
-        model.to(st.dtype)
-        frontend.dtype = st.dtype
+    if frontend.frozen and st.dtype == "auto":
+        frontend.auto_dtype = True  # resolved on the first forward, as when built so
+    elif frontend.frozen:
+        frontend.dtype = DTYPES[st.dtype]
+        model.to(frontend.dtype)
     del frontend.lora
     logger.info("merged LoRA into %d SSL layers", len(layers))
     return len(layers)
