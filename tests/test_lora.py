@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 from train_helpers import make_corpus, tiny_config, write_config
 
 from wespeaker_lap.bin import merge_lora as merge_bin
@@ -215,6 +216,7 @@ def test_merge_tool_and_on_the_fly_merge_match_the_trained_model(trained):
     assert merge_bin.main(["--model_dir", str(exp)]) == 0
     out = tmp / "lora_merged"
     assert merge_bin.main(["--model_dir", str(exp)]) == 1  # refuses to overwrite
+    assert (out / "frontend.json").read_text() == (exp / "frontend.json").read_text()
     merged_sd = read_weights(out / "avg_model.pt")
     assert FINGERPRINT_KEY not in merged_sd
     assert not any(".lora_" in k for k in merged_sd)
@@ -244,6 +246,18 @@ def test_checkpoint_of_another_ssl_model_is_refused(trained):
         initialise(build_model(other, num_class=4), dict(other, model_init=ckpt),
                    resuming=False)
     check_lora_checkpoint(build_model(cfg, num_class=4), sd)  # the right model passes
+
+
+def test_lora_experiment_with_another_ssl_model_is_refused(trained, tmp_path):
+    """The experiment's frontend.json is checked with the weights: LoRA needs its own base."""
+    tmp, _, _, _ = trained
+    exp = tmp_path / "lora"
+    shutil.copytree(tmp / "lora", exp)
+    raw = yaml.safe_load((exp / "config.yaml").read_text())
+    raw["frontend_args"]["init_seed"] = 5
+    (exp / "config.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="differs|fingerprint"):
+        load_trained_extractor(exp / "config.yaml", checkpoint_path(exp / "models", 1))
 
 
 def test_phase3_starts_from_phase2_lora_and_refuses_a_full_fine_tune(trained, tmp_path):

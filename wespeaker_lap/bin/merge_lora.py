@@ -10,6 +10,7 @@ checkpoint's fingerprint against the SSL model the config builds, merges
 ``--out`` (default ``<model_dir>_merged``):
 
 * ``config.yaml``: the same config without ``lora_args``;
+* ``frontend.json``: the source's frozen-model fingerprint, when it has one;
 * ``avg_model.pt``: the merged SSL weights (``frontend.*``), the backend and the
   training head, as a full fine-tune (phase 2) checkpoint holds them.
 
@@ -25,13 +26,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import yaml
 
 from wespeaker_lap.io.checkpoints import read_weights, save_weights
 from wespeaker_lap.io.files import atomic_write, read_yaml
-from wespeaker_lap.models.extractor import FRONTEND_PREFIX, build_extractor
-from wespeaker_lap.models.inference import inference_config, resolve_model_dir
+from wespeaker_lap.models.extractor import FRONTEND_PREFIX
+from wespeaker_lap.models.fingerprint import FINGERPRINT_FILE, resolve_frontend_args
+from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
 from wespeaker_lap.models.lora import parse_lora_args
 from wespeaker_lap.utils.logging_utils import setup_logging
 
@@ -40,7 +41,12 @@ logger = logging.getLogger("wespeaker_lap.merge_lora")
 
 def merge_model_dir(model_dir: str | Path, out: str | Path,
                     model_path: str | Path | None = None) -> Path:
-    """Write the merged model directory ``out``; returns its weights file."""
+    """Write the merged model directory ``out``; returns its weights file.
+
+    Loading goes through :func:`~wespeaker_lap.models.inference.load_trained_extractor`
+    (relative SSL paths resolved against ``model_dir``, its ``frontend.json``
+    checked, the checkpoint's LoRA fingerprint checked, LoRA merged on load).
+    """
     config_path, weights = resolve_model_dir(model_dir)
     if model_path is not None:
         weights = Path(model_path)
@@ -51,18 +57,22 @@ def merge_model_dir(model_dir: str | Path, out: str | Path,
     if (out / "config.yaml").exists():
         raise FileExistsError(f"{out} already holds a model directory; choose another --out")
     state = read_weights(weights)
-    extractor = build_extractor(inference_config(cfg, "float32"))
-    extractor.load_trained_weights(state)  # checks the fingerprint, loads, merges
-    merged = {FRONTEND_PREFIX + k: v.detach().to("cpu", torch.float32 if v.is_floating_point()
-                                                   else v.dtype, copy=True)
+    extractor = load_trained_extractor(config_path, weights, dtype="float32")
+    merged = {FRONTEND_PREFIX + k: v.detach().to("cpu", copy=True)
               for k, v in extractor.frontend.state_dict().items()}
     merged.update({k: v.detach().cpu().clone() for k, v in extractor.state_dict().items()
                    if not k.startswith(FRONTEND_PREFIX)})
     merged.update({k: v for k, v in state.items() if k.startswith("projection.")})
 
     plain = {k: v for k, v in cfg.items() if k != "lora_args"}
+    # the SSL model as this directory found it (absolute): `out` may live elsewhere
+    plain["frontend_args"] = resolve_frontend_args(cfg.get("frontend_args") or {},
+                                                   config_path.parent, where=str(config_path))
     out.mkdir(parents=True, exist_ok=True)
     dst = save_weights(merged, out / "avg_model.pt")
+    if (config_path.parent / FINGERPRINT_FILE).is_file():
+        with atomic_write(out / FINGERPRINT_FILE) as f:
+            f.write((config_path.parent / FINGERPRINT_FILE).read_text(encoding="utf-8"))
     with atomic_write(out / "config.yaml") as f:
         f.write(f"# LoRA merged into the SSL weights by wespeaker_lap.bin.merge_lora from "
                 f"{weights}\n# lora_args were: {cfg['lora_args']}\n")

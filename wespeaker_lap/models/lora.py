@@ -337,6 +337,13 @@ def fill_frozen_entries(frontend: nn.Module, state_dict: dict[str, Any], prefix:
         state_dict.setdefault(prefix + key, value)
 
 
+def holds_ssl_weights(state: Mapping[str, torch.Tensor]) -> bool:
+    """True when a checkpoint holds SSL model weights (full fine-tune or merged), not
+    just LoRA matrices and the fingerprint."""
+    return any(k.startswith(FRONTEND_PREFIX) and ".lora_" not in k and k != FINGERPRINT_KEY
+               for k in state)
+
+
 def check_lora_checkpoint(model: nn.Module, state: Mapping[str, torch.Tensor],
                           where: str = "checkpoint") -> None:
     """Refuse a checkpoint that does not fit a LoRA model's frozen SSL weights.
@@ -359,9 +366,9 @@ def check_lora_checkpoint(model: nn.Module, state: Mapping[str, torch.Tensor],
                 f"{got[:16]}...) than the SSL model this config builds ({st.fingerprint[:16]}...);"
                 " point frontend_args.model_name_or_path at the model it was trained on"
             )
-    tuned = [k for k in state if k.startswith(FRONTEND_PREFIX) and ".lora_" not in k
-             and k != FINGERPRINT_KEY]
-    if tuned:
+    if holds_ssl_weights(state):
+        tuned = [k for k in state if k.startswith(FRONTEND_PREFIX) and ".lora_" not in k
+                 and k != FINGERPRINT_KEY]
         raise ValueError(
             f"{where} holds SSL model weights ({len(tuned)} entries, e.g. {tuned[0]!r}): it is "
             "a full fine-tune or a merged LoRA model. LoRA trains on the SSL model of "
