@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent installer used by both README commands.
-#   bash tools/install.sh          # .venv with torch (CPU wheel first), the package (editable, dev extra)
+#   bash tools/install.sh          # .venv with torch (CPU wheel first), the package (editable,
+#                                  # dev and export extras: pytest, ruff, onnx, onnxruntime)
 #                                  # and, when run as root, the Debian packages the recipes need
 #   bash tools/install.sh --no-apt # skip the Debian packages
 set -euo pipefail
@@ -40,6 +41,6 @@ py="$venv/bin/python"
 if ! "$py" -c "import torch" >/dev/null 2>&1; then
   "$py" -m pip install -q "torch==$torch_version"
 fi
-"$py" -m pip install -q -e "${root}[dev]"
+"$py" -m pip install -q -e "${root}[dev,export]"
 "$py" -c "import torch, transformers, wespeaker_lap; print('install.sh: ok: torch', torch.__version__, \
 'transformers', transformers.__version__, 'wespeaker_lap', wespeaker_lap.__version__)"

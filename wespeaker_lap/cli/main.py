@@ -11,6 +11,10 @@ A model directory is a training ``exp_dir``: ``config.yaml`` and
 config names it. Audio at any sample rate is resampled to the model's.
 Scores are cosine similarities, after subtracting ``--mean_vec`` when given
 (the ``mean_vec.npy`` of the training-set embeddings, as the recipes score).
+
+With ``--onnx FILE`` (written by ``python -m wespeaker_lap.bin.export_onnx``)
+the model runs in onnxruntime on the CPU and torch is never imported; with
+``--model_dir`` too, the file must have been exported from that directory.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.dataset.dataset import build_eval_loader
+# Only numpy-side modules at the top: the --onnx path must run without torch.
+# The torch-based parts are imported on use (cli/ is the one layer allowed to).
 from wespeaker_lap.io.files import atomic_path, read_scp
 from wespeaker_lap.io.xvectors import load_mean_vec, save_npy, write_xvectors
-from wespeaker_lap.models.inference import embed_batches, load_trained_extractor, resolve_model_dir
 from wespeaker_lap.scoring.score import normalize_rows
 from wespeaker_lap.utils.logging_utils import setup_logging
 
@@ -42,6 +46,8 @@ class Embedder:
 
     def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = 8):
+        from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
+
         config, weights = resolve_model_dir(model_dir)
         self.device = device
         self.batch_size = batch_size
@@ -49,6 +55,9 @@ class Embedder:
         self.sample_rate = self.extractor.frontend.sample_rate
 
     def __call__(self, paths: list[str]) -> np.ndarray:
+        from wespeaker_lap.dataset.dataset import build_eval_loader
+        from wespeaker_lap.models.inference import embed_batches
+
         for p in paths:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"no such audio file: {p}")
@@ -70,6 +79,20 @@ class Embedder:
         return out
 
 
+def make_embedder(args: argparse.Namespace, batch_size: int = 8):
+    """The PyTorch :class:`Embedder`, or with ``--onnx`` the onnxruntime one (no torch)."""
+    if args.onnx:
+        if args.device != "cpu" or args.dtype != "float32":
+            raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device and "
+                             "--dtype")
+        from wespeaker_lap.export.runtime import OnnxEmbedder
+
+        return OnnxEmbedder(args.onnx, model_dir=args.model_dir, batch_size=batch_size)
+    if not args.model_dir:
+        raise ValueError("give --model_dir (a trained exp_dir) or --onnx (an exported model)")
+    return Embedder(args.model_dir, args.device, args.dtype, batch_size)
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     if bool(args.wavs) == bool(args.wav_scp):
         raise ValueError("give audio files or --wav_scp, not both or neither")
@@ -81,7 +104,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         keys = [Path(p).stem for p in paths]
         if len(set(keys)) != len(keys):
             keys = paths  # stems collide: key by the path itself
-    emb = Embedder(args.model_dir, args.device, args.dtype, args.batch_size)(paths)
+    emb = make_embedder(args, args.batch_size)(paths)
     out = Path(args.out)
     if out.suffix == ".npy":
         save_npy(out, emb)
@@ -98,8 +121,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _pair_score(args: argparse.Namespace) -> float:
-    embedder = Embedder(args.model_dir, args.device, args.dtype)
-    emb = embedder([args.wav1, args.wav2])
+    emb = make_embedder(args)([args.wav1, args.wav2])
     a, b = normalize_rows(emb, load_mean_vec(args.mean_vec, emb.shape[1]))
     return float(a @ b)
 
@@ -123,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
-        sp.add_argument("--model_dir", required=True, help="trained exp_dir")
+        sp.add_argument("--model_dir", help="trained exp_dir (with --onnx: the file must "
+                        "have been exported from it)")
+        sp.add_argument("--onnx", help="exported model (bin/export_onnx.py): run it with "
+                        "onnxruntime, without torch")
         sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
         sp.add_argument("-v", "--verbose", action="store_true")
@@ -153,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("INFO" if args.verbose else "WARNING")
-    if not args.verbose:
+    if not args.verbose and not args.onnx:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar

@@ -152,6 +152,9 @@ def export_extractor(extractor: SpeakerEmbeddingExtractor, out: str | os.PathLik
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
+            # gathers with negative indices would be wrong; the indices here are frame
+            # counts - 1 >= 0 because the runtime rejects inputs shorter than min_samples
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
             torch.onnx.export(
                 wrapped, (wavs, lengths), str(tmp), dynamo=False, opset_version=opset,
                 input_names=[INPUT_WAVS, INPUT_LENGTHS], output_names=[OUTPUT_EMBEDDINGS],
