@@ -6,7 +6,7 @@ audio by both runtimes with the same number of threads. Models: a tiny WavLM
 (2 x 32) and a WavLM Base+-sized one (12 x 768, the config of
 ``bench_frontend.py``), both with random weights.
 
-    python benchmarks/bench_onnx.py                 # the table of benchmarks/README.md
+    python benchmarks/bench_onnx.py                 # the table of benchmarks/README.md (1 thread)
     python benchmarks/bench_onnx.py --quick         # tiny model only, one length
 
 Columns: rtf = wall seconds / seconds of audio (best of ``--repeats`` after one
@@ -85,7 +85,8 @@ def bench_model(name: str, ssl_config: dict, cases: list[tuple[int, float]], thr
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads of each runtime (1: stable timings on a shared machine)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny model, one length")
     args = p.parse_args()
