@@ -21,6 +21,7 @@ one (:func:`verify_onnx`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -59,23 +60,81 @@ def _onnx():
     return onnx
 
 
+class MaskedGroupNorm(nn.GroupNorm):
+    """One-group-per-channel GroupNorm over each utterance's valid frames, without a Python loop.
+
+    The trace-friendly twin of the frontend's ``LengthAwareGroupNorm`` (same
+    parameters): statistics from a frame mask built from :attr:`valid_frames`
+    (``(B,)``), in float32; padded frames come out as zeros. x: (B, C, T) -> (B, C, T).
+    """
+
+    valid_frames: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.valid_frames is None:
+            return super().forward(x)
+        mask = (torch.arange(x.shape[-1], device=x.device)[None, :]
+                < self.valid_frames[:, None]).to(torch.float32)[:, None, :]
+        count = mask.sum(-1, keepdim=True).clamp(min=1.0)
+        xf = x.float()
+        mean = (xf * mask).sum(-1, keepdim=True) / count
+        var = (((xf - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
+        return (y * mask).to(x.dtype)
+
+
+def _transformers_base(cls: type, name: str) -> type | None:
+    for base in cls.__mro__:
+        if base.__name__ == name and base.__module__.startswith("transformers."):
+            return base
+    return None
+
+
+def make_traceable(fe: SSLFrontend) -> None:
+    """Swap, in place, the frontend modules whose forward a trace would freeze.
+
+    * The CNN's length-aware GroupNorm becomes a :class:`MaskedGroupNorm` (a loop over
+      the utterances of the batch would be unrolled for the traced batch).
+    * Re-classed WavLM attention modules (a subclass of transformers'
+      ``WavLMAttention``, e.g. one that splits queries into blocks sized from the
+      input length) go back to transformers' own class, whose forward has no
+      Python-side shape arithmetic. Parameters are untouched.
+    """
+    gn = getattr(fe, "_groupnorm", None)
+    if gn is not None and not isinstance(gn, MaskedGroupNorm):
+        new = MaskedGroupNorm(gn.num_groups, gn.num_channels, gn.eps, gn.affine)
+        new.load_state_dict(gn.state_dict())
+        new.to(device=gn.weight.device, dtype=gn.weight.dtype)
+        fe.model.feature_extractor.conv_layers[0].layer_norm = new
+        fe._groupnorm = new
+    for module in fe.modules():
+        base = _transformers_base(type(module), "WavLMAttention")
+        if base is not None and type(module) is not base:
+            module.__class__ = base
+
+
 class TraceableExtractor(nn.Module):
-    """The extractor's forward written so that a trace keeps the time axis dynamic.
+    """A copy of the extractor whose forward a trace keeps dynamic in batch and time.
 
     Same computation as ``SpeakerEmbeddingExtractor.forward`` on a frozen
-    :class:`~wespeaker_lap.frontend.SSLFrontend`, with two changes that matter
-    only to a trace: the frame masks are sized from tensor shapes instead of
-    ``int(frame_lengths.max())`` (which a trace would freeze to the traced
-    input's length), and the input checks (done in Python, so not part of a
-    graph) are left to the caller (:class:`~wespeaker_lap.export.runtime.OnnxEmbedder`
-    checks lengths before each run). Any other frontend is called as it is.
+    :class:`~wespeaker_lap.frontend.SSLFrontend` (checked by :func:`verify_onnx`),
+    with what matters only to a trace changed: the frame masks are sized from
+    tensor shapes instead of ``int(frame_lengths.max())`` (which a trace would
+    freeze to the traced input's length); the modules :func:`make_traceable`
+    swaps; and the input checks (Python, so not part of a graph) are left to the
+    caller (:class:`~wespeaker_lap.export.runtime.OnnxEmbedder` checks lengths
+    before each run). Any other frontend is called as it is.
 
     forward(wavs (B, N) float32, lengths (B,) int64) -> (B, embed_dim) float32
     """
 
     def __init__(self, extractor: SpeakerEmbeddingExtractor):
         super().__init__()
-        self.extractor = extractor
+        self.extractor = copy.deepcopy(extractor)
+        if isinstance(self.extractor.frontend, SSLFrontend):
+            make_traceable(self.extractor.frontend)
 
     def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         fe = self.extractor.frontend
@@ -85,30 +144,37 @@ class TraceableExtractor(nn.Module):
         return self.extractor.backend(hidden, frame_lengths)
 
     @staticmethod
-    def _ssl_hidden(fe: SSLFrontend, wavs: torch.Tensor, lengths: torch.Tensor):
-        """SSLFrontend._forward with shape-sized masks: -> (B, L, T, D), (B,)."""
+    def _model_inputs(fe: SSLFrontend, wavs: torch.Tensor, lengths: torch.Tensor):
+        """(model input, its attention mask, frame_lengths): the frontend's own when it has
+        one (``_model_inputs``), else the waveform path of ``SSLFrontend._forward``."""
+        if hasattr(fe, "_model_inputs"):
+            return fe._model_inputs(wavs, lengths)
         n = wavs.shape[1]
         sample_mask = torch.arange(n, device=wavs.device)[None, :] < lengths[:, None]
         x = wavs.float() * sample_mask
         if fe.do_normalize:
             x = normalize_waveforms(x, lengths)
-        gn = fe._groupnorm
-        if gn is not None:
+        if fe._groupnorm is not None:
             first = fe.model.feature_extractor.conv_layers[0].conv
             k, s = first.kernel_size[0], first.stride[0]
-            gn.valid_frames = torch.div(lengths - k, s, rounding_mode="floor") + 1
-        frame_lengths = fe.frame_lengths(lengths)
-        # The positional-conv hooks slice this mask to their output length: (B, N) samples
-        # is longer than any frame axis and needs no frame count of the padded input.
-        fe._frame_mask = torch.arange(n, device=wavs.device)[None, :] < frame_lengths[:, None]
+            fe._groupnorm.valid_frames = torch.div(lengths - k, s, rounding_mode="floor") + 1
+        return x, sample_mask, fe.frame_lengths(lengths)
+
+    def _ssl_hidden(self, fe: SSLFrontend, wavs: torch.Tensor, lengths: torch.Tensor):
+        """SSLFrontend._forward with shape-sized masks: -> (B, L, T, D), (B,)."""
+        x, input_mask, frame_lengths = self._model_inputs(fe, wavs, lengths)
+        # The positional-conv hooks slice this mask to their output length; sized by the
+        # input axis, it is longer than any frame axis and needs no frame count.
+        fe._frame_mask = (torch.arange(x.shape[1], device=wavs.device)[None, :]
+                          < frame_lengths[:, None])
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
-                out = fe.model(x.to(fe.dtype), attention_mask=sample_mask.long(),
+                out = fe.model(x.to(fe.dtype), attention_mask=input_mask.long(),
                                output_hidden_states=True)
         finally:
-            if gn is not None:
-                gn.valid_frames = None
+            if fe._groupnorm is not None:
+                fe._groupnorm.valid_frames = None
             fe._frame_mask = None
         hidden = torch.stack([out.hidden_states[i] for i in fe.layers], dim=1).float()
         t = hidden.shape[2]
