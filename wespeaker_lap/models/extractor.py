@@ -26,6 +26,10 @@ from wespeaker_lap.models.registry import build_speaker_model
 logger = logging.getLogger(__name__)
 
 FRONTEND_PREFIX = "frontend."
+#: Inference runs audio longer than this (seconds) through the SSL model in windows
+#: of this length, overlapping by LONG_AUDIO_OVERLAP (see SpeakerEmbeddingExtractor.embed).
+LONG_AUDIO_WINDOW = 20.0
+LONG_AUDIO_OVERLAP = 4.0
 
 
 class SpeakerEmbeddingExtractor(nn.Module):
@@ -72,6 +76,52 @@ class SpeakerEmbeddingExtractor(nn.Module):
         load_weights(self, sd, strict=True)
         return bool(tuned)
 
+    @torch.no_grad()
+    def embed(
+        self,
+        wavs: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        return_layer_scores: bool = False,
+        window: float = LONG_AUDIO_WINDOW,
+        overlap: float = LONG_AUDIO_OVERLAP,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference on audio of any length, in memory that grows linearly with it.
+
+        Audio no longer than ``window`` seconds goes through :meth:`forward`
+        unchanged. Longer audio runs through the SSL model in overlapping windows
+        (:meth:`SSLFrontend.forward_windows`, which documents how its hidden states
+        relate to a whole-utterance pass); the backend's per-frame part
+        (``frame_features``) runs on each window and only its output is kept, and
+        the utterance-level part (``pool_frames``: attention over time, pooling)
+        runs once over all of an utterance's frames. So the embedding pools over
+        the whole utterance, and memory holds the backend's frame features
+        (512 floats a frame for LAP_ASTP, 40 MB a minute), not the SSL hidden
+        states of every layer. A backend without that split (UniPool, whose
+        layer/frame network convolves over time) gets the windows' hidden states
+        concatenated: exact in the same sense, but memory grows with all layers.
+
+        wavs: (B, N), lengths: (B,) -> (B, embed_dim) [, layer scores (B, H, T, L)]
+        """
+        if lengths is None:
+            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
+        if int(lengths.max()) <= round(window * self.frontend.sample_rate):
+            return self(wavs, lengths, return_layer_scores=return_layer_scores)
+        chunks = self.frontend.forward_windows(wavs, lengths, window, overlap)
+        if not hasattr(self.backend, "frame_features"):
+            hidden, frames = _concat_chunks([(h, n) for h, n in chunks], time_dim=2)
+            return self.backend(hidden, frames, return_layer_scores=return_layer_scores)
+        feats, scores = [], []
+        for hidden, n in chunks:
+            f, s = self.backend.frame_features(hidden, n.clamp(min=1))
+            feats.append((f, n))
+            if return_layer_scores and s is not None:
+                scores.append((s, n))
+        frames, total = _concat_chunks(feats, time_dim=1)
+        emb = self.backend.pool_frames(frames, total)
+        if not return_layer_scores:
+            return emb
+        return emb, (_concat_chunks(scores, time_dim=2)[0] if scores else None)
+
     def forward(
         self,
         wavs: torch.Tensor,
@@ -80,6 +130,29 @@ class SpeakerEmbeddingExtractor(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         hidden, frame_lengths = self.frontend(wavs, lengths)
         return self.backend(hidden, frame_lengths, return_layer_scores=return_layer_scores)
+
+
+def _concat_chunks(chunks: list[tuple[torch.Tensor, torch.Tensor]], time_dim: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Join per-window tensors along time, each utterance's valid frames in order.
+
+    chunks: ``(x, n)`` with ``x`` (B, ..., t, ...) (time at ``time_dim``) and ``n``
+    (B,) the valid frames of each utterance in that chunk -> (B, ..., T, ...), (B,)
+    with T the longest total; padding is zero.
+    """
+    total = torch.stack([n for _, n in chunks]).sum(0)
+    x0 = chunks[0][0]
+    shape = list(x0.shape)
+    shape[time_dim] = int(total.max())
+    out = x0.new_zeros(shape)
+    pos = torch.zeros_like(total)
+    for x, n in chunks:
+        for i, k in enumerate(n.tolist()):
+            if k:
+                start = int(pos[i])
+                out[i].narrow(time_dim - 1, start, k).copy_(x[i].narrow(time_dim - 1, 0, k))
+        pos += n
+    return out, total
 
 
 def _drop_frozen_frontend(module, state_dict, prefix, local_metadata):

@@ -132,12 +132,12 @@ def embed_batches(
         wavs = batch["wavs"].to(device)
         lengths = batch["lengths"].to(device)
         if layer_scores is not None:
-            emb, scores = extractor(wavs, lengths, return_layer_scores=True)
+            emb, scores = extractor.embed(wavs, lengths, return_layer_scores=True)
             frames = extractor.frontend.frame_lengths(lengths)
             if scores is not None:
                 layer_scores.add(scores, frames)
         else:
-            emb = extractor(wavs, lengths)
+            emb = extractor.embed(wavs, lengths)
         emb = emb.float().cpu().numpy()
         bad = ~np.isfinite(emb).all(axis=1)
         if bad.any():
