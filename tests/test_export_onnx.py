@@ -1,6 +1,6 @@
 """ONNX export of the whole extractor: onnxruntime equals PyTorch, identity checks, no torch.
 
-Tiny random WavLM, HuBERT and wav2vec 2.0 extractors (LAP_ASTP, and MHFA) are
+Tiny random WavLM, HuBERT, wav2vec 2.0 and w2v-BERT 2.0 extractors (LAP_ASTP, and MHFA) are
 exported and run at several lengths and in padded batches; a tiny trained model
 directory goes through ``bin/export_onnx`` and ``wespeaker-lap ... --onnx``.
 """
@@ -76,6 +76,7 @@ CASES = [
     ("wavlm", "LAP_ASTP", {}),
     ("hubert", "LAP_ASTP", {"stable_layer_norm": True}),
     ("wav2vec2", "LAP_ASTP", {}),
+    ("wav2vec2-bert", "LAP_ASTP", {}),
     ("wavlm", "MHFA", {}),
 ]
 
@@ -84,18 +85,19 @@ CASES = [
 def test_onnxruntime_equals_pytorch_at_any_length_and_in_padded_batches(
         tmp_path, family, backend, ssl):
     ext = trained(tiny_config(family, backend, **ssl))
-    meta = model_metadata(embed_dim=16, sample_rate=RATE, min_samples=400,
+    shortest = ext.frontend.min_samples  # one frame (400 samples; 560 for w2v-BERT's fbank)
+    meta = model_metadata(embed_dim=16, sample_rate=RATE, min_samples=shortest,
                           fingerprint="sha256:test", weights="none", model=backend,
                           frontend=family)
     path = export_extractor(ext, tmp_path / "x.onnx", meta, verify=False)
     run = OnnxEmbedder(path)
-    # one utterance alone at lengths the trace never saw (400 samples = one frame)
-    for n in (400, 5_000, 27_001):
+    # one utterance alone at lengths the trace never saw
+    for n in (shortest, 5_000, 27_001):
         wavs, lengths = padded([n], seed=n)
         np.testing.assert_allclose(run.embed_waveforms(wavs, lengths),
                                    torch_embed(ext, wavs, lengths), atol=1e-4, rtol=0)
     # a padded batch: equal to PyTorch, and each row equal to the utterance run alone
-    wavs, lengths = padded([20_000, 9_000, 401, 16_000, 20_000])
+    wavs, lengths = padded([20_000, 9_000, shortest + 1, 16_000, 20_000])
     wavs[4] = wavs[0]
     got = run.embed_waveforms(wavs, lengths)
     np.testing.assert_allclose(got, torch_embed(ext, wavs, lengths), atol=1e-4, rtol=0)
@@ -238,3 +240,15 @@ def test_onnx_runtime_rejects_bad_audio_and_options_by_name(exported, tmp_path, 
     assert "--onnx runs float32 on the CPU" in capsys.readouterr().err
     assert cli.main(["embed", wavs[0], "--out", str(tmp_path / "e.npy")]) == 2
     assert "give --model_dir" in capsys.readouterr().err
+
+
+def test_audio_longer_than_the_pytorch_window_is_embedded_whole_with_a_warning(
+        exported, tmp_path, caplog):
+    _, out, _ = exported
+    long = tmp_path / "long.wav"
+    sf.write(long, (0.1 * np.random.default_rng(5).standard_normal(21 * RATE)).astype(
+        np.float32), RATE)
+    with caplog.at_level("WARNING"):
+        emb = OnnxEmbedder(out)([str(long)])
+    assert emb.shape == (1, 16) and np.isfinite(emb).all()
+    assert "longer than 20 s" in caplog.text and "one pass" in caplog.text

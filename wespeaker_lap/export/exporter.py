@@ -13,7 +13,9 @@ the Transformer's attention, the backend's pooling) is computed from
 Export uses PyTorch's TorchScript-based ONNX exporter (``torch.onnx.export``
 with ``dynamo=False``), opset 17. On torch 2.13 it exports a tiny extractor in
 seconds, where the ``torch.export``-based exporter takes about ten times as long
-on the same model; both give the same embeddings. Tracing records one path
+on the same model; both give the same embeddings. The graph runs the whole utterance in one pass at
+any length (the PyTorch extractor's ``embed`` windows audio longer than
+``LONG_AUDIO_WINDOW``; the two agree up to that length). Tracing records one path
 through the Python code, so an export is only accepted after onnxruntime
 reproduced PyTorch on inputs of other lengths and batch sizes than the traced
 one (:func:`verify_onnx`).
@@ -40,9 +42,18 @@ from wespeaker_lap.export.identity import (
     model_metadata,
 )
 from wespeaker_lap.export.runtime import OnnxEmbedder
+from wespeaker_lap.frontend.fbank import (
+    FFT_LENGTH,
+    FRAME_LENGTH,
+    FRAME_SHIFT,
+    MEL_FLOOR,
+    PREEMPHASIS,
+    VAR_EPS,
+    StackedFbank,
+)
 from wespeaker_lap.frontend.ssl import SSLFrontend, normalize_waveforms
 from wespeaker_lap.io.files import atomic_path
-from wespeaker_lap.models.extractor import SpeakerEmbeddingExtractor
+from wespeaker_lap.models.extractor import LONG_AUDIO_WINDOW, SpeakerEmbeddingExtractor
 from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -85,6 +96,62 @@ class MaskedGroupNorm(nn.GroupNorm):
         return (y * mask).to(x.dtype)
 
 
+def _dft_basis(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and -sin of the real DFT of FRAME_LENGTH samples padded to FFT_LENGTH: (400, 257)."""
+    n = np.arange(FRAME_LENGTH)[:, None]
+    k = np.arange(FFT_LENGTH // 2 + 1)[None, :]
+    angle = 2.0 * np.pi * ((n * k) % FFT_LENGTH) / FFT_LENGTH
+    return (torch.from_numpy(np.cos(angle)).float().to(device),
+            torch.from_numpy(-np.sin(angle)).float().to(device))
+
+
+class TraceableFbank(StackedFbank):
+    """:class:`StackedFbank` with framing by index (not ``unfold``, which the exporter cannot
+    size), the power spectrum as DFT matrix products (the exporter has no ``rfft``) and
+    frame stacking sized from shapes (not ``int(frame_lengths.max())``).
+
+    Same buffers and the same function: valid frames equal ``StackedFbank``'s to float
+    rounding.
+    forward(wavs (B, N), lengths (B,)) -> (B, T, num_mel_bins * stride), (B,)
+    """
+
+    def log_mel(self, wavs: torch.Tensor) -> torch.Tensor:
+        x = wavs.float() * 32768.0
+        starts = torch.arange(0, x.shape[1] - FRAME_LENGTH + 1, FRAME_SHIFT, device=x.device)
+        idx = starts[:, None] + torch.arange(FRAME_LENGTH, device=x.device)[None, :]
+        frames = x[:, idx]  # (B, F, 400)
+        frames = frames - frames.mean(-1, keepdim=True)
+        first = frames[..., :1] * (1.0 - PREEMPHASIS)
+        emph = torch.cat((first, frames[..., 1:] - PREEMPHASIS * frames[..., :-1]), dim=-1)
+        # |rfft|^2 as two matrix products with the DFT basis (the TorchScript exporter has
+        # no rfft): zero padding to FFT_LENGTH only adds zero terms
+        cos, sin = _dft_basis(x.device)
+        w = emph * self.window
+        spec = (w @ cos).square() + (w @ sin).square()  # (B, F, FFT_LENGTH // 2 + 1)
+        return torch.log(torch.clamp(spec @ self.mel, min=MEL_FLOOR))
+
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor):
+        feats = self.log_mel(wavs)  # (B, F, M)
+        n_frames = self.fbank_frames(lengths)
+        valid = (torch.arange(feats.shape[1], device=feats.device)[None, :]
+                 < n_frames[:, None])[..., None]
+        feats = feats * valid
+        if self.normalize:
+            cnt = n_frames[:, None, None].to(feats.dtype)
+            mean = feats.sum(1, keepdim=True) / cnt
+            centered = (feats - mean) * valid
+            var = centered.square().sum(1, keepdim=True) / (cnt - 1).clamp(min=1)
+            feats = centered * torch.rsqrt(var + VAR_EPS)
+        frame_lengths = torch.div(n_frames, self.stride, rounding_mode="floor")
+        # frames k, k + stride, ...: the last phase has the fewest (F // stride) frames
+        last = feats[:, self.stride - 1 :: self.stride]
+        parts = [feats[:, k :: self.stride][:, : last.shape[1]] for k in range(self.stride)]
+        stacked = torch.stack(parts, dim=2).flatten(2)  # (B, T, stride * M)
+        keep = (torch.arange(stacked.shape[1], device=feats.device)[None, :]
+                < frame_lengths[:, None])
+        return stacked * keep[..., None], frame_lengths
+
+
 def _transformers_base(cls: type, name: str) -> type | None:
     for base in cls.__mro__:
         if base.__name__ == name and base.__module__.startswith("transformers."):
@@ -95,6 +162,7 @@ def _transformers_base(cls: type, name: str) -> type | None:
 def make_traceable(fe: SSLFrontend) -> None:
     """Swap, in place, the frontend modules whose forward a trace would freeze.
 
+    * w2v-BERT's fbank becomes a :class:`TraceableFbank`.
     * The CNN's length-aware GroupNorm becomes a :class:`MaskedGroupNorm` (a loop over
       the utterances of the batch would be unrolled for the traced batch).
     * Re-classed WavLM attention modules (a subclass of transformers'
@@ -102,6 +170,9 @@ def make_traceable(fe: SSLFrontend) -> None:
       input length) go back to transformers' own class, whose forward has no
       Python-side shape arithmetic. Parameters are untouched.
     """
+    fbank = getattr(fe, "fbank", None)
+    if isinstance(fbank, StackedFbank):
+        fbank.__class__ = TraceableFbank
     gn = getattr(fe, "_groupnorm", None)
     if gn is not None and not isinstance(gn, MaskedGroupNorm):
         new = MaskedGroupNorm(gn.num_groups, gn.num_channels, gn.eps, gn.affine)
@@ -221,6 +292,8 @@ def export_extractor(extractor: SpeakerEmbeddingExtractor, out: str | os.PathLik
             # gathers with negative indices would be wrong; the indices here are frame
             # counts - 1 >= 0 because the runtime rejects inputs shorter than min_samples
             warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+            # strided slices (w2v-BERT's frame stacking) are computed at run time
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
             torch.onnx.export(
                 wrapped, (wavs, lengths), str(tmp), dynamo=False, opset_version=opset,
                 input_names=[INPUT_WAVS, INPUT_LENGTHS], output_names=[OUTPUT_EMBEDDINGS],
@@ -302,5 +375,6 @@ def export_model_dir(model_dir: str | os.PathLike, out: str | os.PathLike | None
         model=type(extractor.backend).__name__,
         frontend=str(getattr(getattr(getattr(fe, "model", None), "config", None), "model_type",
                              type(fe).__name__)),
+        long_audio_window=LONG_AUDIO_WINDOW,
     )
     return export_extractor(extractor, out, meta, opset=opset, verify=verify)

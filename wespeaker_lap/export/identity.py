@@ -46,16 +46,19 @@ def fingerprint(config: str | os.PathLike, weights: str | os.PathLike) -> str:
 
 
 def model_metadata(*, embed_dim: int, sample_rate: int, min_samples: int, fingerprint: str,
-                   weights: str, model: str = "", frontend: str = "") -> dict[str, str]:
+                   weights: str, model: str = "", frontend: str = "",
+                   long_audio_window: float = 0.0) -> dict[str, str]:
     """The ``metadata_props`` an exported file carries (keys prefixed with :data:`PREFIX`).
 
     ``weights``: the weights file's path relative to the model directory, so a
-    later check hashes the same file.
+    later check hashes the same file. ``long_audio_window``: the length (s) beyond
+    which the PyTorch extractor runs the SSL model in windows (0: never); the
+    graph always runs the whole utterance in one pass.
     """
     meta = {"format_version": FORMAT_VERSION, "embed_dim": str(int(embed_dim)),
             "sample_rate": str(int(sample_rate)), "min_samples": str(int(min_samples)),
             "fingerprint": fingerprint, "weights": weights, "model": model,
-            "frontend": frontend}
+            "frontend": frontend, "long_audio_window": f"{float(long_audio_window):g}"}
     return {PREFIX + k: v for k, v in meta.items()}
 
 

@@ -139,6 +139,15 @@ class OnnxEmbedder:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"no such audio file: {p}")
         wavs = [read_audio(p, self.sample_rate, self.min_samples) for p in paths]
+        window = float(self.identity.get("long_audio_window") or 0)
+        long = [str(p) for p, w in zip(paths, wavs, strict=True)
+                if window and len(w) > window * self.sample_rate]
+        if long:
+            logger.warning(
+                "%d file(s) longer than %g s (%s...): the ONNX graph embeds them in one pass, "
+                "where the PyTorch extractor runs the SSL model in %g s windows; the "
+                "embeddings differ slightly and memory grows with the square of the length",
+                len(long), window, long[0], window)
         out = np.zeros((len(wavs), self.embed_dim), dtype=np.float32)
         order = np.argsort([len(w) for w in wavs], kind="stable")
         for start in range(0, len(order), self.batch_size):
