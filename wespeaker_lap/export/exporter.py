@@ -12,13 +12,17 @@ the Transformer's attention, the backend's pooling) is computed from
 
 Export uses PyTorch's TorchScript-based ONNX exporter (``torch.onnx.export``
 with ``dynamo=False``), opset 17. On torch 2.13 it exports a tiny extractor in
-seconds, where the ``torch.export``-based exporter takes about ten times as long
-on the same model; both give the same embeddings. The graph runs the whole utterance in one pass at
-any length (the PyTorch extractor's ``embed`` windows audio longer than
-``LONG_AUDIO_WINDOW``; the two agree up to that length). Tracing records one path
-through the Python code, so an export is only accepted after onnxruntime
-reproduced PyTorch on inputs of other lengths and batch sizes than the traced
-one (:func:`verify_onnx`).
+about 5 s, where the ``torch.export``-based exporter (``dynamo=True``) took 45-90 s
+for the same tiny WavLM extractor on this project's machine and gave the same
+embeddings (to 5e-7). The TorchScript exporter is deprecated upstream; should it
+go, ``dynamo=True`` is the way (``models/common.lengths_to_mask`` already skips
+its Python-side check under ``torch.export``).
+
+The graph runs the whole utterance in one pass at any length (the PyTorch
+extractor's ``embed`` windows audio longer than ``LONG_AUDIO_WINDOW``; the two
+agree up to that length). Tracing records one path through the Python code, so
+an export is only accepted after onnxruntime reproduced PyTorch on inputs of
+other lengths and batch sizes than the traced one (:func:`verify_onnx`).
 """
 
 from __future__ import annotations
