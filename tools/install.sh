@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent installer used by both README commands.
 #   bash tools/install.sh          # .venv with torch (CPU wheel first), the package (editable,
-#                                  # dev and export extras: pytest, ruff, peft)
+#                                  # dev and export extras: pytest, ruff, peft, onnx, onnxruntime)
 #                                  # and, when run as root, the Debian packages the recipes need
 #   bash tools/install.sh --no-apt # skip the Debian packages
 set -euo pipefail

@@ -125,4 +125,14 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     --out "$exp_dir/layer_attention.png"
   python local/results_table.py --exp_dir "$exp_dir" --top_n "$top_n" | tee "$exp_dir/results.md"
 fi
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  # off by default (bash run.sh --stage 7 --stop_stage 7); needs the export extra (onnx,
+  # onnxruntime). The export checks onnxruntime against PyTorch before writing the file.
+  log "Stage 7: export ONNX (waveform -> embedding) to $exp_dir/extractor.onnx"
+  python -m wespeaker_lap.bin.export_onnx --model_dir "$exp_dir" --out "$exp_dir/extractor.onnx"
+  read -r _ wav1 < "$data/test/wav.scp"
+  python -m wespeaker_lap.cli.main similarity --onnx "$exp_dir/extractor.onnx" \
+    --model_dir "$exp_dir" "$wav1" "$wav1" >/dev/null
+  log "onnxruntime runs $exp_dir/extractor.onnx (wespeaker-lap embed --onnx ...)"
+fi
 log "done: $exp_dir"
