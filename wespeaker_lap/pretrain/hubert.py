@@ -236,6 +236,10 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
           on_log: Callable[[History], None] | None = None) -> History:
     """Masked unit prediction for ``train_args['steps']`` steps (or ``max_minutes``).
 
+    With ``max_minutes`` the cosine decay advances by the larger of the step
+    fraction and the elapsed-time fraction, so the rate reaches ~0 by the budget
+    whatever the machine's speed (the run is then not bit-reproducible).
+
     units: per utterance (T_i,) int64, aligned with :func:`features.num_frames`.
     Returns the :class:`History` (loss and masked-unit accuracy per step).
     """
@@ -268,7 +272,13 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
             logger.info("time budget of %.1f min reached at step %d of %d", max_minutes,
                         step, steps)
             break
-        lr = cosine_lr(step, peak, warm, steps)
+        # with a time budget, the schedule follows whichever runs out first: the steps
+        # or the minutes (so a slow machine still decays the rate before it stops)
+        at = step
+        if max_minutes is not None and step >= warm:
+            frac = (time.time() - t0) / (60.0 * max_minutes)
+            at = max(step, warm + int(frac * (steps - warm)))
+        lr = cosine_lr(at, peak, warm, steps)
         for g in opt.param_groups:
             g["lr"] = lr
         wavs, labels = sample_batch(corpus, units, rng, int(t["batch_size"]), crop)
