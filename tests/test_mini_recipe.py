@@ -78,3 +78,43 @@ def test_unknown_recipe_option_fails_with_the_valid_ones(tmp_path):
     r = run_recipe(tmp_path, "--stgae", "3")
     assert r.returncode != 0
     assert "unknown option --stgae" in r.stderr and "--stage" in r.stderr
+
+
+def _fake_scores(path: Path, utt2spk: Path, seed: int, shift: float) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    utts = [f"s{s}-{u}" for s in range(8) for u in range(5)]
+    utt2spk.write_text("".join(f"{u} {u.split('-')[0]}\n" for u in utts))
+    lines = []
+    for i, a in enumerate(utts):
+        for b in utts[i + 1 :]:
+            tgt = a.split("-")[0] == b.split("-")[0]
+            lines.append(f"{a} {b} {shift * tgt + rng.normal():.4f} "
+                         f"{'target' if tgt else 'nontarget'}\n")
+    path.write_text("".join(lines))
+
+
+def test_score_ci_and_compare_table_summarise_seeds(tmp_path):
+    import subprocess
+    import sys
+
+    local = ROOT / "examples" / "mini" / "local"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dirs = []
+    for seed in (1, 2):
+        d = tmp_path / f"lap_astp_seed{seed}"
+        (d / "scores").mkdir(parents=True)
+        _fake_scores(d / "scores" / "t.score", tmp_path / "utt2spk", seed, 2.0)
+        r = subprocess.run([sys.executable, str(local / "score_ci.py"), "--num_boot", "50",
+                            "--json", str(d / "scores" / "metrics_ci.json"), "--set", "test",
+                            str(tmp_path / "utt2spk"), str(d / "scores" / "t.score")],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "| test | cosine | 780 | 8 |" in r.stdout
+        dirs.append(str(d))
+    r = subprocess.run([sys.executable, str(local / "compare_table.py"), *dirs],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    row = [line for line in r.stdout.splitlines() if line.startswith("| lap_astp |")]
+    assert len(row) == 1 and "| 2 |" in row[0] and "+-" in row[0]
