@@ -29,7 +29,7 @@ data_type=raw                 # training lists: raw or shard
 config=conf/lap_astp.yaml     # training config (WeSpeaker grammar)
 ssl_model=                    # SSL checkpoint dir or hub id; empty: pre-train one in stage 2
 ssl_config=../../conf/ssl_hubert_mini.yaml  # the pre-trained model's size and objective
-pretrain_minutes=4            # wall-time budget of stage 2's pre-training (quick: 0.75)
+pretrain_minutes=             # also stop stage 2's pre-training after this wall time; empty: none
 gpus=                         # e.g. "[0,1]": one process per GPU; empty: one CPU process
 num_nodes=1                   # torchrun nodes (more than 1: give HOST_NODE_ADDR)
 HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint for multi-node runs
@@ -55,13 +55,14 @@ exp_dir=$exp/$(basename "$config" .yaml)$suffix  # one experiment per config (+ 
 ssl_dir=${ssl_model:-$exp/ssl}            # the SSL model the backends pool over
 if $quick; then
   synth_opts=(--quick)
-  pretrain_opts=(--max_minutes 0.75)
+  pretrain_opts=(--steps 60)
   train_opts=(--num_epochs 3 --margin_update.fix_start_epoch 2 --log_batch_interval 5)
 else
   synth_opts=()
-  pretrain_opts=(--max_minutes "$pretrain_minutes")
+  pretrain_opts=()
   train_opts=()
 fi
+[ -n "$pretrain_minutes" ] && pretrain_opts+=(--max_minutes "$pretrain_minutes")
 [ -n "$train_seed" ] && train_opts+=(--seed "$train_seed")
 test_sets=(test)  # plus test_unseen when the corpus has the held-out voices
 
