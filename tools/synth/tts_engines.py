@@ -283,8 +283,8 @@ class EspeakEngine:
         lines += [x for x in s.extra.split(";") if x]
         return "\n".join(lines) + "\n"
 
-    #: speakers per private data dir: espeak-ng keeps a fixed-size list of voices and
-    #: variants (a few hundred) and silently ignores variant files beyond it
+    #: speakers per private data dir: espeak-ng keeps a list of at most 349 voices and
+    #: variants (its ~130 language voices included) and ignores the ones beyond it
     speakers_per_dir = 100
 
     def prepare(self, workdir: Path, speakers: list[Speaker]) -> None:
@@ -304,11 +304,11 @@ class EspeakEngine:
             for p in sysdata.iterdir():
                 if p.name != "voices":
                     (data / p.name).symlink_to(p)
+            # neither the system's variants nor the mbrola voices are linked: our variant
+            # files are complete, and every listed voice takes a slot of espeak-ng's list
             for p in (sysdata / "voices").iterdir():
-                if p.name != "!v":
+                if p.name not in ("!v", "mb"):
                     (data / "voices" / p.name).symlink_to(p)
-            for p in (sysdata / "voices" / "!v").iterdir():
-                (data / "voices" / "!v" / p.name).symlink_to(p)
             for s in chunk:
                 (data / "voices" / "!v" / f"lap_{s.spk}").write_text(self.variant_text(s))
                 self.roots[s.spk] = root
