@@ -50,7 +50,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "crop_seconds": 2.0,
     "lr": 2.0e-3,  # peak learning rate (AdamW, betas 0.9 / 0.98)
-    "warmup_steps": 80,  # linear warm-up, then cosine decay to 0
+    "warmup_steps": 80,  # linear warm-up (at most 20 % of the steps), then cosine decay to 0
     "weight_decay": 0.01,
     "grad_clip": 5.0,
     "mask_prob": 0.8,  # span starts = mask_prob * T / mask_length (about half the frames)
@@ -251,7 +251,8 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
     nz = freq[freq > 0]
     hist = History(k, float(-np.sum(nz * np.log(nz))), float(freq.max()))
     rng = np.random.default_rng([seed, 1])
-    steps, warm, peak = int(t["steps"]), int(t["warmup_steps"]), float(t["lr"])
+    steps, peak = int(t["steps"]), float(t["lr"])
+    warm = min(int(t["warmup_steps"]), max(1, steps // 5))  # short runs warm up for 20 %
     crop = int(round(float(t["crop_seconds"]) * 16000))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
