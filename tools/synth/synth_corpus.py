@@ -38,6 +38,7 @@ import argparse
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -314,6 +315,18 @@ def synth_speaker(job: SpeakerJob) -> list[tuple[str, str, int, str, str]]:
     return results
 
 
+def synth_speaker_or_none(job: SpeakerJob):
+    """:func:`synth_speaker`, or ``None`` (with the error logged) when an engine fails, so
+    one bad voice does not lose a long synthesis run."""
+    try:
+        return synth_speaker(job)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        logging.getLogger("synth_corpus").warning(
+            "speaker %s (%s %s) failed, left out: %s", job.speaker.spk, job.speaker.engine,
+            job.speaker.voice, str(e)[-300:])
+        return None
+
+
 # --------------------------------------------------------------------------- Kaldi files
 def _c_sorted(items):
     return sorted(items, key=lambda kv: (kv[0].encode(), str(kv[1]).encode()))
@@ -535,16 +548,24 @@ def main(argv: list[str] | None = None) -> int:
         results: list = [None] * len(jobs)
         if args.nj <= 1:
             for j in order:
-                results[j] = synth_speaker(jobs[j])
+                results[j] = synth_speaker_or_none(jobs[j])
         else:
             with ProcessPoolExecutor(args.nj, mp_context=get_context("spawn")) as pool:
-                for j, r in zip(order, pool.map(synth_speaker, [jobs[j] for j in order]),
+                for j, r in zip(order, pool.map(synth_speaker_or_none, [jobs[j] for j in order]),
                                 strict=True):
                     results[j] = r
     t1 = time.time()
     rows: dict[str, list] = {k: [] for k in sets}
+    failed = {job.speaker.spk for job, res in zip(jobs, results, strict=True) if res is None}
     for job, res in zip(jobs, results, strict=True):
-        rows[job.set_name] += [(u, job.speaker.spk, w, n, t, c) for u, w, n, t, c in res]
+        if res is not None:
+            rows[job.set_name] += [(u, job.speaker.spk, w, n, t, c) for u, w, n, t, c in res]
+    if failed:
+        logger.warning("%d speaker(s) failed and are left out: %s", len(failed), sorted(failed))
+        sets = {k: [s for s in v if s.spk not in failed] for k, v in sets.items()}
+        for k in ("train", "test"):
+            if len(sets[k]) < 2:
+                raise SystemExit(f"fewer than 2 {k} speakers left after synthesis failures")
     n_trials = {}
     for set_name, r in rows.items():
         if not r:

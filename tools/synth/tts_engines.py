@@ -235,7 +235,12 @@ class EspeakEngine:
         out = _run([self.binary, "--voices"]).stdout.decode().split("\n")
         langs = sorted({line.split()[1] for line in out[1:] if len(line.split()) > 3
                         and "mb/" not in line.split()[3]})
-        return langs or self.languages()
+        ok = []
+        for lang in langs:  # some listed codes are not accepted by -v: keep those that are
+            r = subprocess.run([self.binary, "-q", "-v", lang, "a"], capture_output=True)
+            if r.returncode == 0 and not r.stderr:
+                ok.append(lang)
+        return ok or self.languages()
 
     def base_variants(self) -> list[str]:
         vdir = self._system_data() / "voices" / "!v"
