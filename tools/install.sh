@@ -13,7 +13,12 @@ apt=true
 [ "${1:-}" = "--no-apt" ] && apt=false
 
 # Debian packages: TTS engines for the embedded corpus, sox/ffmpeg for audio, shellcheck for the tests.
-apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox ffmpeg shellcheck)
+# TTS voices of Debian main for the mini corpus: festival's English voices, and its voices of
+# other languages (real speakers' timbre; the Czech and Finnish ones form the unseen-voice test)
+apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+          festvox-italp16k festvox-itapc16k festvox-ca-ona-hts festvox-ru festvox-czech-dita
+          festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj
+          festvox-suopuhe-mv sox ffmpeg shellcheck)
 if $apt; then
   missing=()
   for p in "${apt_pkgs[@]}"; do
