@@ -116,7 +116,8 @@ def time_loader(paths: dict, data_type: str, workers: int, args) -> dict:
         paths[data_type], data_type, paths["spk2id"], dataset_args,
         {"batch_size": args.batch_size, "num_workers": workers,
          "prefetch_factor": prefetch if workers else None, "persistent_workers": workers > 0},
-        noise_list=paths["noise"], rir_list=paths["rir"], seed=0, rank=0, world_size=1)
+        noise_list=paths["noise"], rir_list=paths["rir"], seed=0, rank=0, world_size=1,
+        sample_rate=SR)
     n_batches, t0, t_start = 0, time.perf_counter(), None
     for epoch in range(1000):  # shard lists: go round the (short) list again
         loader.set_epoch(epoch)

@@ -40,7 +40,7 @@ SIZES = {
 }
 DIM = 256
 TOP_N = 300
-# WeSpeaker's scripts on the project's 2-core machine (ANCHORS.md)
+# WeSpeaker's scripts on the project's 2-core machine (an earlier measurement)
 REFERENCE = {
     "asnorm_files": "full-scale reference: WeSpeaker score_norm.py 16.7 s, 2.8 GB",
     "metrics_files": "full-scale reference: WeSpeaker compute_metrics.py 3.6 s (600k trials)",
@@ -106,9 +106,14 @@ def _loop_asnorm(scores, idx_e, idx_t, emb, cohort, top_n):
 
 def run_case(case: str, workdir: Path, loop_trials: int) -> dict:
     """Run one case in this process; returns timings and memory."""
-    from wespeaker_lap.utils.metrics import compute_metrics
-    from wespeaker_lap.utils.score import load_embeddings, load_mean_vec, read_scores
-    from wespeaker_lap.utils.score_norm import build_cohort, normalize_score_files, normalize_scores
+    from wespeaker_lap.io.xvectors import load_embeddings, load_mean_vec
+    from wespeaker_lap.scoring.metrics import compute_metrics
+    from wespeaker_lap.scoring.score import read_scores
+    from wespeaker_lap.scoring.score_norm import (
+        build_cohort,
+        normalize_score_files,
+        normalize_scores,
+    )
 
     result = {"case": case}
     if case == "asnorm_files":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from test_train_common import make_corpus, tiny_config, write_config
+from train_helpers import make_corpus, tiny_config, write_config
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.utils.config import (
-    ConfigError,
     load_config,
     merge_overrides,
     parse_overrides,

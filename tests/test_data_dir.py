@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_common import make_corpus, tone, write_audio
+from data_helpers import make_corpus, tone, write_audio
 
 from wespeaker_lap.bin import fix_data_dir as fix_cli
 from wespeaker_lap.bin import validate_data_dir as validate_cli

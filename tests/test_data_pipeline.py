@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_data_common import HAVE_ESPEAK, espeak, make_corpus, needs_espeak, tone, write_audio
+from data_helpers import HAVE_ESPEAK, espeak, make_corpus, needs_espeak, tone, write_audio
 
 from wespeaker_lap.dataset import processor as P
 from wespeaker_lap.dataset.audio import power, reverberate
@@ -21,7 +21,6 @@ from wespeaker_lap.dataset.dataset import (
     build_eval_loader,
     build_train_dataset,
     build_train_loader,
-    num_classes,
     parse_dataset_args,
 )
 from wespeaker_lap.dataset.lists import (
@@ -33,6 +32,8 @@ from wespeaker_lap.dataset.lists import (
 )
 
 SMALL = {"crop_seconds": 0.25, "min_duration": 0.0, "shuffle_args": {"shuffle_size": 4}}
+
+SR = 16000  # the rate a frontend would report
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_train_epoch_covers_each_utterance_once_across_2_ranks_x_2_workers(corpu
         for rank in (0, 1):
             loader = build_train_loader(entries, "raw", spk2id, SMALL,
                                         {"batch_size": 3, "num_workers": 2, "drop_last": False},
-                                        rank=rank, world_size=2)
+                                        rank=rank, world_size=2, sample_rate=SR)
             loader.set_epoch(epoch)
             keys = _keys(loader)
             per_rank[epoch, rank] = keys
@@ -70,7 +71,8 @@ def test_train_epoch_covers_each_utterance_once_across_2_ranks_x_2_workers(corpu
 def test_set_epoch_reaches_persistent_workers(corpus):
     entries, spk2id = corpus
     loader = build_train_loader(entries, "raw", spk2id, SMALL,
-                                {"batch_size": 4, "num_workers": 1, "persistent_workers": True})
+                                {"batch_size": 4, "num_workers": 1, "persistent_workers": True},
+                                sample_rate=SR)
     orders = []
     for epoch in (0, 1, 0):
         loader.set_epoch(epoch)
@@ -85,7 +87,8 @@ def test_rank_balance_policy_on_an_odd_list(corpus, policy, counts):
     entries = entries[:15]
     args = {**SMALL, "rank_balance": policy}
     shares = [build_train_dataset(entries, "raw", spk2id, args, batch_size=2, rank=r,
-                                  world_size=2).rank_entries(epoch=3) for r in (0, 1)]
+                                  world_size=2,
+                                  sample_rate=SR).rank_entries(epoch=3) for r in (0, 1)]
     assert [len(s) for s in shares] == counts
     keys = [e["key"] for s in shares for e in s]
     if policy == "pad":
@@ -101,7 +104,7 @@ def test_eval_shards_cover_each_utterance_once_whole_and_length_sorted(corpus, t
     got = {}
     for rank in (0, 1):
         loader = build_eval_loader(tmp_path / "shard.list", "shard", num_workers=2, batch_size=3,
-                                   rank=rank, world_size=2)
+                                   rank=rank, world_size=2, sample_rate=SR)
         for batch in loader:
             n = batch["lengths"].tolist()
             assert batch["wavs"].shape == (len(n), max(n)) and batch["wavs"].dtype == torch.float32
@@ -121,7 +124,7 @@ def test_eval_order_is_reproducible_and_grouped_by_length(corpus, tmp_path):
     write_raw_list(path, entries)
     runs = []
     for _ in range(2):
-        loader = build_eval_loader(path, "raw", batch_size=4, spk2id=spk2id)
+        loader = build_eval_loader(path, "raw", batch_size=4, spk2id=spk2id, sample_rate=SR)
         runs.append([(b["keys"], b["lengths"].tolist(), b["labels"].tolist()) for b in loader])
     assert runs[0] == runs[1]
     flat = [n for _, lengths, _ in runs[0] for n in lengths]
@@ -132,7 +135,7 @@ def test_eval_order_is_reproducible_and_grouped_by_length(corpus, tmp_path):
 
 def test_eval_batches_respect_max_batch_seconds(corpus):
     entries, _ = corpus
-    loader = build_eval_loader(entries, "raw", batch_size=16, max_batch_seconds=2.5)
+    loader = build_eval_loader(entries, "raw", batch_size=16, max_batch_seconds=2.5, sample_rate=SR)
     for batch in loader:
         b, n = batch["wavs"].shape
         assert b == 1 or b * n <= 2.5 * 16000
@@ -148,8 +151,8 @@ def test_speed_perturbation_changes_length_by_the_factor_and_maps_labels():
     for s in out:
         assert abs(s["wav"].shape[0] - n / s["speed"]) <= 1
         assert s["label"] == 3 + {1.0: 0, 0.9: 1, 1.1: 2}[s["speed"]] * num_spk
-    assert num_classes(num_spk, {"speed_perturb": True}) == 3 * num_spk
-    assert num_classes(num_spk, {"speed_perturb": False}) == num_spk
+    assert parse_dataset_args({"speed_perturb": True}).num_classes(num_spk) == 3 * num_spk
+    assert parse_dataset_args({"speed_perturb": False}).num_classes(num_spk) == num_spk
     assert P.speed_classes([1, 1, 1, 0.9, 1.1]) == [1.0, 0.9, 1.1]
 
 
@@ -167,7 +170,7 @@ def test_train_batches_have_crop_length_from_num_frms(corpus):
     entries, spk2id = corpus
     args = {**SMALL, "num_frms": 50, "speed_perturb": True}
     del args["crop_seconds"]
-    loader = build_train_loader(entries, "raw", spk2id, args, {"batch_size": 4})
+    loader = build_train_loader(entries, "raw", spk2id, args, {"batch_size": 4}, sample_rate=SR)
     batches = list(loader)
     assert len(batches) == 4
     for b in batches:
@@ -186,7 +189,7 @@ def test_resample_brings_other_rates_to_the_model_rate(tmp_path):
     for i, sr in enumerate((8000, 22050, 44100)):
         path = write_audio(tmp_path / f"{sr}.wav", tone(0.5, sr), sr)
         entries.append({"key": f"u{i}", "spk": "s", "wav": str(path)})
-    batch = next(iter(build_eval_loader(entries, "raw", batch_size=3)))
+    batch = next(iter(build_eval_loader(entries, "raw", batch_size=3, sample_rate=SR)))
     assert all(abs(n - 8000) <= 1 for n in batch["lengths"].tolist())
 
 
@@ -246,7 +249,7 @@ def test_train_pipeline_with_augmentation_from_noise_and_rir_lists(corpus, sourc
                                 for i, w in enumerate(sources[k])])
     write_raw_list(rir_list, [{"key": "r", "wav": sources["rir"][0]}])
     ds = build_train_dataset(entries, "raw", spk2id, {**SMALL, "aug_prob": 1.0}, batch_size=8,
-                             noise_list=noise_list, rir_list=rir_list)
+                             noise_list=noise_list, rir_list=rir_list, sample_rate=SR)
     for epoch in (0, 1):
         ds.set_epoch(epoch)
         batches = list(ds)
@@ -260,7 +263,7 @@ def test_train_pipeline_with_augmentation_from_noise_and_rir_lists(corpus, sourc
 def test_augmentation_without_sources_is_a_config_error(corpus):
     entries, spk2id = corpus
     with pytest.raises(ValueError, match="aug_prob > 0 needs noise_list and/or rir_list"):
-        build_train_dataset(entries, "raw", spk2id, {"aug_prob": 0.6}, batch_size=2)
+        build_train_dataset(entries, "raw", spk2id, {"aug_prob": 0.6}, batch_size=2, sample_rate=SR)
 
 
 # ------------------------------------------------------------------ bad audio
@@ -282,7 +285,7 @@ def test_bad_files_are_skipped_with_a_warning_naming_them(corpus, tmp_path, capl
     entries, spk2id = corpus
     mixed = _bad_corpus(tmp_path, entries)
     args = {**SMALL, "min_duration": 0.2}
-    loader = build_train_loader(mixed, "raw", spk2id, args, {"batch_size": 1})
+    loader = build_train_loader(mixed, "raw", spk2id, args, {"batch_size": 1}, sample_rate=SR)
     with caplog.at_level(logging.WARNING, logger="wespeaker_lap.dataset"):
         keys = _keys(loader)
     assert sorted(keys) == sorted(e["key"] for e in entries)
@@ -295,14 +298,15 @@ def test_bad_file_counts_reach_the_trainer_from_worker_processes(corpus, tmp_pat
     entries, spk2id = corpus
     mixed = _bad_corpus(tmp_path, entries)
     loader = build_train_loader(mixed, "raw", spk2id, {**SMALL, "min_duration": 0.2},
-                                {"batch_size": 2, "num_workers": 2, "drop_last": False})
+                                {"batch_size": 2, "num_workers": 2, "drop_last": False},
+                                sample_rate=SR)
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         assert len(_keys(loader)) == len(entries)
         s = loader.last_stats
         assert s["epoch"] == epoch and s["skipped"] == 6 and s["samples"] == len(entries)
-        assert (s["unreadable"], s["all_zero"], s["non_finite"], s["too_short"], s["empty"]) == (
-            2, 1, 1, 1, 1)
+        assert (s["missing"], s["unreadable"], s["all_zero"], s["non_finite"], s["too_short"],
+                s["empty"]) == (1, 1, 1, 1, 1, 1)
 
 
 def test_shard_utterance_without_speaker_is_skipped_in_training(corpus, tmp_path):
@@ -314,7 +318,7 @@ def test_shard_utterance_without_speaker_is_skipped_in_training(corpus, tmp_path
         for m, blob in members[1:]:  # the first member is the first utterance's .spk
             tar.addfile(m, io.BytesIO(blob))
     loader = build_train_loader(tmp_path / "s.list", "shard", spk2id, SMALL,
-                                {"batch_size": 1})
+                                {"batch_size": 1}, sample_rate=SR)
     assert len(_keys(loader)) == 3 and loader.last_stats["unreadable"] == 1
 
 
@@ -323,7 +327,7 @@ def test_truncated_shard_keeps_what_was_read_and_is_counted(corpus, tmp_path):
     tars = make_shard_list(entries[:6], tmp_path / "s", tmp_path / "s.list", 6, shuffle=False)
     blob = tars[0].read_bytes()
     tars[0].write_bytes(blob[: len(blob) * 2 // 3])
-    loader = build_eval_loader(tmp_path / "s.list", "shard")
+    loader = build_eval_loader(tmp_path / "s.list", "shard", sample_rate=SR)
     keys = _keys(loader)
     assert 0 < len(keys) < 6 and loader.last_stats["bad_shard"] == 1
 
@@ -358,15 +362,15 @@ def test_wespeaker_dataset_args_are_understood():
 def test_dataloader_args_and_speakers_are_checked(corpus):
     entries, spk2id = corpus
     with pytest.raises(ValueError, match=r"dataloader_args: unknown key\(s\) \['batchsize'\]"):
-        build_train_loader(entries, "raw", spk2id, SMALL, {"batchsize": 4})
+        build_train_loader(entries, "raw", spk2id, SMALL, {"batchsize": 4}, sample_rate=SR)
     with pytest.raises(ValueError, match="not in spk2id"):
-        build_train_loader(entries, "raw", {"id10000": 0}, SMALL, {"batch_size": 4})
+        build_train_loader(entries, "raw", {"id10000": 0}, SMALL, {"batch_size": 4}, sample_rate=SR)
 
 
 def test_sample_num_per_epoch_repeats_the_list(corpus):
     entries, spk2id = corpus
     ds = build_train_dataset(entries, "raw", spk2id, {**SMALL, "sample_num_per_epoch": 40},
-                             batch_size=4)
+                             batch_size=4, sample_rate=SR)
     keys = [e["key"] for e in ds.rank_entries(0)]
     assert len(keys) == 40 and set(Counter(keys).values()) <= {2, 3}
 
@@ -385,7 +389,7 @@ def test_espeak_speech_trains_from_shards_at_22khz(tmp_path):
     make_shard_list(entries, tmp_path / "shards", tmp_path / "shard.list", 4)
     loader = build_train_loader(tmp_path / "shard.list", "shard", make_spk2id(u2s.values()),
                                 {"crop_seconds": 1.0, "speed_perturb": True},
-                                {"batch_size": 3, "drop_last": False})
+                                {"batch_size": 3, "drop_last": False}, sample_rate=SR)
     batches = list(loader)
     assert sum(len(b["keys"]) for b in batches) == 9
     assert all(b["wavs"].shape[1] == 16000 for b in batches)

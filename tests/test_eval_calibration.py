@@ -5,14 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from wespeaker_lap.utils.calibration import (
+from wespeaker_lap.io.xvectors import EmbeddingTable
+from wespeaker_lap.scoring.calibration import (
     QMFCalibrator,
     fit_logistic_regression,
     trial_features,
 )
-from wespeaker_lap.utils.metrics import compute_cllr, compute_eer
-from wespeaker_lap.utils.score import EmbeddingTable, MissingEmbeddingError, Trials
-from wespeaker_lap.utils.score_norm import CohortStats, build_cohort, cohort_stats
+from wespeaker_lap.scoring.metrics import compute_cllr, compute_eer
+from wespeaker_lap.scoring.score import MissingEmbeddingError, Trials
+from wespeaker_lap.scoring.score_norm import CohortStats, build_cohort, cohort_stats
 
 
 def _synthetic_trials(n_utts, n_trials, seed):

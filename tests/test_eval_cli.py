@@ -132,8 +132,8 @@ def test_plot_layers_writes_png_from_npy_arrays(tmp_path):
 
 
 def test_plot_functions_take_arrays_and_reject_mismatched_layers(tmp_path):
-    from wespeaker_lap.utils.metrics import det_curve
-    from wespeaker_lap.utils.plotting import plot_det_curves, plot_layer_attention
+    from wespeaker_lap.scoring.metrics import det_curve
+    from wespeaker_lap.scoring.plotting import plot_det_curves, plot_layer_attention
 
     rng = np.random.default_rng(0)
     plot_layer_attention(rng.random((16, 25)), None, tmp_path / "heads_only.png")

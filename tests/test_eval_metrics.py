@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wespeaker_lap.utils.metrics import (
+from wespeaker_lap.scoring.metrics import (
     compute_cllr,
     compute_eer,
     compute_metrics,

@@ -6,12 +6,11 @@ import kaldiio
 import numpy as np
 import pytest
 
-from wespeaker_lap.utils.score import (
-    EmbeddingTable,
+from wespeaker_lap.io.xvectors import EmbeddingTable, load_mean_vec
+from wespeaker_lap.scoring.score import (
     MissingEmbeddingError,
     Trials,
     cosine_score,
-    load_mean_vec,
     read_scores,
     read_trials,
     score_files,

@@ -4,14 +4,9 @@ import kaldiio
 import numpy as np
 import pytest
 
-from wespeaker_lap.utils.score import (
-    EmbeddingTable,
-    Trials,
-    cosine_score,
-    read_scores,
-    write_scores,
-)
-from wespeaker_lap.utils.score_norm import (
+from wespeaker_lap.io.xvectors import EmbeddingTable
+from wespeaker_lap.scoring.score import Trials, cosine_score, read_scores, write_scores
+from wespeaker_lap.scoring.score_norm import (
     CohortStats,
     build_cohort,
     cohort_stats,

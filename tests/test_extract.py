@@ -7,11 +7,18 @@ import soundfile as sf
 import torch
 import yaml
 
-from wespeaker_lap.bin import cli, extract
+from wespeaker_lap.bin import extract
+from wespeaker_lap.cli import main as cli
 from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.io.checkpoints import save_weights
+from wespeaker_lap.io.xvectors import write_xvectors
 from wespeaker_lap.models import build_extractor
-from wespeaker_lap.utils.checkpoint import save_weights
-from wespeaker_lap.utils.inference import load_trained_extractor, resolve_model_dir
+from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
+
+
+def read_xvectors(scp):
+    """key -> vector of an xvector.scp, as a Kaldi user would read it (kaldiio)."""
+    return {k: np.asarray(v) for k, v in kaldiio.load_scp(str(scp)).items()}
 
 
 def tiny_config(model="LAP_ASTP"):
@@ -115,7 +122,7 @@ def test_extract_uses_the_trained_weights_not_a_fresh_init(tmp_path, model_dir, 
 
 def test_interrupted_ark_write_leaves_the_old_files(tmp_path, monkeypatch):
     emb = {"a": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}
-    extract.write_xvectors(tmp_path, emb)
+    write_xvectors(tmp_path, emb)
     before = (tmp_path / "xvector.scp").read_text()
 
     def boom(*args, **kwargs):
@@ -123,10 +130,10 @@ def test_interrupted_ark_write_leaves_the_old_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(kaldiio, "save_ark", boom)
     with pytest.raises(KeyboardInterrupt):
-        extract.write_xvectors(tmp_path, {"c": np.ones(4, np.float32)})
+        write_xvectors(tmp_path, {"c": np.ones(4, np.float32)})
     assert (tmp_path / "xvector.scp").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["xvector.ark", "xvector.scp"]
-    assert set(extract.read_xvectors(tmp_path / "xvector.scp")) == {"a", "b"}
+    assert set(read_xvectors(tmp_path / "xvector.scp")) == {"a", "b"}
 
 
 def test_extract_reports_a_missing_data_dir(tmp_path, model_dir):
@@ -157,7 +164,7 @@ def test_cli_embed_similarity_and_verify(tmp_path, model_dir, data_dir, capsys):
 def test_cli_embed_to_ark_from_wav_scp(tmp_path, model_dir, data_dir):
     assert cli.main(["embed", "--model_dir", str(model_dir), "--wav_scp",
                      str(data_dir / "wav.scp"), "--out", str(tmp_path / "x.ark")]) == 0
-    table = extract.read_xvectors(tmp_path / "x.scp")
+    table = read_xvectors(tmp_path / "x.scp")
     assert len(table) == 9 and "spk2-utt2" in table
 
 
@@ -216,7 +223,7 @@ def test_extraction_sharded_over_two_torchrun_ranks_equals_one_process(
          "--batch_size", "2", "--no_progress"],
         capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    a, b = extract.read_xvectors(one / "xvector.scp"), extract.read_xvectors(two / "xvector.scp")
+    a, b = read_xvectors(one / "xvector.scp"), read_xvectors(two / "xvector.scp")
     assert list(a) == list(b) == sorted(a) and len(a) == 9
     for k in a:
         np.testing.assert_allclose(a[k], b[k], atol=2e-5, rtol=1e-4)
@@ -246,7 +253,7 @@ def test_cli_similarity_subtracts_the_mean_vector(tmp_path, model_dir, data_dir,
 
 
 def test_layer_score_sums_of_two_ranks_merge_into_the_mean_of_all():
-    from wespeaker_lap.utils.inference import LayerScoreSum
+    from wespeaker_lap.models.inference import LayerScoreSum
 
     scores = torch.rand(4, 2, 5, 3)  # (B, heads, T, L)
     frames = torch.tensor([5, 3, 4, 5])

@@ -23,6 +23,7 @@ TINY_ARGS = {
     "SUPERB_TSTP": {"embed_dim": 12},
     "LastLayer_ASTP": {"embed_dim": 12},
     "MHFA": {"embed_dim": 12, "head_nb": 4, "compression_dim": 8},
+    "CA_MHFA": {"embed_dim": 12, "head_nb": 4, "compression_dim": 8, "context": 3},
     "UniPool": {"embed_dim": 12, "channels": 16},
     "SSL_ECAPA_TDNN_c512": {"embed_dim": 12},
     "SSL_ECAPA_TDNN_c1024": {"embed_dim": 12},
@@ -92,7 +93,8 @@ def test_gradients_reach_every_backend_parameter(name):
     assert x.grad is None
 
 
-# Parameter counts from ANCHORS.md (backend only, classifier head separate).
+# Parameter counts of the authors' configurations (LAP: Kim et al., Interspeech 2025;
+# MHFA: Peng et al., SLT 2022; ECAPA-TDNN: WeSpeaker's c512), backend only.
 @pytest.mark.parametrize(
     ("name", "num_layers", "feat_dim", "expected"),
     [

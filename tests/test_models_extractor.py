@@ -9,11 +9,11 @@ import yaml
 from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
 from wespeaker_lap.models import (
     SPEAKER_MODELS,
-    MarginScheduler,
     SpeakerEmbeddingExtractor,
     build_extractor,
     build_projection,
 )
+from wespeaker_lap.utils.schedulers import MarginScheduler
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HEADER = ("exp_dir", "gpus", "num_avg", "enable_amp", "seed", "num_epochs",

@@ -5,13 +5,8 @@ import math
 import pytest
 import torch
 
-from wespeaker_lap.models import (
-    PROJECTIONS,
-    ArcMarginProduct,
-    MarginScheduler,
-    get_projection,
-    margin_ratio,
-)
+from wespeaker_lap.models import PROJECTIONS, ArcMarginProduct, get_projection
+from wespeaker_lap.utils.schedulers import MarginScheduler, margin_ratio
 
 
 def one_hot_head(head, num_class, dim):

@@ -1,20 +1,9 @@
 """LAP: layer scores, and the fast implementation against the authors'-layout reference."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
+from benchmarks.lap_reference import NaiveLAP_ASTP
 from wespeaker_lap.models import LAP_ASTP, LayerAttentivePooling
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backends.py"
-
-
-def load_reference():
-    spec = importlib.util.spec_from_file_location("bench_backends", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.NaiveLAP_ASTP
 
 
 def fast_and_reference(dtype=torch.float32):
@@ -27,7 +16,7 @@ def fast_and_reference(dtype=torch.float32):
             bn.running_var.uniform_(0.5, 2)
             bn.weight.uniform_(0.5, 2)
             bn.bias.uniform_(-1, 1)
-    ref = load_reference()(64, 7, embed_dim=16, lap_dim=32, heads=4).to(dtype).load_from(fast)
+    ref = NaiveLAP_ASTP(64, 7, embed_dim=16, lap_dim=32, heads=4).to(dtype).load_from(fast)
     return fast, ref
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_train_common import (
+from train_helpers import (
     REPO,
     child_env,
     free_port,
@@ -24,17 +24,13 @@ from test_train_common import (
 )
 
 from wespeaker_lap.bin import train as train_bin
-from wespeaker_lap.bin.train import build_model, seed_everything, train
 from wespeaker_lap.frontend import tiny_ssl_config
-from wespeaker_lap.utils.checkpoint import (
-    checkpoint_path,
-    list_checkpoints,
-    load_training_state,
-    read_weights,
-)
+from wespeaker_lap.io.checkpoints import checkpoint_path, list_checkpoints, read_weights
+from wespeaker_lap.utils.checkpoint import load_training_state
 from wespeaker_lap.utils.config import load_config
+from wespeaker_lap.utils.trainer import build_model, seed_everything, train
 
-COMMON = REPO / "tests" / "test_train_common.py"
+COMMON = REPO / "tests" / "train_helpers.py"
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,26 @@ tools=$(dirname "${BASH_SOURCE[0]}")
 emb=$exp_dir/embeddings
 scores_dir=${scores_dir:-$exp_dir/scores}
 
-"$tools/score.sh" --exp_dir "$exp_dir" --eval_set "$cal_set" --mean_set "$mean_set" \
-  --cohort_set "$cohort_set" --cohort_utt2spk "$cohort_utt2spk" --top_n "$top_n" \
-  --scores_dir "$scores_dir/cal" "$cal_trials"
+# the calibration trials, scored as the evaluation ones were; the file to fit on is the
+# last one a script printed (AS-norm when there is a cohort, else cosine)
+cal_scores=$("$tools/score.sh" --exp_dir "$exp_dir" --eval_set "$cal_set" --mean_set "$mean_set" \
+  --scores_dir "$scores_dir/cal" "$cal_trials")
+if [ -n "$cohort_set" ]; then
+  cal_scores=$("$tools/score_norm.sh" --exp_dir "$exp_dir" --eval_set "$cal_set" \
+    --mean_set "$mean_set" --cohort_set "$cohort_set" --cohort_utt2spk "$cohort_utt2spk" \
+    --top_n "$top_n" --scores_dir "$scores_dir/cal" "$cal_trials")
+fi
 
+# the evaluation lists' score files of the same kind, as python names them
+out=$(python -m wespeaker_lap.bin.score --print_paths --trials "$@" --output_dir "$scores_dir")
+mapfile -t inputs <<< "$out"
 suffix=
-[ -n "$cohort_set" ] && suffix=.asnorm$top_n
+if [ -n "$cohort_set" ]; then
+  suffix=.asnorm$top_n
+  out=$(python -m wespeaker_lap.bin.score_norm --print_paths --scores "${inputs[@]}" \
+    --top_n "$top_n" --output_dir "$scores_dir")
+  mapfile -t inputs <<< "$out"
+fi
 sources=()
 [ -n "$mean_set" ] && sources+=(--mean_vec "$emb/$mean_set/mean_vec.npy")
 features=(score log_dur_enroll log_dur_test norm_enroll norm_test)
@@ -56,20 +70,15 @@ if [ -n "$cohort_set" ]; then
   [ -n "$cohort_utt2spk" ] && sources+=(--cohort_utt2spk "$cohort_utt2spk")
 fi
 model=$scores_dir/qmf$suffix.json
-python -m wespeaker_lap.bin.calibrate fit --scores "$scores_dir/cal/$(basename "$cal_trials")$suffix.score" \
+python -m wespeaker_lap.bin.calibrate fit --scores "$cal_scores" \
   --model "$model" --features "${features[@]}" --top_n "$top_n" \
   --embeddings "$emb/$cal_set/xvector.scp" --utt2dur "$cal_data/utt2dur" \
   "${sources[@]+"${sources[@]}"}"
 
-inputs=()
-outputs=()
-for t in "$@"; do
-  inputs+=("$scores_dir/$(basename "$t")$suffix.score")
-  outputs+=("$scores_dir/$(basename "$t")$suffix.qmf.score")
-done
-python -m wespeaker_lap.bin.calibrate apply --model "$model" --scores "${inputs[@]}" \
+out=$(python -m wespeaker_lap.bin.calibrate apply --model "$model" --scores "${inputs[@]}" \
   --output_dir "$scores_dir" --embeddings "$emb/$eval_set/xvector.scp" \
-  --utt2dur "$eval_data/utt2dur" "${sources[@]+"${sources[@]}"}" >/dev/null
+  --utt2dur "$eval_data/utt2dur" "${sources[@]+"${sources[@]}"}")
+mapfile -t outputs <<< "$out"
 metric_opts=()
 [ -n "$json" ] && metric_opts=(--json "$json")
 python -m wespeaker_lap.bin.compute_metrics "${outputs[@]}" "${metric_opts[@]+"${metric_opts[@]}"}"

@@ -17,6 +17,7 @@ exp_dir=                        # experiment directory (config.yaml, models/, tr
 gpus=                           # "[0,1]": one process per GPU on each node; empty: one CPU process
 num_nodes=1                     # torchrun nodes; more than 1 needs HOST_NODE_ADDR
 HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint host:port, reachable from every node
+rdzv_id=${RDZV_ID:-wespeaker_lap}  # c10d run id: jobs that share an endpoint must differ
 
 help_message="Usage: tools/train.sh --config X.yaml --exp_dir DIR [options] [-- overrides]"
 split_overrides() {  # options before "--" stay in "$@", the rest go to train.py
@@ -46,7 +47,8 @@ else
   device_opts=(--device cpu)
 fi
 if [ "$num_nodes" -gt 1 ]; then
-  launch=(--nnodes="$num_nodes" --rdzv_backend=c10d --rdzv_endpoint="$HOST_NODE_ADDR")
+  launch=(--nnodes="$num_nodes" --rdzv_backend=c10d --rdzv_endpoint="$HOST_NODE_ADDR"
+          --rdzv_id="$rdzv_id")
 else
   launch=(--standalone --nnodes=1)
 fi

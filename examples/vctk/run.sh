@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VCTK recipe: the UniPool paper's VCTK 0.92 protocol (ANCHORS.md) with the recipes'
+# VCTK recipe: the UniPool paper's VCTK 0.92 protocol (Kim et al., 2024) with the recipes'
 # training, extraction and scoring stages:
 #   1. data: drop p280, p315 and utterances 000-024; mic1 resampled 48 -> 16 kHz;
 #      speakers split 60/20/20 (train/val/test) stratified on gender, accent, age bin
@@ -130,7 +130,7 @@ fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "Stage 6: AS-norm (top $top_n of the train speakers)"
-  tools/score.sh --exp_dir "$exp_dir" --eval_set test --mean_set train --cohort_set train \
+  tools/score_norm.sh --exp_dir "$exp_dir" --eval_set test --mean_set train --cohort_set train \
     --cohort_utt2spk "$data/train/utt2spk" --top_n "$top_n" \
     --json "$exp_dir/scores/metrics.json" "$test_trials"
 fi

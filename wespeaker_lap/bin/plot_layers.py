@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
+from wespeaker_lap.scoring.plotting import plot_layer_attention
 from wespeaker_lap.utils.logging_utils import setup_logging
-from wespeaker_lap.utils.plotting import plot_layer_attention
 
 logger = logging.getLogger(__name__)
 

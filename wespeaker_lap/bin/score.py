@@ -20,8 +20,12 @@ import argparse
 import logging
 import sys
 
-from wespeaker_lap.utils.logging_utils import setup_logging
-from wespeaker_lap.utils.score import TRIAL_FORMATS, MissingEmbeddingError, score_files
+from wespeaker_lap.bin.common import add_allow_missing, add_log_level, add_print_paths, run
+from wespeaker_lap.scoring.score import (
+    TRIAL_FORMATS,
+    score_files,
+    score_output_paths,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
         prog="python -m wespeaker_lap.bin.score",
         description="Mean-subtracted cosine scoring of one or more trial lists.",
     )
-    p.add_argument("--embeddings", nargs="+", required=True,
+    p.add_argument("--embeddings", nargs="+",
                    help="Kaldi xvector.scp file(s) holding the embeddings of all trial utterances")
     p.add_argument("--mean_vec", "--mean-vec", default=None,
                    help="mean_vec.npy subtracted from every embedding (usually the training mean); "
@@ -42,28 +46,26 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial_format", "--trial-format", choices=TRIAL_FORMATS, default="auto",
                    help="trial format: kaldi 'enroll test target|nontarget', voxceleb "
                         "'1|0 enroll test', or auto-detect per file (default)")
-    p.add_argument("--allow_missing", "--allow-missing", action="store_true",
-                   help="skip trials naming utterances without embedding (and report the count) "
-                        "instead of failing")
-    p.add_argument("--log_level", "--log-level", default="INFO",
-                   help="logging level (default INFO)")
+    add_allow_missing(p, "trials naming utterances")
+    add_print_paths(p, "trial list")
+    add_log_level(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        outs = score_files(
-            args.embeddings, args.trials, args.output_dir, args.mean_vec,
-            args.trial_format, args.allow_missing,
-        )
-    except (ValueError, OSError, MissingEmbeddingError) as e:
-        logger.error("%s", e)
-        return 1
+def _score(args: argparse.Namespace) -> None:
+    if args.print_paths:
+        outs = score_output_paths(args.trials, args.output_dir)
+    elif not args.embeddings:
+        raise ValueError("--embeddings is required (except with --print_paths)")
+    else:
+        outs = score_files(args.embeddings, args.trials, args.output_dir, args.mean_vec,
+                           args.trial_format, args.allow_missing)
     for out in outs:
         print(out)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_score, get_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

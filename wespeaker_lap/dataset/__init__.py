@@ -7,7 +7,8 @@ Public entry points (see each module for details):
 * :mod:`~wespeaker_lap.dataset.lists`: ``write_raw_list``, ``read_raw_list``,
   ``make_shard_list``, ``read_shard_list``, noise/RIR lists, ``make_spk2id``
 * :mod:`~wespeaker_lap.dataset.dataset`: ``build_train_loader``,
-  ``build_eval_loader``, ``parse_dataset_args``, ``num_classes``
+  ``build_eval_loader`` (:class:`TrainDataset`, :class:`EvalDataset`)
+* :mod:`~wespeaker_lap.dataset.schema`: ``parse_dataset_args``, ``parse_dataloader_args``
 """
 
 from wespeaker_lap.dataset.datadir import (
@@ -18,16 +19,13 @@ from wespeaker_lap.dataset.datadir import (
     write_data_dir,
 )
 from wespeaker_lap.dataset.dataset import (
-    DATASET_ARGS_KEYS,
-    DatasetConfig,
+    EvalDataset,
     SpeakerDataLoader,
-    SpeakerDataset,
+    TrainDataset,
     build_eval_dataset,
     build_eval_loader,
     build_train_dataset,
     build_train_loader,
-    num_classes,
-    parse_dataset_args,
 )
 from wespeaker_lap.dataset.lists import (
     make_shard_list,
@@ -40,13 +38,23 @@ from wespeaker_lap.dataset.lists import (
     write_raw_list,
     write_spk2id,
 )
+from wespeaker_lap.dataset.schema import (
+    DATASET_ARGS_KEYS,
+    DataLoaderConfig,
+    DatasetConfig,
+    parse_dataloader_args,
+    parse_dataset_args,
+)
 
 __all__ = [
     "DATASET_ARGS_KEYS",
     "DataDir",
     "DatasetConfig",
     "SpeakerDataLoader",
-    "SpeakerDataset",
+    "EvalDataset",
+    "TrainDataset",
+    "DataLoaderConfig",
+    "parse_dataloader_args",
     "build_eval_dataset",
     "build_eval_loader",
     "build_train_dataset",
@@ -54,7 +62,6 @@ __all__ = [
     "fix_data_dir",
     "make_shard_list",
     "make_spk2id",
-    "num_classes",
     "parse_dataset_args",
     "raw_entries_from_data_dir",
     "read_data_dir",

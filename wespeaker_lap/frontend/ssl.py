@@ -464,6 +464,9 @@ class SSLFrontend(nn.Module):
             ``None`` keeps all ``num_hidden_layers + 1``.
         sample_rate: the rate of the audio the caller will pass; must equal
             the model's rate (no silent resampling: resample in the data pipeline).
+            ``None`` (default): the model's rate, from its preprocessor config. The
+            frontend reports it as ``.sample_rate``: the one source of the rate
+            that training data, extraction and the CLI resample to.
         normalize: override the checkpoint's ``do_normalize`` (for w2v-BERT:
             the per-mel-bin normalisation of its fbank).
         init_seed: seed of the random weights when built from ``config``.
@@ -487,7 +490,7 @@ class SSLFrontend(nn.Module):
         layerdrop: float = 0.0,
         dtype: str = "float32",
         layers: list[int] | None = None,
-        sample_rate: int = 16000,
+        sample_rate: int | None = None,
         normalize: bool | None = None,
         init_seed: int = 0,
         attention: str = "sdpa",
@@ -502,6 +505,8 @@ class SSLFrontend(nn.Module):
             )
         assert 0.0 <= layerdrop < 1.0, f"layerdrop must be in [0, 1), got {layerdrop}"
         model, pre = load_ssl_model(model_name_or_path, config, init_seed, attention)
+        if sample_rate is None:
+            sample_rate = pre["sampling_rate"]
         if int(sample_rate) != pre["sampling_rate"]:
             raise ValueError(
                 f"audio sample rate {sample_rate} Hz differs from the SSL model's "

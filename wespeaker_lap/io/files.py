@@ -8,10 +8,24 @@ leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wespeaker_lap.checks import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: The UTF-8 byte-order mark as text (``"\ufeff"``) and as bytes.
+BOM = "\ufeff"
+BOM_BYTES = BOM.encode("utf-8")
 
 
 def _umask() -> int:
@@ -60,6 +74,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         yield f
 
 
+def strip_bom(first_line: str, path: str | os.PathLike) -> str:
+    """``first_line`` without a leading UTF-8 byte-order mark, with a warning naming ``path``.
+
+    Editors on Windows start UTF-8 files with the mark; read as UTF-8 it would
+    become an invisible part of the first key (``"\ufeffu1"`` is not ``"u1"``).
+
+    >>> strip_bom("u1 spk1", "utt2spk")
+    'u1 spk1'
+    """
+    if first_line.startswith(BOM):
+        logger.warning("%s starts with a UTF-8 byte-order mark; ignoring it", os.fspath(path))
+        return first_line[len(BOM):]
+    return first_line
+
+
+def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text table, the byte-order mark stripped (warned)."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            yield lineno, strip_bom(line, path) if lineno == 1 else line
+
+
 def read_table(
     path: str | os.PathLike, min_fields: int = 2, max_fields: int | None = 2
 ) -> list[list[str]]:
@@ -74,21 +110,20 @@ def read_table(
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            fields = line.split(maxsplit=1) if max_fields == 2 else line.split()
-            if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
-                want = (
-                    f"{min_fields}" if min_fields == max_fields
-                    else f"{min_fields}..{max_fields if max_fields is not None else 'n'}"
-                )
-                raise ValueError(
-                    f"{path}:{lineno}: expected {want} fields, got {len(fields)}: {line!r}"
-                )
-            rows.append(fields)
+    for lineno, line in text_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        fields = line.split(maxsplit=1) if max_fields == 2 else line.split()
+        if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
+            want = (
+                f"{min_fields}" if min_fields == max_fields
+                else f"{min_fields}..{max_fields if max_fields is not None else 'n'}"
+            )
+            raise ValueError(
+                f"{path}:{lineno}: expected {want} fields, got {len(fields)}: {line!r}"
+            )
+        rows.append(fields)
     return rows
 
 
@@ -102,8 +137,59 @@ def read_scp(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
+def read_utt2dur(path: str | os.PathLike) -> dict[str, float]:
+    """Read a Kaldi ``utt2dur`` (``utt seconds``): the one parser of these files.
+
+    A value that is not a positive finite number, or a key given twice, is a
+    ``ValueError`` naming the file and the key.
+    """
+    out: dict[str, float] = {}
+    for key, value in read_table(path, 2, 2):
+        try:
+            dur = float(value)
+        except ValueError:
+            raise ValueError(f"{path}: bad duration {value!r} for {key!r}") from None
+        if not dur > 0 or not math.isfinite(dur):
+            raise ValueError(f"{path}: duration of {key!r} must be positive, got {value}")
+        if key in out:
+            raise ValueError(f"{path}: duration of {key!r} given twice")
+        out[key] = dur
+    return out
+
+
 def write_table(path: str | os.PathLike, rows: Iterable[Iterable[str]]) -> None:
     """Write rows of fields, space separated, atomically."""
     with atomic_write(path) as f:
         for row in rows:
             f.write(" ".join(str(x) for x in row) + "\n")
+
+
+# ------------------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text_or_stream: Any) -> Any:
+    """``yaml.safe_load`` plus floats written ``1e-3``."""
+    return yaml.load(text_or_stream, Loader=_Loader)  # a SafeLoader subclass: safe
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (an empty file is ``{}``); anything else is ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml_load(f)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a YAML mapping, got {type(data).__name__}")
+    return data

@@ -1,9 +1,9 @@
-"""Speaker models on SSL hidden states, training heads, margin scheduler, the extractor.
+"""Speaker models on SSL hidden states, training heads, the extractor and its loading.
 
 Registries (dicts; unknown names raise ``ValueError`` listing the valid ones):
 
 * :func:`get_speaker_model` / :data:`SPEAKER_MODELS`: ``LAP_ASTP``, ``SUPERB_ASTP``,
-  ``SUPERB_TSTP``, ``LastLayer_ASTP``, ``MHFA``, ``UniPool``, ``SSL_ECAPA_TDNN_c512``,
+  ``SUPERB_TSTP``, ``LastLayer_ASTP``, ``MHFA``, ``CA_MHFA``, ``UniPool``, ``SSL_ECAPA_TDNN_c512``,
   ``SSL_ECAPA_TDNN_c1024``; each ``forward(x (B, L, T, D), lengths (B,)) -> (B, E)``.
 * :func:`get_projection` / :data:`PROJECTIONS`: ``arc_margin``,
   ``arc_margin_intertopk_subcenter``, ``softmax``; ``forward(emb, label) -> logits``.
@@ -12,6 +12,7 @@ From a WeSpeaker-grammar config: :func:`build_extractor` (frontend + model) and
 :func:`build_projection` (training head).
 """
 
+from wespeaker_lap.models.ca_mhfa import CA_MHFA
 from wespeaker_lap.models.common import count_parameters, lengths_to_mask
 from wespeaker_lap.models.ecapa_tdnn import (
     SSL_ECAPA_TDNN,
@@ -28,7 +29,6 @@ from wespeaker_lap.models.layer_aggregation import (
     SingleLayer,
     WeightedLayerSum,
 )
-from wespeaker_lap.models.margin_scheduler import MarginScheduler, margin_ratio
 from wespeaker_lap.models.mhfa import MHFA
 from wespeaker_lap.models.pooling import ASTP, TSTP, EmbeddingLayer
 from wespeaker_lap.models.projections import (
@@ -50,6 +50,7 @@ from wespeaker_lap.models.unipool import UniPool
 
 __all__ = [
     "ASTP",
+    "CA_MHFA",
     "LAP_ASTP",
     "MHFA",
     "PROJECTIONS",
@@ -66,7 +67,6 @@ __all__ = [
     "EmbeddingLayer",
     "LastLayer_ASTP",
     "LayerAttentivePooling",
-    "MarginScheduler",
     "SingleLayer",
     "SoftmaxProjection",
     "SpeakerEmbeddingExtractor",
@@ -79,5 +79,4 @@ __all__ = [
     "get_projection",
     "get_speaker_model",
     "lengths_to_mask",
-    "margin_ratio",
 ]

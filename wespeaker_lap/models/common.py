@@ -6,11 +6,14 @@ frame features ``(B, T, C)``. A frame mask is ``(B, T)`` bool, True on valid fra
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _tracing() -> bool:
+    """True while ``torch.jit.trace`` or ``torch.export`` records the graph (ONNX export)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 def lengths_to_mask(lengths: torch.Tensor | None, max_len: int) -> torch.Tensor | None:
@@ -27,7 +30,10 @@ def lengths_to_mask(lengths: torch.Tensor | None, max_len: int) -> torch.Tensor 
     lengths = lengths.to(torch.long)
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be (B,), got shape {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > max_len):
+    # (not while an ONNX export traces the graph: the values there are symbolic; the
+    # ONNX runtime checks lengths before it runs the exported graph)
+    if lengths.numel() and not _tracing() and (
+            int(lengths.min()) < 1 or int(lengths.max()) > max_len):
         raise ValueError(f"frame lengths must lie in [1, {max_len}], got {lengths.tolist()}")
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
@@ -69,7 +75,14 @@ def masked_batch_norm(
         mask = mask.expand(x.shape[:-1])
         if bool(mask.all()):
             mask = None
-    if mask is None or not use_batch:
+    if not use_batch:
+        # eval: each position alone with the running statistics, written out (rather than
+        # F.batch_norm on a reshaped view) so that the ONNX export keeps the channel size
+        y = (x - bn.running_mean) * torch.rsqrt(bn.running_var + bn.eps)
+        if affine and bn.affine:
+            y = y * bn.weight + bn.bias
+        return y
+    if mask is None:
         factor = _momentum(bn)
         y = F.batch_norm(
             x.reshape(-1, c), bn.running_mean, bn.running_var, weight, bias,
@@ -160,20 +173,3 @@ def channels_first_batch_norm(
     perm = (0, *range(2, x.dim()), 1)
     inv = (0, x.dim() - 1, *range(1, x.dim() - 1))
     return masked_batch_norm(x.permute(perm), bn, mask).permute(inv)
-
-
-def build_from_registry(registry: dict, kind: str, name: str, kwargs: dict):
-    """``registry[name](**kwargs)`` with errors that name the valid choices.
-
-    An unknown ``name`` or an argument the constructor does not take raises
-    ``ValueError`` listing what is valid (no silent fallback, no silent drop).
-    """
-    if name not in registry:
-        raise ValueError(f"unknown {kind} {name!r}; valid: {sorted(registry)}")
-    cls = registry[name]
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p != "self"]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"{kind} {name!r} got unknown argument(s) {unknown}; valid: {accepted}")
-    return cls(**kwargs)

@@ -4,7 +4,9 @@ Every aggregator maps ``x: (B, L, T, D)`` (the frontend's layout) and a frame
 mask ``(B, T)`` to ``(B, T, out_dim)`` and can also return how it used the
 layers, as per-frame, per-head scores ``(B, heads, T, L)``:
 
-* :class:`LayerAttentivePooling` (LAP, seed 000): dynamic, per frame and head;
+* :class:`LayerAttentivePooling` (LAP; Kim, Park, Shin, Han, "Rethinking Leveraging
+  Pre-Trained Multi-Layer Representations for Speaker Verification", Interspeech 2025):
+  dynamic, per frame and head;
 * :class:`WeightedLayerSum` (SUPERB): one static softmax weight per layer;
 * :class:`SingleLayer`: one chosen hidden state.
 """

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wespeaker_lap.models.common import build_from_registry
+from wespeaker_lap.registry import Registry
 
 
 class ArcMarginProduct(nn.Module):
@@ -142,11 +142,11 @@ class SoftmaxProjection(nn.Linear):
         return super().forward(x)
 
 
-PROJECTIONS: dict[str, type[nn.Module]] = {
+PROJECTIONS: Registry[type[nn.Module]] = Registry("projection", {
     "arc_margin": ArcMarginProduct,
     "arc_margin_intertopk_subcenter": ArcMarginProduct_intertopk_subcenter,
     "softmax": SoftmaxProjection,
-}
+})
 
 
 def get_projection(name: str, **kwargs: Any) -> nn.Module:
@@ -155,4 +155,4 @@ def get_projection(name: str, **kwargs: Any) -> nn.Module:
     >>> get_projection("softmax", embed_dim=4, num_class=3)
     SoftmaxProjection(in_features=4, out_features=3, bias=True)
     """
-    return build_from_registry(PROJECTIONS, "projection", name, kwargs)
+    return PROJECTIONS.build(name, **kwargs)

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from wespeaker_lap.models.common import build_from_registry
+from wespeaker_lap.models.ca_mhfa import CA_MHFA
 from wespeaker_lap.models.ecapa_tdnn import SSL_ECAPA_TDNN_c512, SSL_ECAPA_TDNN_c1024
 from wespeaker_lap.models.mhfa import MHFA
 from wespeaker_lap.models.speaker_models import (
@@ -22,17 +22,19 @@ from wespeaker_lap.models.speaker_models import (
     LastLayer_ASTP,
 )
 from wespeaker_lap.models.unipool import UniPool
+from wespeaker_lap.registry import Registry
 
-SPEAKER_MODELS: dict[str, type[nn.Module]] = {
+SPEAKER_MODELS: Registry[type[nn.Module]] = Registry("speaker model", {
     "LAP_ASTP": LAP_ASTP,
     "SUPERB_ASTP": SUPERB_ASTP,
     "SUPERB_TSTP": SUPERB_TSTP,
     "LastLayer_ASTP": LastLayer_ASTP,
     "MHFA": MHFA,
+    "CA_MHFA": CA_MHFA,
     "UniPool": UniPool,
     "SSL_ECAPA_TDNN_c512": SSL_ECAPA_TDNN_c512,
     "SSL_ECAPA_TDNN_c1024": SSL_ECAPA_TDNN_c1024,
-}
+})
 
 # model_args keys filled from the frontend when absent or -1
 FRONTEND_SIZES = ("feat_dim", "num_layers")
@@ -45,7 +47,7 @@ def get_speaker_model(name: str, **kwargs: Any) -> nn.Module:
     >>> type(m).__name__, m.embed_dim
     ('SUPERB_TSTP', 192)
     """
-    return build_from_registry(SPEAKER_MODELS, "speaker model", name, kwargs)
+    return SPEAKER_MODELS.build(name, **kwargs)
 
 
 def build_speaker_model(

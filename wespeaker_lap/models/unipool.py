@@ -1,4 +1,7 @@
-"""UniPool (seed 001): a layer/frame network over the SSL layers, then LAP and ASTP.
+"""UniPool: a layer/frame network over the SSL layers, then LAP and ASTP.
+
+Kim et al., "Universal Pooling Method of Multi-layer Features from Pretrained Models for
+Speaker Verification", 2024.
 
 Layout inside the layer/frame network is channels-first ``(B, C, L, T)`` (layers as
 image rows, frames as columns) for the 2-D convolutions.

@@ -1,23 +1,14 @@
-"""Checkpoint files: names, trained weights, resumable training state, averaging.
+"""Resumable training state, RNG states, pruning, the final-model link and averaging.
 
-File contract (under ``exp_dir/models/``):
+* ``state_{epoch}.pt`` (:func:`save_training_state`): everything needed to resume
+  exactly after ``epoch``: the trained weights, optimizer, lr and margin
+  schedulers, GradScaler, the python/numpy/torch(/CUDA) RNG states of every rank,
+  the epoch and the data-loader epoch to run next. Written every epoch; older
+  ones are pruned (:func:`prune_states`).
+* ``avg_model.pt`` (:func:`average_checkpoints`): the mean of the last N
+  ``model_*.pt``.
 
-* ``model_{epoch}.pt``: a flat ``state_dict`` (name -> tensor) of the trained
-  weights of the whole extractor (backend, projection head, and the SSL model
-  *only when it was trained*). A frozen frontend is left out: it is rebuilt
-  from ``frontend_args`` in ``config.yaml``. Loadable with
-  :func:`load_weights` (or ``model.load_state_dict(sd, strict=False)``).
-* ``state_{epoch}.pt``: everything needed to resume exactly after ``epoch``:
-  the same weights, optimizer, lr and margin schedulers, GradScaler, the
-  python/numpy/torch(/CUDA) RNG states of every rank, the epoch and the
-  data-loader epoch to run next. Written every epoch; older ones are pruned.
-* ``avg_model.pt``: average of the last N ``model_*.pt`` (:func:`average_state_dicts`).
-* ``final_model.pt``: symlink to the last ``model_{num_epochs}.pt``.
-
-:func:`checkpoint_path` is the one place that builds these names and
-:func:`parse_checkpoint_path` the one place that parses them. Every write goes
-through a temporary file renamed into place, so a killed run never leaves a
-truncated checkpoint.
+File names and weight files themselves are :mod:`wespeaker_lap.io.checkpoints`.
 """
 
 from __future__ import annotations
@@ -25,9 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,169 +24,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from wespeaker_lap.io.files import atomic_path
+from wespeaker_lap.io.checkpoints import (
+    STATE_FORMAT,
+    CheckpointError,
+    checkpoint_path,
+    list_checkpoints,
+    load_torch,
+    parse_checkpoint_path,
+    read_weights,
+    save_torch,
+    save_weights,
+    trained_state_dict,
+)
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("model", "state")
-_NAME_RE = re.compile(r"^(model|state)_(\d+)\.pt$")
-
-
-# ------------------------------------------------------------------------- names
-def checkpoint_path(models_dir: str | os.PathLike, epoch: int, kind: str = "model") -> Path:
-    """``models_dir/{kind}_{epoch}.pt`` for kind ``model`` (weights) or ``state`` (resume).
-
-    >>> checkpoint_path("exp/x/models", 7).as_posix()
-    'exp/x/models/model_7.pt'
-    """
-    if kind not in KINDS:
-        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
-    epoch = int(epoch)
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
-    return Path(models_dir) / f"{kind}_{epoch}.pt"
-
-
-def parse_checkpoint_path(path: str | os.PathLike) -> tuple[str, int]:
-    """``(kind, epoch)`` of a checkpoint file name; ValueError for any other name.
-
-    >>> parse_checkpoint_path("exp/x/models/state_12.pt")
-    ('state', 12)
-    """
-    m = _NAME_RE.match(Path(path).name)
-    if m is None:
-        raise ValueError(
-            f"not a checkpoint name: {os.fspath(path)!r} (expected model_<epoch>.pt "
-            "or state_<epoch>.pt)"
-        )
-    return m.group(1), int(m.group(2))
-
-
-def list_checkpoints(models_dir: str | os.PathLike, kind: str = "model") -> list[tuple[int, Path]]:
-    """``[(epoch, path)]`` of the ``kind`` checkpoints in ``models_dir``, by epoch."""
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        return []
-    out = []
-    for p in models_dir.iterdir():
-        try:
-            k, e = parse_checkpoint_path(p)
-        except ValueError:
-            continue
-        if k == kind:
-            out.append((e, p))
-    return sorted(out)
-
-
-# ----------------------------------------------------------------------- weights
-def _frozen_prefixes(model: nn.Module) -> list[str]:
-    """State-dict prefixes of submodules marked ``frozen`` with no trainable parameter."""
-    out = []
-    for name, module in model.named_modules():
-        if not name or getattr(module, "frozen", False) is not True:
-            continue
-        if any(p.requires_grad for p in module.parameters()):
-            continue
-        if any(name.startswith(p) for p in out):
-            continue
-        out.append(name + ".")
-    return out
-
-
-def trained_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict without frozen submodules (a frozen SSL frontend).
-
-    Tensors are detached CPU copies (so saving does not hold GPU memory).
-    """
-    model = unwrap(model)
-    skip = _frozen_prefixes(model)
-    return {
-        k: v.detach().to("cpu", copy=True)
-        for k, v in model.state_dict().items()
-        if not any(k.startswith(p) for p in skip)
-    }
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel wrapper."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) \
-        else model
-
-
-def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Write the trained weights (:func:`trained_state_dict`) of ``model`` atomically."""
-    sd = dict(model) if isinstance(model, Mapping) else trained_state_dict(model)
-    with atomic_path(path) as tmp:
-        torch.save(sd, tmp)
-    return Path(path)
-
-
-def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a weights file (``model_*.pt``, ``avg_model.pt``) or the weights of a state file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and obj.get("format") == STATE_FORMAT:
-        obj = obj["model"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    return dict(obj)
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_weights` did: loaded keys, and the ones it had to leave."""
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # in the model, not in the file
-    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
-    mismatched: list[str] = field(default_factory=list)  # same name, other shape
-
-
-def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
-                 strict: bool = True) -> LoadReport:
-    """Load trained weights into ``model``.
-
-    Keys of frozen submodules (a frozen SSL frontend) may be absent: they keep the
-    weights the model was built with. ``strict``: any other missing, unexpected or
-    shape-mismatched key is an error (resuming). Not strict: load what fits and log
-    the rest (``model_init`` from another phase, where e.g. the number of classes
-    differs; extraction without the projection head).
-    """
-    model = unwrap(model)
-    sd = read_weights(source) if not isinstance(source, Mapping) else dict(source)
-    own = model.state_dict()
-    frozen = _frozen_prefixes(model)
-    report = LoadReport()
-    for k, v in sd.items():
-        if k not in own:
-            report.unexpected.append(k)
-        elif tuple(own[k].shape) != tuple(v.shape):
-            report.mismatched.append(f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}")
-        else:
-            report.loaded.append(k)
-    report.missing = [
-        k for k in own if k not in sd and not any(k.startswith(p) for p in frozen)
-    ]
-    bad = report.missing + report.unexpected + report.mismatched
-    where = source if not isinstance(source, Mapping) else "state dict"
-    if bad and strict:
-        raise ValueError(
-            f"checkpoint {where} does not fit the model: missing {report.missing[:8]}, "
-            f"unexpected {report.unexpected[:8]}, mismatched {report.mismatched[:8]}"
-        )
-    with torch.no_grad():
-        for k in report.loaded:
-            own[k].copy_(sd[k])
-    if bad:
-        logger.warning(
-            "loaded %d tensors from %s; left %d missing %s, %d unexpected %s, %d mismatched %s",
-            len(report.loaded), where, len(report.missing), report.missing[:5],
-            len(report.unexpected), report.unexpected[:5], len(report.mismatched),
-            report.mismatched[:5],
-        )
-    return report
 
 
 # -------------------------------------------------------------------------- RNG
@@ -246,7 +86,6 @@ def _to_tuple(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------- training state
-STATE_FORMAT = "wespeaker_lap.train_state.v1"
 
 
 def save_training_state(path: str | os.PathLike, *, model: nn.Module, epoch: int,
@@ -273,9 +112,7 @@ def save_training_state(path: str | os.PathLike, *, model: nn.Module, epoch: int
         "rng": rng_states if rng_states is not None else [get_rng_state()],
         "extra": dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
+    return save_torch(state, path, "training state")
 
 
 def _state_of(obj: Any) -> Any:
@@ -285,12 +122,36 @@ def _state_of(obj: Any) -> Any:
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read a file written by :func:`save_training_state`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training state not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, "training state")
     if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a training-state file ({STATE_FORMAT})")
+        raise CheckpointError(f"{path} is not a training-state file ({STATE_FORMAT})")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: training-state file lacks {missing}")
     return dict(state)
+
+
+#: What every file written by :func:`save_training_state` holds.
+_STATE_KEYS = ("epoch", "model", "optimizer", "rng")
+
+
+def remove_stale_tmp_files(models_dir: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.<random>.tmp`` files that a kill during a save left in ``models_dir``.
+
+    :func:`~wespeaker_lap.io.files.atomic_path` names its temporary files so; a
+    finished save renames its file, so on resume (one training run per
+    ``exp_dir``) any left over is garbage. Returns the removed paths.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    gone = sorted(p for p in models_dir.glob(".*.tmp") if p.is_file() or p.is_symlink())
+    for p in gone:
+        p.unlink(missing_ok=True)
+    if gone:
+        logger.warning("removed %d temporary file(s) left by an interrupted save in %s: %s",
+                       len(gone), models_dir, [p.name for p in gone[:5]])
+    return gone
 
 
 def resolve_resume(checkpoint: str | os.PathLike, models_dir: str | os.PathLike
@@ -305,8 +166,20 @@ def resolve_resume(checkpoint: str | os.PathLike, models_dir: str | os.PathLike
         states = list_checkpoints(models_dir, "state")
         if not states:
             raise FileNotFoundError(f"--checkpoint latest: no state_*.pt in {models_dir}")
-        epoch, state = states[-1]
-        return epoch, state, None
+        problems = []
+        for epoch, state in reversed(states):
+            try:
+                load_training_state(state)
+            except CheckpointError as e:
+                problems.append(str(e))
+                logger.warning("--checkpoint latest: skipping %s: %s", state, e)
+                continue
+            if problems:
+                logger.warning("--checkpoint latest: %d newer state file(s) unreadable; "
+                               "resuming from %s (epoch %d)", len(problems), state, epoch)
+            return epoch, state, None
+        raise CheckpointError(f"--checkpoint latest: no intact state_*.pt in {models_dir}: "
+                              + "; ".join(problems))
     path = Path(checkpoint)
     kind, epoch = parse_checkpoint_path(path)
     if not path.is_file():

@@ -20,26 +20,29 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
+from wespeaker_lap.registry import Registry
 from wespeaker_lap.utils.distributed import DistInfo, all_reduce_mean, any_true
+from wespeaker_lap.utils.logging_utils import stderr_is_terminal
 
 logger = logging.getLogger(__name__)
 
-LOSSES: dict[str, type[nn.Module]] = {"CrossEntropyLoss": nn.CrossEntropyLoss}
+LOSSES: Registry[type[nn.Module]] = Registry("loss", {"CrossEntropyLoss": nn.CrossEntropyLoss})
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid: {sorted(LOSSES)}")
-    return LOSSES[name](**kwargs)
+    """``LOSSES[name](**kwargs)``; unknown names or arguments list the valid ones."""
+    return LOSSES.build(name, **kwargs)
 
 
 class SpeakerTrainModule(nn.Module):
@@ -118,6 +121,110 @@ def _to_device(batch: Mapping[str, Any], device: torch.device):
             batch["labels"].to(device, non_blocking=nb))
 
 
+@dataclass
+class _Meter:
+    """Sums over the epoch's optimiser steps (this rank): loss x samples, correct, samples."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+
+    def add(self, other: _Meter) -> None:
+        self.loss += other.loss
+        self.correct += other.correct
+        self.count += other.count
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / max(self.count, 1)
+
+    @property
+    def acc(self) -> float:
+        return 100 * self.correct / max(self.count, 1)
+
+
+@contextlib.contextmanager
+def _progress_bar(opts: EpochOptions, info: DistInfo, epoch: int):
+    """A tqdm bar on rank 0 (log lines print above it, not through it), else None.
+
+    When stderr is not a terminal there is no bar: the log rows every
+    ``log_batch_interval`` steps are the progress (a bar would fill the log file
+    with carriage-return lines).
+    """
+    if not (opts.progress and info.is_main and stderr_is_terminal()):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=opts.epoch_iter, desc=f"epoch {epoch}",
+                                       dynamic_ncols=True, leave=False))
+        stack.enter_context(logging_redirect_tqdm())
+        yield bar
+
+
+def _accumulate(it: Iterator[Mapping[str, Any]], module: nn.Module, scaler: Any,
+                opts: EpochOptions, info: DistInfo, epoch: int, step: int, lr: float
+                ) -> _Meter | None:
+    """Forward and backward ``accum_grad`` micro-batches; None when any rank ran out of data.
+
+    Gradients are synchronised across ranks on the last micro-batch only.
+    """
+    ddp = hasattr(module, "no_sync")
+    meter = _Meter()
+    for micro in range(opts.accum_grad):
+        batch = next(it, None)
+        if any_true(batch is None, info):
+            return None
+        wavs, lengths, labels = _to_device(batch, info.device)
+        last = micro == opts.accum_grad - 1
+        sync = contextlib.nullcontext() if (last or not ddp) else module.no_sync()
+        with sync:
+            with autocast_context(info.device, opts.enable_amp, opts.amp_dtype):
+                loss, logits, penalty = module(wavs, lengths, labels)
+            # the penalty comes with every micro-batch: 1/accum each, once per step
+            total = (loss.float() + penalty) / opts.accum_grad
+            scaler.scale(total).backward()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"non-finite loss {loss_value} at epoch {epoch}, step {step}, rank "
+                f"{info.rank} (lr {lr:.3g}); lower the lr or check the data"
+            )
+        n = labels.numel()
+        meter.loss += loss_value * n
+        meter.correct += float((logits.detach().argmax(-1) == labels).sum())
+        meter.count += n
+    return meter
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any, params: list,
+                    grad_clip: float | None) -> None:
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _ran_out(epoch: int, step: int, opts: EpochOptions, info: DistInfo) -> None:
+    if step == 0:
+        raise RuntimeError(
+            f"epoch {epoch} gave no training step on rank {info.rank}: the loader "
+            "yielded no batch (all audio skipped? see the pipeline warnings)"
+        )
+    if info.is_main:
+        logger.warning("epoch %d: data ran out after %d of %d steps", epoch, step,
+                       opts.epoch_iter)
+
+
+def _write_step(writer: Any, step_meter: _Meter, global_step: int, lr: float,
+                margin: float) -> None:
+    writer.add_scalar("train/loss", step_meter.mean_loss, global_step)
+    writer.add_scalar("train/acc", step_meter.acc, global_step)
+    writer.add_scalar("train/lr", lr, global_step)
+    writer.add_scalar("train/margin", margin, global_step)
+
+
 def run_epoch(
     loader: Iterable[Mapping[str, Any]],
     module: nn.Module,
@@ -141,98 +248,36 @@ def run_epoch(
     """
     module.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    ddp = hasattr(module, "no_sync")
     it = iter(loader)
-    sum_loss = sum_correct = sum_count = 0.0
-    n_logged = 0
+    meter = _Meter()
     t0 = time.perf_counter()
-    bar = None
-    redirect: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if opts.progress and info.is_main:
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        bar = tqdm(total=opts.epoch_iter, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
-        redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
     step = 0
     lr = margin = float("nan")
     optimizer.zero_grad(set_to_none=True)
-    try:
-        redirect.__enter__()
+    with _progress_bar(opts, info, epoch) as bar:
         while step < opts.epoch_iter:
             global_step = (epoch - 1) * opts.epoch_iter + step
             lr = scheduler.step(global_step)
             if margin_scheduler is not None:
                 margin_scheduler.step(global_step)
                 margin = float(margin_scheduler.get_margin())
-            ran_out = False
-            step_loss = step_correct = step_count = 0.0
-            for micro in range(opts.accum_grad):
-                batch = next(it, None)
-                if any_true(batch is None, info):
-                    ran_out = True
-                    break
-                wavs, lengths, labels = _to_device(batch, info.device)
-                last = micro == opts.accum_grad - 1
-                sync = contextlib.nullcontext() if (last or not ddp) else module.no_sync()
-                with sync:
-                    with autocast_context(info.device, opts.enable_amp, opts.amp_dtype):
-                        loss, logits, penalty = module(wavs, lengths, labels)
-                    # the penalty comes with every micro-batch: 1/accum each, once per step
-                    total = (loss.float() + penalty) / opts.accum_grad
-                    scaler.scale(total).backward()
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"non-finite loss {loss_value} at epoch {epoch}, step {step}, rank "
-                        f"{info.rank} (lr {lr:.3g}); lower the lr or check the data"
-                    )
-                n = labels.numel()
-                step_loss += loss_value * n
-                step_correct += float((logits.detach().argmax(-1) == labels).sum())
-                step_count += n
-            if ran_out:
+            step_meter = _accumulate(it, module, scaler, opts, info, epoch, step, lr)
+            if step_meter is None:
                 optimizer.zero_grad(set_to_none=True)
-                if step == 0:
-                    raise RuntimeError(
-                        f"epoch {epoch} gave no training step on rank {info.rank}: the loader "
-                        "yielded no batch (all audio skipped? see the pipeline warnings)"
-                    )
-                if info.is_main:
-                    logger.warning("epoch %d: data ran out after %d of %d steps", epoch, step,
-                                   opts.epoch_iter)
+                _ran_out(epoch, step, opts, info)
                 break
-            if opts.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            _optimizer_step(optimizer, scaler, params, opts.grad_clip)
             step += 1
-            sum_loss += step_loss
-            sum_correct += step_correct
-            sum_count += step_count
+            meter.add(step_meter)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{sum_loss / sum_count:.3f}",
-                                acc=f"{100 * sum_correct / sum_count:.1f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{meter.mean_loss:.3f}", acc=f"{meter.acc:.1f}",
+                                lr=f"{lr:.2e}")
             if step % opts.log_batch_interval == 0 and info.is_main:
-                n_logged += 1
-                _log_row(epoch, step, lr, margin, sum_loss / sum_count,
-                         100 * sum_correct / sum_count)
+                _log_row(epoch, step, lr, margin, meter.mean_loss, meter.acc)
                 if writer is not None:
-                    gs = (epoch - 1) * opts.epoch_iter + step
-                    writer.add_scalar("train/loss", step_loss / step_count, gs)
-                    writer.add_scalar("train/acc", 100 * step_correct / step_count, gs)
-                    writer.add_scalar("train/lr", lr, gs)
-                    writer.add_scalar("train/margin", margin, gs)
-    finally:
-        redirect.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
-    mean_loss, mean_acc = all_reduce_mean(
-        [sum_loss / max(sum_count, 1), 100 * sum_correct / max(sum_count, 1)], info
-    )
+                    _write_step(writer, step_meter, global_step + 1, lr, margin)
+    mean_loss, mean_acc = all_reduce_mean([meter.mean_loss, meter.acc], info)
     stats = {"loss": mean_loss, "acc": mean_acc, "lr": lr, "margin": margin, "steps": step,
              "seconds": time.perf_counter() - t0}
     if info.is_main:

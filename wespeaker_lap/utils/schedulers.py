@@ -1,4 +1,4 @@
-"""Optimisers, per-iteration learning-rate schedules, layer-wise lr decay and L2-SP.
+"""Optimisers, per-iteration learning-rate and margin schedules, layer-wise lr decay, L2-SP.
 
 Schedulers are stepped once per *optimiser step* with the global iteration
 ``(epoch - 1) * epoch_iter + i`` (WeSpeaker's convention), so resuming at an
@@ -19,24 +19,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from wespeaker_lap.models.margin_scheduler import MarginScheduler
+from wespeaker_lap.registry import Registry
 
-#: Margin schedulers by the config's ``margin_scheduler`` name (WeSpeaker's one).
-MARGIN_SCHEDULERS: dict[str, type] = {"MarginScheduler": MarginScheduler}
-
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry("optimizer", {
     "SGD": torch.optim.SGD,
     "Adam": torch.optim.Adam,
     "AdamW": torch.optim.AdamW,
-}
+})
 
 
 def build_optimizer(name: str, params: Iterable[Any], lr: float, **kwargs: Any
                     ) -> torch.optim.Optimizer:
     """``OPTIMIZERS[name](params, lr=lr, **kwargs)``; unknown names list the valid ones."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, lr=lr, **kwargs)
+    return OPTIMIZERS.build(name, params, lr=lr, **kwargs)
 
 
 # ------------------------------------------------------------------------ lr curves
@@ -158,16 +153,15 @@ class ExponentialDecrease(LRScheduler):
         return coeff * self.initial_lr * math.exp(frac * math.log(self.final_lr / self.initial_lr))
 
 
-SCHEDULERS: dict[str, type[LRScheduler]] = {
+SCHEDULERS: Registry[type[LRScheduler]] = Registry("scheduler", {
     "WarmupCosine": WarmupCosine,
     "ExponentialDecrease": ExponentialDecrease,
-}
+})
 
 
 def build_scheduler(name: str, optimizer, **kwargs: Any) -> LRScheduler:
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; valid: {sorted(SCHEDULERS)}")
-    return SCHEDULERS[name](optimizer, **kwargs)
+    """``SCHEDULERS[name](optimizer, **kwargs)``; unknown names list the valid ones."""
+    return SCHEDULERS.build(name, optimizer, **kwargs)
 
 
 # --------------------------------------------------------------- layer-wise decay
@@ -270,3 +264,122 @@ class L2SP:
             return torch.zeros(())
         total = sum(((p - r) ** 2).sum() for p, r in zip(self.params, self.ref, strict=True))
         return 0.5 * self.alpha * total
+
+
+# ------------------------------------------------------------------ margin schedule
+# Margin scheduler for AAM heads, with WeSpeaker's semantics.
+#
+# The margin stays at ``initial_margin`` until ``increase_start_epoch``, rises to
+# ``final_margin`` along a curve until ``fix_start_epoch``, and stays there after.
+# It is updated every iteration (``epoch_iter`` iterations per epoch). Curves, for
+# ``r`` in [0, 1] the fraction of the rising phase done:
+#
+# * ``exp`` (WeSpeaker's default): ``1 - 1e-3 ** r`` (fast at first);
+# * ``linear``: ``r``;
+# * ``log`` (the LAP recipe's): ``1 + log(a + (1 - a) r) / -log(a)``, ``a = 5e-3``.
+
+INCREASE_TYPES = ("exp", "linear", "log")
+_EXP_FLOOR = 1e-3  # WeSpeaker's exp curve: ratio = 1 - floor ** r
+_LOG_START = 5e-3  # LAP's log curve: log(linspace(5e-3, 1)) rescaled to [0, 1]
+
+
+def margin_ratio(r: float, increase_type: str) -> float:
+    """Fraction of the margin increase reached after a fraction ``r`` of the rising phase."""
+    if increase_type not in INCREASE_TYPES:
+        raise ValueError(f"unknown increase_type {increase_type!r}; valid: {list(INCREASE_TYPES)}")
+    r = min(max(r, 0.0), 1.0)
+    if increase_type == "exp":
+        return 1.0 - _EXP_FLOOR**r
+    if increase_type == "linear":
+        return r
+    return 1.0 + math.log(_LOG_START + (1.0 - _LOG_START) * r) / -math.log(_LOG_START)
+
+
+class MarginScheduler:
+    """Drive ``projection.update(margin)`` every iteration.
+
+    Args mirror WeSpeaker's ``margin_update`` block: ``initial_margin``,
+    ``final_margin``, ``increase_start_epoch``, ``fix_start_epoch``,
+    ``update_margin`` (False: keep the head's margin untouched),
+    ``increase_type``. ``projection`` is any head with ``update(margin)``;
+    heads without one (softmax) are left alone.
+
+    >>> class Head:
+    ...     def update(self, margin): self.margin = margin
+    >>> s = MarginScheduler(Head(), epoch_iter=10, initial_margin=0.0, final_margin=0.2,
+    ...                     increase_start_epoch=1, fix_start_epoch=3, increase_type="linear")
+    >>> [round(s.margin_at(e * 10), 3) for e in (0, 1, 2, 3, 4)]
+    [0.0, 0.0, 0.1, 0.2, 0.2]
+    """
+
+    def __init__(
+        self,
+        projection,
+        epoch_iter: int,
+        initial_margin: float,
+        final_margin: float,
+        increase_start_epoch: int,
+        fix_start_epoch: int,
+        update_margin: bool = True,
+        increase_type: str = "exp",
+    ):
+        assert epoch_iter > 0, f"epoch_iter must be positive, got {epoch_iter}"
+        assert 0 <= increase_start_epoch <= fix_start_epoch, (
+            f"need 0 <= increase_start_epoch ({increase_start_epoch}) <= "
+            f"fix_start_epoch ({fix_start_epoch})"
+        )
+        if increase_type not in INCREASE_TYPES:
+            raise ValueError(
+                f"unknown increase_type {increase_type!r}; valid: {list(INCREASE_TYPES)}"
+            )
+        self.projection = projection
+        self.epoch_iter = int(epoch_iter)
+        self.initial_margin = float(initial_margin)
+        self.final_margin = float(final_margin)
+        self.increase_start_iter = int(increase_start_epoch * epoch_iter)
+        self.fix_start_iter = int(fix_start_epoch * epoch_iter)
+        self.increase_type = increase_type
+        self.update_margin = bool(update_margin) and hasattr(projection, "update")
+        self.current_iter = 0
+        if self.update_margin:
+            projection.update(self.initial_margin)
+
+    def margin_at(self, iteration: int) -> float:
+        """The scheduled margin at a global iteration (a pure function of it)."""
+        if iteration >= self.fix_start_iter:
+            return self.final_margin
+        if iteration < self.increase_start_iter:
+            return self.initial_margin
+        span = self.fix_start_iter - self.increase_start_iter
+        ratio = margin_ratio((iteration - self.increase_start_iter) / span, self.increase_type)
+        return self.initial_margin + (self.final_margin - self.initial_margin) * ratio
+
+    def step(self, current_iter: int | None = None) -> None:
+        """Set the margin for ``current_iter`` (default: the next iteration) and advance."""
+        if current_iter is not None:
+            self.current_iter = int(current_iter)
+        if self.update_margin:
+            self.projection.update(self.margin_at(self.current_iter))
+        self.current_iter += 1
+
+    def get_margin(self) -> float:
+        """The head's current margin (0.0 for heads without one)."""
+        return float(getattr(self.projection, "margin", 0.0))
+
+    def state_dict(self) -> dict:
+        return {"current_iter": self.current_iter}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.current_iter = int(state["current_iter"])
+        if self.update_margin:
+            self.projection.update(self.margin_at(max(self.current_iter - 1, 0)))
+
+
+#: Margin schedulers by the config's ``margin_scheduler`` name (WeSpeaker's one).
+MARGIN_SCHEDULERS: Registry[type[MarginScheduler]] = Registry(
+    "margin scheduler", {"MarginScheduler": MarginScheduler})
+
+
+def build_margin_scheduler(name: str, projection: Any, **kwargs: Any) -> MarginScheduler:
+    """``MARGIN_SCHEDULERS[name](projection, **kwargs)``; unknown names list the valid ones."""
+    return MARGIN_SCHEDULERS.build(name, projection, **kwargs)

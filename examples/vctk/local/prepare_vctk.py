@@ -1,4 +1,6 @@
-"""VCTK 0.92 speaker verification protocol (UniPool, ANCHORS.md): audio, split, trials.
+"""VCTK 0.92 speaker verification protocol of the UniPool paper (Kim et al., 2024).
+
+Audio, split and trials.
 
     python local/prepare_vctk.py --vctk_root /corpora/VCTK-Corpus-0.92 \\
         --audio_dir data/vctk_16k --data data --seed 777 --nj 8
@@ -44,7 +46,7 @@ from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger("prepare_vctk")
 
-EXCLUDED_SPEAKERS = ("p280", "p315")  # p280: no mic2, p315: no text (ANCHORS.md protocol)
+EXCLUDED_SPEAKERS = ("p280", "p315")  # p280: no mic2, p315: no text (the UniPool protocol)
 FIRST_KEPT_UTT = 25  # utterances 000-024 are the passage every speaker read
 SUBSETS = ("train", "val", "test")
 AUDIO_NAME = re.compile(r"^(?P<spk>[ps]\d+)_(?P<num>\d{3})_mic1\.flac$")

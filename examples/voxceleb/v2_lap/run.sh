@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VoxCeleb recipe: LAP backends on a pre-trained SSL model, trained on VoxCeleb2 dev and
 # evaluated on the cleaned Vox1-O/E/H lists. The stages of WeSpeaker's
-# examples/voxceleb/v2 (ANCHORS.md):
+# examples/voxceleb/v2:
 #   1. data: VoxCeleb2 dev .m4a decoded to flac; data dirs vox2_dev (training, cohort,
 #      calibration) and vox1 (evaluation); Vox1-O/E/H trials in Kaldi format;
 #      MUSAN and RIRS_NOISES dirs; QMF calibration trials drawn from vox2_dev
@@ -13,6 +13,7 @@
 #   7. QMF calibration fitted on the vox2_dev trials; EER / minDCF; results table
 #   8. phase 2: joint fine-tuning from phase 1, then stages 4-7 on it
 #   9. phase 3: large-margin fine-tuning from phase 2, then stages 4-7 on it
+#  10. ONNX export of the newest phase (WeSpeaker's stage 8; off by default)
 #
 #   bash run.sh --vox1_root /corpora/voxceleb1 --vox2_root /corpora/voxceleb2 \
 #     --musan_root /corpora/musan --rirs_root /corpora/RIRS_NOISES
@@ -86,14 +87,13 @@ extract() {  # exp_dir
   tools/extract_embeddings.sh --exp_dir "$1" --gpus "$gpus" --num_workers 4 \
     "$data/vox1" "$data/vox2_dev"
 }
-score() {  # exp_dir [tools/score.sh options]: vox2_dev mean subtracted
-  local exp_dir=$1
-  shift
-  tools/score.sh --exp_dir "$exp_dir" --eval_set vox1 --mean_set vox2_dev "$@" "${trials[@]}"
+score() {  # exp_dir: cosine, vox2_dev mean subtracted
+  tools/score.sh --exp_dir "$1" --eval_set vox1 --mean_set vox2_dev "${trials[@]}"
 }
-asnorm() {  # exp_dir
-  score "$1" --cohort_set vox2_dev --cohort_utt2spk "$data/vox2_dev/utt2spk" --top_n "$top_n" \
-    --json "$1/scores/metrics.json"
+asnorm() {  # exp_dir: AS-norm of score()'s files
+  tools/score_norm.sh --exp_dir "$1" --eval_set vox1 --mean_set vox2_dev --cohort_set vox2_dev \
+    --cohort_utt2spk "$data/vox2_dev/utt2spk" --top_n "$top_n" \
+    --json "$1/scores/metrics.json" "${trials[@]}"
 }
 calibrate() {  # exp_dir
   tools/calibrate.sh --exp_dir "$1" --cal_set vox2_dev --cal_data "$data/vox2_dev" \
@@ -193,4 +193,17 @@ for phase in 2 3; do
     fi
   fi
 done
+
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  # WeSpeaker's export stage; off by default (--stage 10 --stop_stage 10). The newest phase
+  # that was trained is exported; needs the export extra (onnx, onnxruntime).
+  for export_exp in "$exp3" "$exp2" "$exp1"; do
+    [ -f "$export_exp/config.yaml" ] && break
+  done
+  [ -f "$export_exp/config.yaml" ] || die "stage 10 exports a trained system: train one first"
+  log "Stage 10: export ONNX (waveform -> embedding) of $export_exp"
+  tools/average_model.sh --exp_dir "$export_exp"
+  python -m wespeaker_lap.bin.export_onnx --model_dir "$export_exp" \
+    --out "$export_exp/extractor.onnx"
+fi
 log "done"

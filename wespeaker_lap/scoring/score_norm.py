@@ -32,14 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from wespeaker_lap.io.files import read_scp
-from wespeaker_lap.utils.score import (
+from wespeaker_lap.io.xvectors import (
     EmbeddingSource,
     EmbeddingTable,
-    MissingEmbeddingError,
-    Trials,
     check_finite,
     load_embeddings,
     load_mean_vec,
+)
+from wespeaker_lap.scoring.score import (
+    MissingEmbeddingError,
+    Trials,
     normalize_rows,
     read_scores,
     resolve_trials,
@@ -248,6 +250,23 @@ def norm_output_name(score_path: str | os.PathLike, method: str, top_n: int | No
     return f"{stem}.{tag}.score"
 
 
+def norm_output_paths(score_paths: Sequence[str | os.PathLike], method: str = "asnorm",
+                      top_n: int | None = 300, output_dir: str | os.PathLike | None = None
+                      ) -> list[Path]:
+    """Where each normalised score file goes (:func:`norm_output_name` in ``output_dir``)."""
+    if method not in NORM_METHODS:
+        raise ValueError(
+            f"unknown score normalisation {method!r}; choose one of {list(NORM_METHODS)}"
+        )
+    top = top_n if NORM_METHODS[method] else None
+    outs = [Path(output_dir or Path(sp).parent) / norm_output_name(sp, method, top)
+            for sp in score_paths]
+    if len(set(outs)) != len(outs):
+        raise ValueError(f"score files with the same name would write the same output: "
+                         f"{[os.fspath(p) for p in score_paths]}")
+    return outs
+
+
 def normalize_score_files(
     score_paths: Sequence[str | os.PathLike],
     embeddings: EmbeddingSource,
@@ -264,25 +283,19 @@ def normalize_score_files(
     The evaluation embeddings, the cohort and the per-utterance cohort
     statistics are loaded or computed once for all files.
     """
-    if method not in NORM_METHODS:
-        raise ValueError(
-            f"unknown score normalisation {method!r}; choose one of {list(NORM_METHODS)}"
-        )
+    outs = norm_output_paths(score_paths, method, top_n, output_dir)
     table = load_embeddings(embeddings)
     if mean_vec is not None and not isinstance(mean_vec, np.ndarray):
         mean_vec = load_mean_vec(mean_vec, table.dim)
     cohort = build_cohort(cohort_embeddings, mean_vec, cohort_utt2spk, allow_missing)
     top = top_n if NORM_METHODS[method] else None
     stats = CohortStats(table, cohort, mean_vec, top)
-    outs = []
-    for sp in score_paths:
+    for sp, out in zip(score_paths, outs, strict=True):
         trials, scores = read_scores(sp)
         kept, normed = normalize_scores(
             trials, scores, table, cohort, method=method, allow_missing=allow_missing,
             stats=stats,
         )
-        out = Path(output_dir or Path(sp).parent) / norm_output_name(sp, method, top)
         write_scores(out, kept, normed)
         logger.info("%s: %d trials of %s -> %s", method, len(kept), sp, out)
-        outs.append(out)
     return outs

@@ -1,6 +1,6 @@
 """Verification metrics: EER, minDCF, Cllr and the DET curve, vectorised by one sort.
 
-Definitions (NIST SRE / VoxCeleb, see ``/work/shared/ANCHORS.md``): a trial is
+Definitions (NIST SRE and the VoxCeleb challenges): a trial is
 accepted when its score is at or above the threshold. Over all thresholds
 (every distinct score, plus accept-all and reject-all):
 

@@ -1,4 +1,10 @@
-"""Loading a trained extractor and computing embeddings: shared by ``extract`` and the CLI."""
+"""A trained extractor for inference: find it, load it, embed batches.
+
+Shared by extraction (:mod:`wespeaker_lap.utils.extraction`), the
+``wespeaker-lap`` command and export. An experiment directory (``exp_dir``)
+holds ``config.yaml`` and weights (:data:`MODEL_CANDIDATES`, else the newest
+``models/model_{epoch}.pt``).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from wespeaker_lap.io.checkpoints import list_checkpoints, read_weights
+from wespeaker_lap.io.files import read_yaml
+from wespeaker_lap.models.extractor import SpeakerEmbeddingExtractor, build_extractor
+from wespeaker_lap.models.fingerprint import check_frontend_identity, resolve_frontend_args
+from wespeaker_lap.models.lora import holds_ssl_weights
+
 logger = logging.getLogger(__name__)
 
-# What a trained model directory (an exp_dir) may hold, in order of preference.
+#: What a trained model directory (an exp_dir) may hold, in order of preference.
 MODEL_CANDIDATES = ("models/avg_model.pt", "avg_model.pt", "models/final_model.pt",
                     "final_model.pt")
 
@@ -25,8 +37,6 @@ def resolve_model_dir(model_dir: str | os.PathLike) -> tuple[Path, Path]:
     Weights: ``avg_model.pt``, else ``final_model.pt``, else the newest
     ``models/model_{epoch}.pt``.
     """
-    from wespeaker_lap.utils.checkpoint import list_checkpoints
-
     d = Path(model_dir)
     config = d / "config.yaml"
     if not config.is_file():
@@ -34,7 +44,7 @@ def resolve_model_dir(model_dir: str | os.PathLike) -> tuple[Path, Path]:
     for name in MODEL_CANDIDATES:
         if (d / name).is_file():
             return config, d / name
-    ckpts = list_checkpoints(d / "models") if (d / "models").is_dir() else []
+    ckpts = list_checkpoints(d / "models")
     if ckpts:
         return config, ckpts[-1][1]
     raise FileNotFoundError(
@@ -59,32 +69,34 @@ def load_trained_extractor(
     weights: str | os.PathLike | None,
     device: str | torch.device = "cpu",
     dtype: str = "float32",
-):
+    ignore_frontend_mismatch: bool = False,
+) -> SpeakerEmbeddingExtractor:
     """Build the extractor of a training config and load trained weights into it.
 
-    The training head (``projection.*``) is dropped; every other key must fit.
-    The SSL model's weights, when the checkpoint stores them (joint fine-tuning),
-    replace those of the model the config names. With
-    ``weights=None`` the backend keeps its initial weights (for tests).
-    Returns the extractor in eval mode on ``device``.
-    """
-    from wespeaker_lap.models import build_extractor
-    from wespeaker_lap.utils.checkpoint import load_weights, read_weights
-    from wespeaker_lap.utils.config import read_yaml
+    See :meth:`SpeakerEmbeddingExtractor.load_trained_weights` for what the
+    checkpoint may hold. With ``weights=None`` the backend keeps its initial
+    weights (for tests). Returns the extractor in eval mode on ``device``.
 
-    cfg = read_yaml(config) if not isinstance(config, Mapping) else config
+    When ``config`` is an experiment's ``config.yaml`` file, a relative
+    ``frontend_args.model_name_or_path`` is resolved against its directory and
+    the SSL model is checked against the experiment's ``frontend.json``
+    (:mod:`wespeaker_lap.models.fingerprint`): a different model is a
+    ``FrontendMismatchError`` unless ``ignore_frontend_mismatch``.
+    """
+    if isinstance(config, Mapping):
+        cfg, exp_dir = dict(config), None
+    else:
+        cfg, exp_dir = read_yaml(config), Path(config).parent
+        cfg["frontend_args"] = resolve_frontend_args(cfg.get("frontend_args") or {}, exp_dir,
+                                                     where=os.fspath(config))
+    sd = read_weights(weights) if weights is not None else None
+    if exp_dir is not None:
+        tuned_in_file = sd is not None and holds_ssl_weights(sd)  # LoRA alone: base matters
+        check_frontend_identity(exp_dir, cfg["frontend_args"], ignore=ignore_frontend_mismatch,
+                                weights=not tuned_in_file)
     extractor = build_extractor(inference_config(cfg, dtype))
-    if weights is not None:
-        sd = {k: v for k, v in read_weights(weights).items() if not k.startswith("projection.")}
-        # A checkpoint of joint fine-tuning (phase 2/3) stores the SSL weights. The
-        # inference frontend is frozen (so its state is left out of the extractor's
-        # state dict): load them into it directly, every key required.
-        head = "frontend."
-        tuned = {k[len(head):]: v for k, v in sd.items() if k.startswith(head)}
-        if tuned:
-            extractor.frontend.load_state_dict(tuned, strict=True)
-            sd = {k: v for k, v in sd.items() if not k.startswith(head)}
-        load_weights(extractor, sd, strict=True)
+    if sd is not None:
+        tuned = extractor.load_trained_weights(sd)
         logger.info("loaded %s%s", weights, " (with fine-tuned SSL weights)" if tuned else "")
     return extractor.to(device).eval()
 
@@ -125,7 +137,7 @@ class LayerScoreSum:
 
 @torch.no_grad()
 def embed_batches(
-    extractor,
+    extractor: SpeakerEmbeddingExtractor,
     batches: Iterable[Mapping[str, Any]],
     device: str | torch.device = "cpu",
     layer_scores: LayerScoreSum | None = None,
@@ -139,12 +151,12 @@ def embed_batches(
         wavs = batch["wavs"].to(device)
         lengths = batch["lengths"].to(device)
         if layer_scores is not None:
-            emb, scores = extractor(wavs, lengths, return_layer_scores=True)
+            emb, scores = extractor.embed(wavs, lengths, return_layer_scores=True)
             frames = extractor.frontend.frame_lengths(lengths)
             if scores is not None:
                 layer_scores.add(scores, frames)
         else:
-            emb = extractor(wavs, lengths)
+            emb = extractor.embed(wavs, lengths)
         emb = emb.float().cpu().numpy()
         bad = ~np.isfinite(emb).all(axis=1)
         if bad.any():

@@ -1,6 +1,6 @@
 """Trial lists, embedding tables and mean-subtracted cosine scoring.
 
-Conventions (see ``/work/shared/ANCHORS.md``):
+Conventions (Kaldi's and WeSpeaker's):
 
 * Trials in Kaldi format: ``enroll test target|nontarget`` (or unlabeled
   ``enroll test``); the official VoxCeleb format: ``1|0 enroll test``.
@@ -23,13 +23,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.io.files import atomic_write
+from wespeaker_lap.io.files import BOM_BYTES, atomic_write, strip_bom
+from wespeaker_lap.io.xvectors import (
+    EmbeddingSource,
+    EmbeddingTable,
+    check_finite,
+    load_embeddings,
+    load_mean_vec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +130,15 @@ def _read_columns(path: Path, what: str) -> _Columns:
     if not path.is_file():
         raise FileNotFoundError(f"no such {what}: {path}")
     raw = path.read_bytes()
-    text = raw.decode("utf-8")
+    if raw.startswith(BOM_BYTES):
+        strip_bom(BOM_BYTES.decode("utf-8"), path)  # the warning
+        raw = raw[len(BOM_BYTES):]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                         f"is it a {what}?") from None
     tokens = text.split()
     if not tokens:
         return _Columns(path, 0, [], np.zeros(0, dtype=np.int64))
@@ -274,126 +289,6 @@ def read_scores(path: str | os.PathLike, require_labels: bool = False) -> tuple[
 # embeddings
 
 
-def check_finite(x: np.ndarray, what: str, source: str, keys: Sequence[str] | None = None) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or inf, naming the first bad rows."""
-    finite = np.isfinite(x)
-    if finite.all():
-        return
-    bad_rows = np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1)) if x.ndim else [0]
-    shown = [keys[i] for i in bad_rows[:_SHOW_MISSING]] if keys is not None else list(
-        bad_rows[:_SHOW_MISSING]
-    )
-    raise ValueError(
-        f"{source}: NaN or inf in {what}: {len(bad_rows)} rows, first: "
-        f"{', '.join(str(s) for s in shown)}"
-    )
-
-
-class EmbeddingTable:
-    """Embeddings as one float32 matrix ``(N, D)`` plus ``key -> row``.
-
-    Build it from a dict ``key -> (D,) array`` with :meth:`from_dict` or from
-    Kaldi ``xvector.scp`` files with :meth:`from_scp` (or :func:`load_embeddings`
-    for either). NaN or inf in any embedding is an error.
-    """
-
-    def __init__(self, keys: list[str], matrix: np.ndarray, source: str = "<memory>"):
-        matrix = np.asarray(matrix, dtype=np.float32)
-        if matrix.ndim != 2 or matrix.shape[0] != len(keys):
-            raise ValueError(
-                f"{source}: embeddings of shape {matrix.shape} for {len(keys)} keys; "
-                "expected (num_keys, dim)"
-            )
-        if len(keys) == 0:
-            raise ValueError(f"{source}: no embeddings")
-        check_finite(matrix, "embeddings", source, keys)
-        self.keys = keys
-        self.matrix = matrix
-        self.source = source
-        self.index = {k: i for i, k in enumerate(keys)}
-        if len(self.index) != len(keys):
-            seen: set[str] = set()
-            dup = next(k for k in keys if k in seen or seen.add(k))
-            raise ValueError(f"{source}: duplicate embedding key {dup!r}")
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def dim(self) -> int:
-        return self.matrix.shape[1]
-
-    @classmethod
-    def from_dict(cls, emb: Mapping[str, np.ndarray], source: str = "<memory>") -> EmbeddingTable:
-        keys = list(emb)
-        if not keys:
-            raise ValueError(f"{source}: no embeddings")
-        try:
-            matrix = np.stack([np.asarray(emb[k], dtype=np.float32).reshape(-1) for k in keys])
-        except ValueError as e:
-            raise ValueError(f"{source}: embeddings of different sizes: {e}") from None
-        return cls(keys, matrix, source)
-
-    @classmethod
-    def from_scp(cls, paths: str | os.PathLike | Iterable[str | os.PathLike]) -> EmbeddingTable:
-        """Read one or more Kaldi vector scp files (``xvector.scp``) with kaldiio."""
-        import kaldiio
-
-        if isinstance(paths, str | os.PathLike):
-            paths = [paths]
-        keys: list[str] = []
-        rows: list[np.ndarray] = []
-        names = []
-        for p in paths:
-            p = Path(p)
-            if not p.is_file():
-                raise FileNotFoundError(f"no such embedding scp: {p}")
-            names.append(str(p))
-            for key, vec in kaldiio.load_scp_sequential(str(p)):
-                keys.append(key)
-                rows.append(np.asarray(vec, dtype=np.float32).reshape(-1))
-        source = "+".join(names)
-        if not rows:
-            raise ValueError(f"{source}: no embeddings")
-        try:
-            matrix = np.stack(rows)
-        except ValueError as e:
-            raise ValueError(f"{source}: embeddings of different sizes: {e}") from None
-        return cls(keys, matrix, source)
-
-    def lookup(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(row indices with -1 where missing, boolean found mask)."""
-        get = self.index.get
-        idx = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        return idx, idx >= 0
-
-
-EmbeddingSource = EmbeddingTable | Mapping[str, np.ndarray] | str | os.PathLike | Sequence[str]
-
-
-def load_embeddings(source: EmbeddingSource) -> EmbeddingTable:
-    """An :class:`EmbeddingTable` from a table, a dict, or one or more ``xvector.scp`` paths."""
-    if isinstance(source, EmbeddingTable):
-        return source
-    if isinstance(source, Mapping):
-        return EmbeddingTable.from_dict(source)
-    return EmbeddingTable.from_scp(source)
-
-
-def load_mean_vec(path: str | os.PathLike | None, dim: int | None = None) -> np.ndarray | None:
-    """Read ``mean_vec.npy`` (shape ``(D,)``); ``None`` passes through. Checks dim and NaN."""
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such mean vector file: {path}")
-    vec = np.asarray(np.load(path), dtype=np.float32).reshape(-1)
-    if dim is not None and vec.shape[0] != dim:
-        raise ValueError(f"{path}: mean vector has dim {vec.shape[0]}, embeddings have {dim}")
-    check_finite(vec, "mean vector", str(path))
-    return vec
-
-
 def normalize_rows(x: np.ndarray, mean_vec: np.ndarray | None = None) -> np.ndarray:
     """``(x - mean_vec) / ||x - mean_vec||`` row-wise, float32: ``(N, D) -> (N, D)``."""
     x = np.asarray(x, dtype=np.float32)
@@ -484,6 +379,26 @@ def cosine_score(
     return trials, scores
 
 
+def score_output_paths(trial_paths: Sequence[str | os.PathLike],
+                       output_dir: str | os.PathLike) -> list[Path]:
+    """``output_dir/<trial file name>.score`` for each trial file: the one home of these names.
+
+    Two trial files with the same base name would write the same score file: that
+    is an error naming both, before anything is scored.
+
+    >>> [p.as_posix() for p in score_output_paths(["a/vox1_O.kaldi"], "exp/scores")]
+    ['exp/scores/vox1_O.kaldi.score']
+    """
+    outs: dict[Path, str] = {}
+    for tp in trial_paths:
+        out = Path(output_dir) / (Path(tp).name + ".score")
+        if out in outs:
+            raise ValueError(f"trial files {outs[out]} and {tp} have the same base name and "
+                             f"would both write {out}; rename one or score them apart")
+        outs[out] = os.fspath(tp)
+    return list(outs)
+
+
 def score_files(
     embeddings: EmbeddingSource,
     trial_paths: Sequence[str | os.PathLike],
@@ -496,15 +411,13 @@ def score_files(
 
     The embeddings are loaded once for all trial files (WeSpeaker's ``score.py``).
     """
+    outs = score_output_paths(trial_paths, output_dir)
     table = load_embeddings(embeddings)
     if mean_vec is not None and not isinstance(mean_vec, np.ndarray):
         mean_vec = load_mean_vec(mean_vec, table.dim)
-    outs = []
-    for tp in trial_paths:
+    for tp, out in zip(trial_paths, outs, strict=True):
         trials = read_trials(tp, trial_format)
         kept, scores = cosine_score(table, trials, mean_vec, allow_missing)
-        out = Path(output_dir) / (Path(tp).name + ".score")
         write_scores(out, kept, scores)
         logger.info("scored %d trials of %s -> %s", len(kept), tp, out)
-        outs.append(out)
     return outs

@@ -40,7 +40,7 @@ def plot_det_curves(
     """DET curves (miss vs false-alarm rate on probit axes), one line per entry.
 
     ``curves``: name -> ``(p_miss, p_fa)`` arrays as returned by
-    :func:`wespeaker_lap.utils.metrics.det_curve` (first two items).
+    :func:`wespeaker_lap.scoring.metrics.det_curve` (first two items).
     """
     if not curves:
         raise ValueError("no DET curves to plot")

@@ -148,8 +148,7 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
     """
     import torch
 
-    from wespeaker_lap.bin.train import build_model, seed_everything
-    from wespeaker_lap.utils.checkpoint import trained_state_dict
+    from wespeaker_lap.io.checkpoints import trained_state_dict
     from wespeaker_lap.utils.config import load_config
     from wespeaker_lap.utils.distributed import barrier, cleanup, init_distributed, wrap_ddp
     from wespeaker_lap.utils.executor import (
@@ -159,6 +158,7 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
         run_epoch,
     )
     from wespeaker_lap.utils.schedulers import WarmupCosine, param_groups
+    from wespeaker_lap.utils.trainer import build_model, seed_everything
 
     info = init_distributed("cpu")
     cfg = load_config(config)

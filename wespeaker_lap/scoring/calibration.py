@@ -37,19 +37,16 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from wespeaker_lap.io.files import atomic_write, read_table
-from wespeaker_lap.utils.metrics import compute_cllr
-from wespeaker_lap.utils.score import (
+from wespeaker_lap.io.files import atomic_write, read_utt2dur
+from wespeaker_lap.io.xvectors import (
     EmbeddingSource,
     EmbeddingTable,
-    MissingEmbeddingError,
-    Trials,
     load_embeddings,
     load_mean_vec,
-    read_scores,
-    write_scores,
 )
-from wespeaker_lap.utils.score_norm import CohortStats, build_cohort
+from wespeaker_lap.scoring.metrics import compute_cllr
+from wespeaker_lap.scoring.score import MissingEmbeddingError, Trials, read_scores, write_scores
+from wespeaker_lap.scoring.score_norm import CohortStats, build_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -75,22 +72,6 @@ def check_features(features: Sequence[str]) -> list[str]:
     if len(set(features)) != len(features) or not features:
         raise ValueError(f"QMF features must be non-empty and distinct, got {features}")
     return features
-
-
-def read_utt2dur(path: str | os.PathLike) -> dict[str, float]:
-    """Read a Kaldi ``utt2dur`` (``utt seconds``); non-positive or bad values are errors."""
-    out: dict[str, float] = {}
-    for key, value in read_table(path, 2, 2):
-        try:
-            dur = float(value)
-        except ValueError:
-            raise ValueError(f"{path}: bad duration {value!r} for {key!r}") from None
-        if not dur > 0 or not math.isfinite(dur):
-            raise ValueError(f"{path}: duration of {key!r} must be positive, got {value}")
-        if key in out:
-            raise ValueError(f"{path}: duration of {key!r} given twice")
-        out[key] = dur
-    return out
 
 
 def trial_features(
