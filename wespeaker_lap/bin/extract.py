@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on batch_size x longest utterance (s)")
     p.add_argument("--num_workers", type=int, default=1)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
                    help="frozen SSL forward precision")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--layer_scores", action="store_true",

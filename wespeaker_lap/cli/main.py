@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--onnx", help="exported model (bin/export_onnx.py): run it with "
                         "onnxruntime, without torch")
         sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-        sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+        sp.add_argument("--dtype", default="float32",
+                        choices=["float32", "bfloat16", "float16", "auto"],
+                        help="SSL forward precision; auto picks the fastest on this device")
         sp.add_argument("-v", "--verbose", action="store_true")
         sp.add_argument("--ignore_frontend_mismatch", action="store_true",
                         help="use the frozen SSL model found even when it differs from the "
