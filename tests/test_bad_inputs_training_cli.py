@@ -221,6 +221,19 @@ def test_an_overwritten_ssl_model_fails_naming_both_fingerprints(ssl_exp, monkey
     load_trained_extractor(*resolve_model_dir(exp), ignore_frontend_mismatch=True)
 
 
+def test_an_unchanged_ssl_model_is_not_hashed_again(ssl_exp, monkeypatch):
+    _, ssl, exp = ssl_exp
+    cfg = yaml.safe_load((exp / "config.yaml").read_text())
+    cfg["frontend_args"]["model_name_or_path"] = str(ssl)
+    (exp / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+    def no_read(path):
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr("wespeaker_lap.models.fingerprint._sha256_file", no_read)
+    load_trained_extractor(*resolve_model_dir(exp))  # size and mtime as recorded
+
+
 def test_cli_and_extract_refuse_a_changed_ssl_model_unless_told(ssl_exp, wavs, tmp_path,
                                                                 capsys):
     recipe, ssl, exp = ssl_exp
