@@ -1,15 +1,21 @@
-"""Frozen SSL forward: real-time factor and peak memory (the floor every backend is measured on).
+"""Frozen SSL forward: time and peak memory per dtype, attention path and input shape.
 
 A WavLM Base+-sized model with random weights (12 layers x 768, 12 heads, FFN 3072,
-512-channel CNN) runs frozen on random audio. Each configuration runs in a fresh
-subprocess so that peak RSS belongs to it alone.
+512-channel CNN) runs frozen through ``SSLFrontend`` on random audio. Each row runs
+in a fresh subprocess so that its peak RSS belongs to it alone.
 
-    python benchmarks/bench_frontend.py                       # full table (2 threads)
-    python benchmarks/bench_frontend.py --quick               # tiny model, smoke test
+    python benchmarks/bench_frontend.py                  # the README table (2 threads)
+    python benchmarks/bench_frontend.py --quick          # tiny model, smoke test
+    python benchmarks/bench_frontend.py --shapes 8x3 --attentions sdpa,eager,transformers
 
-Columns: rtf = wall seconds / seconds of audio processed (lower is faster);
-peak_rss = process high-water mark; fwd_mem = high-water mark minus the RSS after
-the model was built (what the forward itself needed).
+Rows: ``shape`` is batch x seconds per utterance; attention ``transformers`` is the
+plain transformers model (eager attention, padding mask passed, no frontend);
+``windowed`` rows run
+``SSLFrontend.forward_windows`` (default 20 s windows, 4 s overlap) instead of one
+whole-utterance forward. Columns: wall = best wall-clock seconds of the timed runs;
+cpu = process CPU seconds of that run (all threads; steadier than wall on a shared
+machine); RTF = wall / seconds of audio; peak RSS = the process's high-water mark;
+forward mem = peak RSS minus the RSS after the model was built and warmed up.
 """
 
 from __future__ import annotations
@@ -42,6 +48,24 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _plain_transformers(cfg: dict, dtype):
+    """The same model as transformers runs it (eager WavLM attention, no batch-independence
+    machinery), with the padding mask passed: the reference the frontend is compared with."""
+    import torch
+    import transformers
+
+    cfg = dict(cfg)
+    del cfg["model_type"]
+    model = transformers.WavLMModel(transformers.WavLMConfig(**cfg)).eval().to(dtype)
+
+    def forward(wavs, lengths):
+        mask = (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).long()
+        with torch.no_grad():
+            return model(wavs.to(dtype), attention_mask=mask, output_hidden_states=True)
+
+    return forward
+
+
 def run_one(args: argparse.Namespace) -> dict:
     """Child process: build the model, time the forward, report one row as JSON."""
     import torch
@@ -51,24 +75,36 @@ def run_one(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = tiny_ssl_config("wavlm") if args.quick else BASE_PLUS
-    fe = SSLFrontend(config=cfg, dtype=args.dtype)
+    if args.attention == "transformers":
+        fe = _plain_transformers(cfg, getattr(torch, args.dtype))
+    else:
+        fe = SSLFrontend(config=cfg, dtype=args.dtype, attention=args.attention)
+    fe(torch.randn(1, 16000) * 0.1, torch.tensor([16000]))  # warm-up on 1 s: kernel choice
     n = int(args.seconds * 16000)
     wavs = torch.randn(args.batch, n) * 0.1
     lengths = torch.full((args.batch,), n)
     rss_model = _rss_mib()
-    fe(wavs, lengths)  # warm-up
-    times = []
+
+    def forward():
+        if args.windowed:
+            for _ in fe.forward_windows(wavs, lengths):
+                pass
+        else:
+            fe(wavs, lengths)
+
+    best = (float("inf"), 0.0)
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        fe(wavs, lengths)
-        times.append(time.perf_counter() - t0)
-    best = min(times)
+        t0, c0 = time.perf_counter(), time.process_time()
+        forward()
+        best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
     return {
         "dtype": args.dtype,
+        "attention": args.attention + (" windowed" if args.windowed else ""),
         "batch": args.batch,
         "seconds": args.seconds,
-        "wall_s": best,
-        "rtf": best / (args.batch * args.seconds),
+        "wall_s": best[0],
+        "cpu_s": best[1],
+        "rtf": best[0] / (args.batch * args.seconds),
         "peak_rss_mib": _rss_mib(),
         "fwd_mem_mib": _rss_mib() - rss_model,
     }
@@ -77,39 +113,53 @@ def run_one(args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up; best kept")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs after a 1 s warm-up; best")
     p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--durations", default="3,30", help="seconds of audio per utterance")
-    p.add_argument("--batches", default="1,8")
+    p.add_argument("--attentions", default="sdpa,eager")
+    p.add_argument("--shapes", default="8x3,8x30,1x120", help="batch x seconds per utterance")
+    p.add_argument("--windowed", default="1x120",
+                   help="shapes also run through forward_windows (sdpa only); '' for none")
     p.add_argument("--quick", action="store_true", help="tiny model, short audio: a smoke test")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--attention", default="sdpa", help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=3.0, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--windowed_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        args.windowed = args.windowed_child
         print(json.dumps(run_one(args)))
         return
 
-    durations = [1.0] if args.quick else [float(x) for x in args.durations.split(",")]
-    batches = [2] if args.quick else [int(x) for x in args.batches.split(",")]
+    if args.quick:
+        args.shapes, args.windowed = "2x1,1x25", "1x25"
+    shapes = [tuple(s.split("x")) for s in args.shapes.split(",")]
+    windowed = {tuple(s.split("x")) for s in args.windowed.split(",") if s}
     model = "tiny wavlm (random)" if args.quick else "WavLM Base+-sized (random), 12 x 768"
     print(f"# frozen SSL forward: {model}; {args.threads} threads; "
           f"{platform.processor() or platform.machine()}; best of {args.repeats}")
-    print("| dtype | batch | audio/utt (s) | wall (s) | RTF | peak RSS (MiB) "
+    print("| dtype | attention | batch x s | wall (s) | cpu (s) | RTF | peak RSS (MiB) "
           "| forward mem (MiB) |")
-    print("|" + "---|" * 7)
-    for dtype in args.dtypes.split(","):
-        for seconds in durations:
-            for batch in batches:
-                cmd = [sys.executable, __file__, "--child", "--dtype", dtype, "--seconds",
-                       str(seconds), "--batch", str(batch), "--threads", str(args.threads),
-                       "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                r = json.loads(out.strip().splitlines()[-1])
-                print(f"| {r['dtype']} | {r['batch']} | {r['seconds']:g} | {r['wall_s']:.2f} | "
-                      f"{r['rtf']:.3f} | {r['peak_rss_mib']:.0f} | {r['fwd_mem_mib']:.0f} |",
-                      flush=True)
+    print("|" + "---|" * 8)
+    rows = [(d, a, s, False) for d in args.dtypes.split(",") for s in shapes
+            for a in args.attentions.split(",")]
+    rows += [(d, "sdpa", s, True) for d in args.dtypes.split(",") for s in shapes
+             if s in windowed]
+    for dtype, attention, (batch, seconds), win in rows:
+        cmd = [sys.executable, __file__, "--child", "--dtype", dtype, "--attention", attention,
+               "--seconds", seconds, "--batch", batch, "--threads", str(args.threads),
+               "--repeats", str(args.repeats)]
+        cmd += (["--quick"] if args.quick else []) + (["--windowed_child"] if win else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"| {dtype} | {attention} | {batch} x {seconds} | failed: "
+                  f"{out.stderr.strip().splitlines()[-1:]} |||||", flush=True)
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {r['dtype']} | {r['attention']} | {r['batch']} x {r['seconds']:g} | "
+              f"{r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['rtf']:.3f} | "
+              f"{r['peak_rss_mib']:.0f} | {r['fwd_mem_mib']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""SSLFrontend on tiny random configs of every supported family."""
+"""SSLFrontend on tiny random configs of every waveform (CNN) family; w2v-BERT has its own file."""
 
 import json
 
@@ -7,9 +7,10 @@ import torch
 
 from wespeaker_lap.frontend import SSL_FAMILIES, SSLFrontend, get_frontend, tiny_ssl_config
 
+CNN_FAMILIES = [f for f in SSL_FAMILIES if f != "wav2vec2-bert"]
 # (family, stable layer norm): Base-style (GroupNorm CNN) and Large-style (LayerNorm CNN) variants.
-VARIANTS = [(f, False) for f in SSL_FAMILIES] + [
-    (f, True) for f in SSL_FAMILIES if f != "data2vec-audio"
+VARIANTS = [(f, False) for f in CNN_FAMILIES] + [
+    (f, True) for f in CNN_FAMILIES if f != "data2vec-audio"
 ]
 IDS = [f"{f}-{'large' if s else 'base'}" for f, s in VARIANTS]
 
@@ -220,3 +221,90 @@ def test_random_config_frontend_is_the_same_on_every_build():
     c = SSLFrontend(config=tiny_ssl_config("wavlm"), init_seed=1).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_registry_rejects_unknown_constructor_arguments():
+    with pytest.raises(ValueError, match=r"frontend 'ssl' got unknown argument\(s\) \['confg'\]"):
+        get_frontend("ssl", confg=tiny_ssl_config("wavlm"))
+
+
+# ----------------------------------------------------------------- dtype "auto"
+@pytest.fixture
+def fake_probe(monkeypatch):
+    """Make the CPU probe report chosen speeds (seconds per product) and forget its cache."""
+    from wespeaker_lap.frontend import ssl
+
+    def set_speeds(fp32, bf16):
+        monkeypatch.setattr(ssl, "_AUTO_CACHE", {})
+        monkeypatch.setattr(ssl, "_gemm_seconds", lambda dtypes: [
+            fp32 if dtype == torch.float32 else bf16 for dtype in dtypes])
+
+    return set_speeds
+
+
+@pytest.mark.parametrize("fp32,bf16,want", [(1.0, 2.0, torch.float32), (1.0, 0.5, torch.bfloat16),
+                                            (1.0, 0.9, torch.float32)])
+def test_auto_dtype_follows_the_cpu_probe_and_logs_why(fake_probe, caplog, fp32, bf16, want):
+    fake_probe(fp32, bf16)
+    fe = SSLFrontend(config=tiny_ssl_config("wavlm"), dtype="auto")
+    assert fe.dtype == torch.float32  # resolved at the first forward, on the input's device
+    with caplog.at_level("INFO", logger="wespeaker_lap.frontend.ssl"):
+        hidden, _ = fe(*_padded_batch([8000, 6000]))
+    assert fe.dtype == want and next(fe.model.parameters()).dtype == want
+    assert hidden.dtype == torch.float32
+    if want == torch.bfloat16:
+        assert "dtype auto on cpu: bfloat16 (CPU probe: float32" in caplog.text
+
+
+def test_auto_dtype_on_cuda_is_bfloat16_where_supported(fake_probe, monkeypatch):
+    from wespeaker_lap.frontend import auto_dtype
+
+    fake_probe(1.0, 1.0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert auto_dtype("cuda")[0] == torch.bfloat16
+    fake_probe(1.0, 1.0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert auto_dtype("cuda")[0] == torch.float32
+
+
+def test_auto_dtype_of_a_trainable_frontend_is_float32(fake_probe):
+    fake_probe(1.0, 0.1)
+    fe = SSLFrontend(config=tiny_ssl_config("wavlm"), frozen=False, dtype="auto")
+    fe(*_padded_batch([8000]))
+    assert next(fe.model.parameters()).dtype == torch.float32
+
+
+def test_explicit_bfloat16_slower_than_float32_is_kept_with_a_warning(fake_probe, caplog):
+    fake_probe(1.0, 2.0)
+    fe = SSLFrontend(config=tiny_ssl_config("wavlm"), dtype="bfloat16")
+    with caplog.at_level("WARNING", logger="wespeaker_lap.frontend.ssl"):
+        fe(*_padded_batch([8000]))
+        fe(*_padded_batch([8000]))
+    assert caplog.text.count("slower than float32 on this CPU") == 1
+    assert fe.dtype == torch.bfloat16
+
+
+def test_unknown_dtype_lists_auto():
+    with pytest.raises(ValueError, match="'auto'"):
+        SSLFrontend(config=tiny_ssl_config("wavlm"), dtype="fp8")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_length_aware_groupnorm_normalises_each_utterance_over_its_valid_frames(dtype):
+    from wespeaker_lap.frontend import LengthAwareGroupNorm
+
+    norm = LengthAwareGroupNorm(4, 4).to(dtype)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = (torch.randn(3, 4, 50) * 3 + 1).to(dtype)
+    norm.valid_frames = torch.tensor([50, 20, 7])
+    out = norm(x)
+    assert out.dtype == dtype
+    norm.valid_frames = None
+    for i, v in enumerate([50, 20, 7]):
+        assert torch.equal(out[i, :, :v], norm(x[i : i + 1, :, :v])[0])
+        assert torch.all(out[i, :, v:] == 0)
+    ref = torch.nn.functional.group_norm(x[1:2, :, :20].float(), 4, norm.weight.float(),
+                                         norm.bias.float())
+    torch.testing.assert_close(out[1:2, :, :20].float(), ref, atol=0.05 if dtype != torch.float32
+                               else 1e-6, rtol=0.02 if dtype != torch.float32 else 1e-5)

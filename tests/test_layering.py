@@ -29,9 +29,11 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"checks", "io", "registry", "frontend"},
     "pretrain": {"checks", "io", "registry", "frontend", "dataset"},
     "utils": {"checks", "io", "registry", "frontend", "dataset", "models", "scoring"},
-    "cli": {"checks", "io", "registry", "frontend", "dataset", "models", "scoring", "utils"},
+    "export": {"checks", "io", "registry", "frontend", "models"},
+    "cli": {"checks", "io", "registry", "frontend", "dataset", "models", "scoring", "utils",
+            "export"},
     "bin": {"checks", "io", "registry", "frontend", "dataset", "models", "scoring", "utils",
-            "cli", "pretrain"},
+            "cli", "pretrain", "export"},
 }
 #: Parts whose functions may import package modules on use.
 LAZY_OK = {"cli"}

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_common import REPO, child_env, make_corpus, tiny_config, write_config
+from train_helpers import REPO, child_env, make_corpus, tiny_config, write_config
 
 from wespeaker_lap.io.checkpoints import checkpoint_path
 

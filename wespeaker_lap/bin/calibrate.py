@@ -26,6 +26,7 @@ import argparse
 import logging
 import sys
 
+from wespeaker_lap.bin.common import add_allow_missing, add_log_level, run
 from wespeaker_lap.scoring.calibration import (
     DEFAULT_FEATURES,
     TRIAL_FEATURES,
@@ -34,8 +35,6 @@ from wespeaker_lap.scoring.calibration import (
     fit_qmf_file,
     load_quality_sources,
 )
-from wespeaker_lap.scoring.score import MissingEmbeddingError
-from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +51,8 @@ def _add_sources(p: argparse.ArgumentParser) -> None:
                    help="utt2spk of the cohort: one speaker-mean embedding per speaker")
     p.add_argument("--mean_vec", "--mean-vec", default=None,
                    help="mean_vec.npy subtracted before the cohort scores")
-    p.add_argument("--allow_missing", "--allow-missing", action="store_true",
-                   help="skip trials whose utterances lack an embedding or duration")
-    p.add_argument("--log_level", "--log-level", default="INFO",
-                   help="logging level (default INFO)")
+    add_allow_missing(p, "trials whose utterances lack a duration or are")
+    add_log_level(p)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -87,34 +84,29 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    if args.command == "fit":
+        sources = load_quality_sources(
+            args.features, args.embeddings, args.mean_vec, args.cohort_embeddings,
+            args.cohort_utt2spk, args.top_n, args.utt2dur, args.allow_missing,
+        )
+        model = fit_qmf_file(
+            args.scores, sources, args.features, args.p_target, args.l2, args.allow_missing
+        )
+        model.save(args.model)
+        logger.info("QMF model -> %s", args.model)
+        return
+    model = QMFCalibrator.load(args.model)
+    sources = load_quality_sources(
+        model.features, args.embeddings, args.mean_vec, args.cohort_embeddings,
+        args.cohort_utt2spk, model.top_n, args.utt2dur, args.allow_missing,
+    )
+    for out in apply_qmf_files(model, args.scores, sources, args.output_dir, args.allow_missing):
+        print(out)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        if args.command == "fit":
-            sources = load_quality_sources(
-                args.features, args.embeddings, args.mean_vec, args.cohort_embeddings,
-                args.cohort_utt2spk, args.top_n, args.utt2dur, args.allow_missing,
-            )
-            model = fit_qmf_file(
-                args.scores, sources, args.features, args.p_target, args.l2, args.allow_missing
-            )
-            model.save(args.model)
-            logger.info("QMF model -> %s", args.model)
-        else:
-            model = QMFCalibrator.load(args.model)
-            sources = load_quality_sources(
-                model.features, args.embeddings, args.mean_vec, args.cohort_embeddings,
-                args.cohort_utt2spk, model.top_n, args.utt2dur, args.allow_missing,
-            )
-            for out in apply_qmf_files(
-                model, args.scores, sources, args.output_dir, args.allow_missing
-            ):
-                print(out)
-    except (ValueError, OSError, MissingEmbeddingError) as e:
-        logger.error("%s", e)
-        return 1
-    return 0
+    return run(_calibrate, get_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

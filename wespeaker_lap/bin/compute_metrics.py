@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from wespeaker_lap.bin.common import add_log_level, run
 from wespeaker_lap.checks import ConfigError, check_number
 from wespeaker_lap.io.files import atomic_write
 from wespeaker_lap.scoring.metrics import compute_metrics, det_curve, format_metrics
@@ -43,46 +44,46 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--det_png", "--det-png", default=None,
                    help="write a DET curve (probit axes) of all score files to this PNG")
     p.add_argument("--json", default=None, help="also write all metrics to this JSON file")
-    p.add_argument("--log_level", "--log-level", default="INFO",
-                   help="logging level (default INFO)")
+    add_log_level(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        for p in args.p_target:
-            check_number("--p_target", p, lo=0, hi=1, lo_open=True, hi_open=True)
-        check_number("--c_miss", args.c_miss, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
-        check_number("--c_fa", args.c_fa, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
-    except ConfigError as e:
-        logger.error("%s", e)
-        return 2
+def _check_costs(args: argparse.Namespace) -> None:
+    for p in args.p_target:
+        check_number("--p_target", p, lo=0, hi=1, lo_open=True, hi_open=True)
+    check_number("--c_miss", args.c_miss, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
+    check_number("--c_fa", args.c_fa, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
+
+
+def _metrics(args: argparse.Namespace) -> None:
     results = {}
     curves = {}
-    try:
-        for path in args.scores:
-            trials, scores = read_scores(path, require_labels=True)
-            m = compute_metrics(
-                scores, trials.labels, tuple(args.p_target), args.c_miss, args.c_fa
-            )
-            results[path] = m
-            print(format_metrics(path, m), flush=True)
-            if args.det_png:
-                p_miss, p_fa, _ = det_curve(scores, trials.labels)
-                curves[Path(path).name] = (p_miss, p_fa)
+    for path in args.scores:
+        trials, scores = read_scores(path, require_labels=True)
+        m = compute_metrics(scores, trials.labels, tuple(args.p_target), args.c_miss, args.c_fa)
+        results[path] = m
+        print(format_metrics(path, m), flush=True)
         if args.det_png:
-            plot_det_curves(curves, args.det_png)
-            logger.info("DET curve -> %s", args.det_png)
-    except (ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 1
+            p_miss, p_fa, _ = det_curve(scores, trials.labels)
+            curves[Path(path).name] = (p_miss, p_fa)
+    if args.det_png:
+        plot_det_curves(curves, args.det_png)
+        logger.info("DET curve -> %s", args.det_png)
     if args.json:
         with atomic_write(args.json) as f:
             json.dump(results, f, indent=2)
             f.write("\n")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        _check_costs(args)
+    except ConfigError as e:
+        setup_logging(args.log_level)
+        logger.error("%s", e)
+        return 2
+    return run(_metrics, args)
 
 
 if __name__ == "__main__":

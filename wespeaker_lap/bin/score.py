@@ -20,13 +20,12 @@ import argparse
 import logging
 import sys
 
+from wespeaker_lap.bin.common import add_allow_missing, add_log_level, add_print_paths, run
 from wespeaker_lap.scoring.score import (
     TRIAL_FORMATS,
-    MissingEmbeddingError,
     score_files,
     score_output_paths,
 )
-from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -47,37 +46,26 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial_format", "--trial-format", choices=TRIAL_FORMATS, default="auto",
                    help="trial format: kaldi 'enroll test target|nontarget', voxceleb "
                         "'1|0 enroll test', or auto-detect per file (default)")
-    p.add_argument("--allow_missing", "--allow-missing", action="store_true",
-                   help="skip trials naming utterances without embedding (and report the count) "
-                        "instead of failing")
-    p.add_argument("--print_paths", "--print-paths", action="store_true",
-                   help="only print the score file each trial list maps to, one a line "
-                        "(recipes use this to find the files an earlier stage wrote)")
-    p.add_argument("--log_level", "--log-level", default="INFO",
-                   help="logging level (default INFO)")
+    add_allow_missing(p, "trials naming utterances")
+    add_print_paths(p, "trial list")
+    add_log_level(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        if args.print_paths:
-            for out in score_output_paths(args.trials, args.output_dir):
-                print(out)
-            return 0
-        if not args.embeddings:
-            raise ValueError("--embeddings is required (except with --print_paths)")
-        outs = score_files(
-            args.embeddings, args.trials, args.output_dir, args.mean_vec,
-            args.trial_format, args.allow_missing,
-        )
-    except (ValueError, OSError, MissingEmbeddingError) as e:
-        logger.error("%s", e)
-        return 1
+def _score(args: argparse.Namespace) -> None:
+    if args.print_paths:
+        outs = score_output_paths(args.trials, args.output_dir)
+    elif not args.embeddings:
+        raise ValueError("--embeddings is required (except with --print_paths)")
+    else:
+        outs = score_files(args.embeddings, args.trials, args.output_dir, args.mean_vec,
+                           args.trial_format, args.allow_missing)
     for out in outs:
         print(out)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_score, get_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ import argparse
 import logging
 import sys
 
-from wespeaker_lap.scoring.score import MissingEmbeddingError
+from wespeaker_lap.bin.common import add_allow_missing, add_log_level, add_print_paths, run
 from wespeaker_lap.scoring.score_norm import (
     NORM_METHODS,
     norm_output_paths,
     normalize_score_files,
 )
-from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -53,36 +52,29 @@ def get_parser() -> argparse.ArgumentParser:
                    help="number of top cohort scores for AS-norm (default 300)")
     p.add_argument("--output_dir", "--output-dir", default=None,
                    help="directory for the normalised score files (default: beside each input)")
-    p.add_argument("--allow_missing", "--allow-missing", action="store_true",
-                   help="skip trials (and cohort utterances) without embedding instead of failing")
-    p.add_argument("--print_paths", "--print-paths", action="store_true",
-                   help="only print the output file each score file maps to, one a line")
-    p.add_argument("--log_level", "--log-level", default="INFO",
-                   help="logging level (default INFO)")
+    add_allow_missing(p, "trials (and cohort utterances)")
+    add_print_paths(p, "score file")
+    add_log_level(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        if args.print_paths:
-            for out in norm_output_paths(args.scores, args.method, args.top_n, args.output_dir):
-                print(out)
-            return 0
-        if not args.embeddings or not args.cohort_embeddings:
-            raise ValueError("--embeddings and --cohort_embeddings are required "
-                             "(except with --print_paths)")
+def _normalize(args: argparse.Namespace) -> None:
+    if args.print_paths:
+        outs = norm_output_paths(args.scores, args.method, args.top_n, args.output_dir)
+    elif not args.embeddings or not args.cohort_embeddings:
+        raise ValueError("--embeddings and --cohort_embeddings are required "
+                         "(except with --print_paths)")
+    else:
         outs = normalize_score_files(
             args.scores, args.embeddings, args.cohort_embeddings, args.mean_vec,
             args.cohort_utt2spk, args.top_n, args.method, args.output_dir, args.allow_missing,
         )
-    except (ValueError, OSError, MissingEmbeddingError) as e:
-        logger.error("%s", e)
-        return 1
     for out in outs:
         print(out)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_normalize, get_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ An ``.ark`` holds one embedding per key, so the same file given twice is
 refused there; a ``.npy`` has one row per file given, in order.
 Scores are cosine similarities, after subtracting ``--mean_vec`` when given
 (the ``mean_vec.npy`` of the training-set embeddings, as the recipes score).
+
+With ``--onnx FILE`` (written by ``python -m wespeaker_lap.bin.export_onnx``)
+the model runs in onnxruntime on the CPU and torch is never imported; with
+``--model_dir`` too, the file must have been exported from that directory.
 """
 
 from __future__ import annotations
@@ -27,13 +31,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
+# Only numpy-side modules at the top: the --onnx path must run without torch.
+# The torch-based parts are imported on use (cli/ is the one layer allowed to).
 from wespeaker_lap.checks import ConfigError, check_int
-from wespeaker_lap.dataset.dataset import build_eval_loader
 from wespeaker_lap.io.files import atomic_path, read_scp
 from wespeaker_lap.io.xvectors import load_mean_vec, save_npy, write_xvectors
-from wespeaker_lap.models.inference import embed_batches, load_trained_extractor, resolve_model_dir
 from wespeaker_lap.scoring.score import normalize_rows
 from wespeaker_lap.utils.logging_utils import setup_logging
 
@@ -50,6 +53,8 @@ class Embedder:
 
     def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = 8, ignore_frontend_mismatch: bool = False):
+        from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
+
         self.batch_size = check_int("--batch_size", batch_size, lo=1)
         self.device = check_device("--device", device)
         config, weights = resolve_model_dir(model_dir)
@@ -60,6 +65,9 @@ class Embedder:
         self.sample_rate = self.extractor.frontend.sample_rate
 
     def __call__(self, paths: list[str]) -> np.ndarray:
+        from wespeaker_lap.dataset.dataset import build_eval_loader
+        from wespeaker_lap.models.inference import embed_batches
+
         for p in paths:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"no such audio file: {p}")
@@ -89,6 +97,8 @@ def check_device(where: str, device: str) -> str:
     if not isinstance(device, str) or not _DEVICE_RE.match(device):
         raise ConfigError(f"{where}: expected cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda"):
+        import torch
+
         if not torch.cuda.is_available():
             raise ConfigError(f"{where}: {device!r} asked for, but CUDA is not available in "
                               f"this torch build ({torch.__version__}) or on this machine; "
@@ -105,6 +115,22 @@ def check_finite_number(where: str, value: float) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     return value
+
+
+def make_embedder(args: argparse.Namespace, batch_size: int = 8):
+    """The PyTorch :class:`Embedder`, or with ``--onnx`` the onnxruntime one (no torch)."""
+    check_int("--batch_size", batch_size, lo=1)
+    if args.onnx:
+        if args.device != "cpu" or args.dtype != "float32":
+            raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device and "
+                             "--dtype")
+        from wespeaker_lap.export.runtime import OnnxEmbedder
+
+        return OnnxEmbedder(args.onnx, model_dir=args.model_dir, batch_size=batch_size)
+    if not args.model_dir:
+        raise ValueError("give --model_dir (a trained exp_dir) or --onnx (an exported model)")
+    return Embedder(args.model_dir, args.device, args.dtype, batch_size,
+                    args.ignore_frontend_mismatch)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -127,8 +153,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         dup = next(k for k in keys if k in seen or seen.add(k))
         raise ValueError(f"{dup} is given twice; an .ark holds one embedding per key "
                          "(give each file once, or write a .npy, whose rows follow the input)")
-    emb = Embedder(args.model_dir, args.device, args.dtype, args.batch_size,
-                   args.ignore_frontend_mismatch)(paths)
+    emb = make_embedder(args, args.batch_size)(paths)
     if out.suffix == ".npy":
         save_npy(out, emb)
         with atomic_path(out.with_suffix(".keys")) as tmp:
@@ -143,9 +168,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def _pair_score(args: argparse.Namespace) -> float:
     load_mean_vec(args.mean_vec)  # a bad file fails before the model is loaded
-    embedder = Embedder(args.model_dir, args.device, args.dtype,
-                        ignore_frontend_mismatch=args.ignore_frontend_mismatch)
-    emb = embedder([args.wav1, args.wav2])
+    emb = make_embedder(args)([args.wav1, args.wav2])
     a, b = normalize_rows(emb, load_mean_vec(args.mean_vec, emb.shape[1]))
     return float(a @ b)
 
@@ -170,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
-        sp.add_argument("--model_dir", required=True, help="trained exp_dir")
+        sp.add_argument("--model_dir", help="trained exp_dir (with --onnx: the file must "
+                        "have been exported from it)")
+        sp.add_argument("--onnx", help="exported model (bin/export_onnx.py): run it with "
+                        "onnxruntime, without torch")
         sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
         sp.add_argument("-v", "--verbose", action="store_true")
@@ -203,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("INFO" if args.verbose else "WARNING")
-    if not args.verbose:
+    if not args.verbose and not args.onnx:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar

@@ -22,7 +22,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 
-from wespeaker_lap.io.files import atomic_path
+from wespeaker_lap.io.files import atomic_path, strip_bom
 
 _SHOW = 5  # keys shown in an error message
 
@@ -136,42 +136,104 @@ class EmbeddingTable:
 
     @classmethod
     def from_scp(cls, paths: str | os.PathLike | Iterable[str | os.PathLike]) -> EmbeddingTable:
-        """Read one or more Kaldi vector scp files (``xvector.scp``) with kaldiio."""
+        """Read one or more Kaldi vector scp files (``xvector.scp``), keys in file order."""
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         keys: list[str] = []
-        rows: list[np.ndarray] = []
+        blocks: list[np.ndarray] = []
         names = []
         for p in paths:
-            p = Path(p)
-            if not p.is_file():
-                raise FileNotFoundError(f"no such embedding scp: {p}")
+            k, m = read_vector_scp(p)
+            keys += k
+            blocks.append(m)
             names.append(str(p))
-            _check_text_scp(p)
-            try:
-                for key, vec in kaldiio.load_scp_sequential(str(p)):
-                    keys.append(key)
-                    rows.append(np.asarray(vec, dtype=np.float32).reshape(-1))
-            except (ValueError, OSError, EOFError, UnicodeDecodeError, KeyError) as e:
-                where = f"after key {keys[-1]!r}" if keys else "at its first entry"
-                raise ValueError(
-                    f"{p}: cannot read the embeddings it points to ({where}): "
-                    f"{type(e).__name__}: {e} (a truncated or overwritten .ark?)"
-                ) from None
         source = "+".join(names)
-        if not rows:
+        if not keys:
             raise ValueError(f"{source}: no embeddings")
-        try:
-            matrix = np.stack(rows)
-        except ValueError as e:
-            raise ValueError(f"{source}: embeddings of different sizes: {e}") from None
-        return cls(keys, matrix, source)
+        if len({b.shape[1] for b in blocks if len(b)}) > 1:
+            raise ValueError(f"{source}: embeddings of different sizes: "
+                             f"{sorted({b.shape[1] for b in blocks if len(b)})}")
+        return cls(keys, np.concatenate([b for b in blocks if len(b)]), source)
 
     def lookup(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(row indices with -1 where missing, boolean found mask)."""
-        get = self.index.get
-        idx = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        try:  # every key known (the usual case): map is about twice as fast as a generator
+            idx = np.array(list(map(self.index.__getitem__, keys)), dtype=np.int64)
+        except KeyError:
+            get = self.index.get
+            idx = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         return idx, idx >= 0
+
+
+#: What kaldiio writes before a float32 vector's data: binary flag, type token, int32 size.
+_FV_HEAD = b"\0BFV \4"
+
+
+def read_vector_scp(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """``(keys, (N, D) float32)`` of a Kaldi vector scp (``key ark_path:offset`` lines).
+
+    Binary float32 vectors (what :func:`write_xvectors` and Kaldi write) are read
+    straight from each ark with one ``np.frombuffer`` per entry; any other entry
+    (double vectors, matrices, compressed data, pipes) goes through kaldiio.
+    A line that is not ``key location``, a missing ark, a location past the end of
+    its ark (a truncated file) or vectors of different sizes are errors naming
+    the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such embedding scp: {path}")
+    _check_text_scp(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text scp file (byte {e.start} is not UTF-8); "
+                         "give the xvector.scp, not the .ark or an .npy") from None
+    text = strip_bom(text, path)
+    keys: list[str] = []
+    locs: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'key ark_path:offset', got {line!r}")
+        keys.append(fields[0])
+        locs.append(fields[1])
+    if not keys:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    rows: list[np.ndarray | None] = [None] * len(keys)
+    arks: dict[str, bytes | None] = {}
+    for i, loc in enumerate(locs):
+        ark, _, off = loc.rpartition(":")
+        if ark and off.isdigit() and not loc.endswith("|"):
+            if ark not in arks:
+                ark_path = Path(ark)
+                arks[ark] = ark_path.read_bytes() if ark_path.is_file() else None
+                if arks[ark] is None:
+                    raise FileNotFoundError(f"{path}: {keys[i]}: no such ark file: {ark}")
+            data = arks[ark]
+            o = int(off)
+            if o + 10 > len(data):
+                raise ValueError(f"{path}: {keys[i]}: offset {o} is past the end of {ark} "
+                                 f"({len(data)} bytes): a truncated or overwritten ark")
+            if data[o : o + 6] == _FV_HEAD:
+                dim = int.from_bytes(data[o + 6 : o + 10], "little", signed=True)
+                end = o + 10 + 4 * dim
+                if dim < 0 or end > len(data):
+                    raise ValueError(f"{path}: {keys[i]}: vector of {dim} floats at byte {o} "
+                                     f"runs past the end of {ark} ({len(data)} bytes): a "
+                                     "truncated ark")
+                rows[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=o + 10)
+                continue
+        try:
+            rows[i] = np.asarray(kaldiio.load_mat(loc), dtype=np.float32).reshape(-1)
+        except Exception as e:  # kaldiio raises many types on bad data
+            raise ValueError(f"{path}: {keys[i]}: cannot read {loc}: {e}") from None
+    dims = {len(r) for r in rows}
+    if len(dims) > 1:
+        raise ValueError(f"{path}: embeddings of different sizes: {sorted(dims)}")
+    return keys, np.stack(rows).astype(np.float32, copy=False)
+
 
 
 EmbeddingSource = EmbeddingTable | Mapping[str, np.ndarray] | str | os.PathLike | Sequence[str]

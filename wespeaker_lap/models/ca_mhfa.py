@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wespeaker_lap.models.common import lengths_to_mask, weighted_layer_sum
+from wespeaker_lap.models.mhfa import MHFA
 
 
-class CA_MHFA(nn.Module):  # noqa: N801 - the registry name, as in the paper
+class CA_MHFA(MHFA):  # noqa: N801 - the registry name, as in the paper
     """CA-MHFA: MHFA whose attention logits look at a few neighbouring frames.
 
     What is followed. The paper's abstract: keys and values as in MHFA (two
@@ -67,47 +67,21 @@ class CA_MHFA(nn.Module):  # noqa: N801 - the registry name, as in the paper
         compression_dim: int = 128,
         context: int = 5,
     ):
-        super().__init__()
-        assert min(feat_dim, num_layers, embed_dim, head_nb, compression_dim, context) > 0, (
-            f"CA_MHFA sizes must be positive: feat_dim={feat_dim} num_layers={num_layers} "
-            f"embed_dim={embed_dim} head_nb={head_nb} compression_dim={compression_dim} "
-            f"context={context}"
+        assert context > 0 and context % 2 == 1, (
+            f"CA_MHFA context must be a positive odd number of frames, got {context}"
         )
-        assert context % 2 == 1, f"CA_MHFA context must be an odd number of frames, got {context}"
-        self.num_layers = num_layers
-        self.embed_dim = embed_dim
+        super().__init__(feat_dim, num_layers, embed_dim, head_nb, compression_dim)
+        del self.att_head  # MHFA's per-frame queries; here they look at `context` frames
         self.context = context
-        self.weights_k = nn.Parameter(torch.zeros(num_layers))
-        self.weights_v = nn.Parameter(torch.zeros(num_layers))
-        self.cmp_linear_k = nn.Linear(feat_dim, compression_dim)
-        self.cmp_linear_v = nn.Linear(feat_dim, compression_dim)
         # the grouped queries: weight (head_nb, compression_dim, context)
         self.queries = nn.Conv1d(compression_dim, head_nb, context, padding=context // 2,
                                  bias=False)
-        self.pooling_fc = nn.Linear(head_nb * compression_dim, embed_dim)
 
-    def layer_weights(self) -> torch.Tensor:
-        """Softmax layer weights of keys and values, (2, L)."""
-        return torch.softmax(torch.stack([self.weights_k, self.weights_v]), dim=-1)
-
-    def forward(self, x, lengths=None, return_layer_scores=False):
-        b, n_layers, t, _ = x.shape
-        assert n_layers == self.num_layers, (
-            f"CA_MHFA built for {self.num_layers} layers got {n_layers}"
-        )
-        mask = lengths_to_mask(lengths, t)
-        w = self.layer_weights()  # (2, L)
-        kv = weighted_layer_sum(x, w)  # (B, 2, T, D)
-        k = self.cmp_linear_k(kv[:, 0])  # (B, T, C)
-        v = self.cmp_linear_v(kv[:, 1])
+    def attention(self, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Grouped-query attention: keys (B, T, C) -> (B, H, T) over the valid frames."""
         if mask is not None:  # padding = the zeros the convolution pads an utterance with
             k = k.masked_fill(~mask[:, :, None], 0.0)
         att = self.queries(k.transpose(1, 2))  # (B, H, T)
         if mask is not None:
             att = att.masked_fill(~mask[:, None, :], torch.finfo(att.dtype).min)
-        att = F.softmax(att, dim=-1)
-        pooled = torch.bmm(att, v.to(att.dtype)).reshape(b, -1)  # (B, H * C)
-        emb = self.pooling_fc(pooled)
-        if return_layer_scores:
-            return emb, w.view(1, 2, 1, n_layers).expand(b, 2, t, n_layers)
-        return emb
+        return F.softmax(att, dim=-1)

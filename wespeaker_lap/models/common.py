@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _tracing() -> bool:
+    """True while ``torch.jit.trace`` or ``torch.export`` records the graph (ONNX export)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def lengths_to_mask(lengths: torch.Tensor | None, max_len: int) -> torch.Tensor | None:
     """Valid-frame mask from frame counts.
 
@@ -25,7 +30,10 @@ def lengths_to_mask(lengths: torch.Tensor | None, max_len: int) -> torch.Tensor 
     lengths = lengths.to(torch.long)
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be (B,), got shape {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > max_len):
+    # (not while an ONNX export traces the graph: the values there are symbolic; the
+    # ONNX runtime checks lengths before it runs the exported graph)
+    if lengths.numel() and not _tracing() and (
+            int(lengths.min()) < 1 or int(lengths.max()) > max_len):
         raise ValueError(f"frame lengths must lie in [1, {max_len}], got {lengths.tolist()}")
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
@@ -67,7 +75,14 @@ def masked_batch_norm(
         mask = mask.expand(x.shape[:-1])
         if bool(mask.all()):
             mask = None
-    if mask is None or not use_batch:
+    if not use_batch:
+        # eval: each position alone with the running statistics, written out (rather than
+        # F.batch_norm on a reshaped view) so that the ONNX export keeps the channel size
+        y = (x - bn.running_mean) * torch.rsqrt(bn.running_var + bn.eps)
+        if affine and bn.affine:
+            y = y * bn.weight + bn.bias
+        return y
+    if mask is None:
         factor = _momentum(bn)
         y = F.batch_norm(
             x.reshape(-1, c), bn.running_mean, bn.running_var, weight, bias,

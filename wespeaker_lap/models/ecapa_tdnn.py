@@ -138,6 +138,19 @@ class SSL_ECAPA_TDNN(nn.Module):
             feats, scores = self.aggregation(x, mask, return_scores=True)
         else:
             feats = self.aggregation(x, mask)
+        emb = self.pool_frames(feats, lengths)
+        return (emb, scores) if return_layer_scores else emb
+
+    # -- the two halves, for long audio (see SpeakerEmbeddingExtractor.embed)
+    def frame_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weighted layer sum, frame by frame: (B, L, T, D) -> (B, T, D), layer weights."""
+        return self.aggregation(x, lengths_to_mask(lengths, x.shape[2]), return_scores=True)
+
+    def pool_frames(self, feats: torch.Tensor, lengths: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """The TDNN (time context) and pooling: (B, T, D) -> (B, embed_dim)."""
+        mask = lengths_to_mask(lengths, feats.shape[1])
         m = None if mask is None else mask[:, None, :].to(feats.dtype)  # (B, 1, T)
         y = feats.transpose(1, 2)  # (B, D, T)
         out1 = self.layer1(y, mask, m)
@@ -145,8 +158,7 @@ class SSL_ECAPA_TDNN(nn.Module):
         out3 = self.layer3(out2, mask, m)
         out4 = self.layer4(out3, mask, m)
         out = torch.relu(self.conv(torch.cat([out2, out3, out4], dim=1)))  # (B, 1536, T)
-        emb = self.embedding(self.pooling(out.transpose(1, 2), mask))
-        return (emb, scores) if return_layer_scores else emb
+        return self.embedding(self.pooling(out.transpose(1, 2), mask))
 
 
 class SSL_ECAPA_TDNN_c512(SSL_ECAPA_TDNN):

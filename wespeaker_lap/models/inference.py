@@ -22,6 +22,7 @@ from wespeaker_lap.io.checkpoints import list_checkpoints, read_weights
 from wespeaker_lap.io.files import read_yaml
 from wespeaker_lap.models.extractor import SpeakerEmbeddingExtractor, build_extractor
 from wespeaker_lap.models.fingerprint import check_frontend_identity, resolve_frontend_args
+from wespeaker_lap.models.lora import holds_ssl_weights
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def load_trained_extractor(
                                                      where=os.fspath(config))
     sd = read_weights(weights) if weights is not None else None
     if exp_dir is not None:
-        tuned_in_file = sd is not None and any(k.startswith("frontend.") for k in sd)
+        tuned_in_file = sd is not None and holds_ssl_weights(sd)  # LoRA alone: base matters
         check_frontend_identity(exp_dir, cfg["frontend_args"], ignore=ignore_frontend_mismatch,
                                 weights=not tuned_in_file)
     extractor = build_extractor(inference_config(cfg, dtype))
@@ -150,12 +151,12 @@ def embed_batches(
         wavs = batch["wavs"].to(device)
         lengths = batch["lengths"].to(device)
         if layer_scores is not None:
-            emb, scores = extractor(wavs, lengths, return_layer_scores=True)
+            emb, scores = extractor.embed(wavs, lengths, return_layer_scores=True)
             frames = extractor.frontend.frame_lengths(lengths)
             if scores is not None:
                 layer_scores.add(scores, frames)
         else:
-            emb = extractor(wavs, lengths)
+            emb = extractor.embed(wavs, lengths)
         emb = emb.float().cpu().numpy()
         bad = ~np.isfinite(emb).all(axis=1)
         if bad.any():

@@ -55,22 +55,47 @@ class MHFA(nn.Module):
         """Softmax layer weights of keys and values, (2, L)."""
         return torch.softmax(torch.stack([self.weights_k, self.weights_v]), dim=-1)
 
-    def forward(self, x, lengths=None, return_layer_scores=False):
-        b, n_layers, t, _ = x.shape
+    def keys_values(self, x: torch.Tensor, lengths: torch.Tensor | None):
+        """``(k, v, mask, w)``: compressed keys and values (B, T, C), frame mask, layer weights."""
+        n_layers, t = x.shape[1], x.shape[2]
         assert n_layers == self.num_layers, (
-            f"MHFA built for {self.num_layers} layers got {n_layers}"
+            f"{type(self).__name__} built for {self.num_layers} layers got {n_layers}"
         )
         mask = lengths_to_mask(lengths, t)
         w = self.layer_weights()  # (2, L)
         kv = weighted_layer_sum(x, w)  # (B, 2, T, D): both sums in one pass over x
-        k = self.cmp_linear_k(kv[:, 0])  # (B, T, C)
-        v = self.cmp_linear_v(kv[:, 1])
-        att = self.att_head(k)  # (B, T, H)
+        return self.cmp_linear_k(kv[:, 0]), self.cmp_linear_v(kv[:, 1]), mask, w
+
+    def attention(self, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Per-head attention over the valid frames: keys (B, T, C) -> (B, H, T), rows sum to 1."""
+        att = self.att_head(k).transpose(1, 2)  # (B, H, T)
         if mask is not None:
-            att = att.masked_fill(~mask[:, :, None], torch.finfo(att.dtype).min)
-        att = torch.softmax(att, dim=1)
-        pooled = torch.einsum("bth,btc->bhc", att, v).reshape(b, -1)  # (B, H * C)
-        emb = self.pooling_fc(pooled)
+            att = att.masked_fill(~mask[:, None, :], torch.finfo(att.dtype).min)
+        return torch.softmax(att, dim=-1)
+
+    def forward(self, x, lengths=None, return_layer_scores=False):
+        b, n_layers, t, _ = x.shape
+        k, v, mask, w = self.keys_values(x, lengths)
+        emb = self._pool(k, v, mask)
         if return_layer_scores:
             return emb, w.view(1, 2, 1, n_layers).expand(b, 2, t, n_layers)
         return emb
+
+    def _pool(self, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        att = self.attention(k, mask)
+        pooled = torch.bmm(att, v.to(att.dtype)).reshape(k.shape[0], -1)  # (B, H * C)
+        return self.pooling_fc(pooled)
+
+    # -- the two halves, for long audio (see SpeakerEmbeddingExtractor.embed)
+    def frame_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compressed keys and values, frame by frame: (B, L, T, D) -> (B, T, 2C), scores."""
+        b, n_layers, t, _ = x.shape
+        k, v, _, w = self.keys_values(x, lengths)
+        return torch.cat([k, v], dim=-1), w.view(1, 2, 1, n_layers).expand(b, 2, t, n_layers)
+
+    def pool_frames(self, frames: torch.Tensor, lengths: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Attention over time and pooling: (B, T, 2C) -> (B, embed_dim)."""
+        k, v = frames.chunk(2, dim=-1)
+        return self._pool(k, v, lengths_to_mask(lengths, frames.shape[1]))

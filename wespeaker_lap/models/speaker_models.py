@@ -49,6 +49,21 @@ class AggregatePoolModel(nn.Module):
         emb = self.embedding(self.pooling(frames, mask))
         return (emb, scores) if return_layer_scores else emb
 
+    # -- the two halves, for long audio (see SpeakerEmbeddingExtractor.embed)
+    def frame_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-frame part (each frame on its own in eval mode): (B, L, T, D) -> (B, T, C).
+
+        Also returns the layer scores (B, heads, T, L) when the aggregation has them.
+        """
+        mask = lengths_to_mask(lengths, x.shape[2])
+        return self.aggregation(x, mask, return_scores=True)
+
+    def pool_frames(self, frames: torch.Tensor, lengths: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Utterance part: frame features (B, T, C) -> embeddings (B, embed_dim)."""
+        return self.embedding(self.pooling(frames, lengths_to_mask(lengths, frames.shape[1])))
+
 
 class LAP_ASTP(AggregatePoolModel):
     """The LAP paper's backend: LAP (16 heads, 512 out) + ASTP + 192-d embedding.

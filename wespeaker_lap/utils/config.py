@@ -54,6 +54,7 @@ from wespeaker_lap.dataset.schema import (
 from wespeaker_lap.frontend import FRONTENDS
 from wespeaker_lap.io.files import atomic_write, read_yaml, yaml_load
 from wespeaker_lap.models import PROJECTIONS, SPEAKER_MODELS
+from wespeaker_lap.models.lora import LORA_ARGS_KEYS, check_lora_config, parse_lora_args
 from wespeaker_lap.registry import Registry, accepted_keywords
 from wespeaker_lap.utils.executor import LOSSES
 from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS
@@ -113,6 +114,8 @@ TOP_LEVEL_KEYS: dict[str, str] = {
     "scheduler_args": "(section) scheduler arguments",
     "finetune_args": "(section) joint fine-tuning of the SSL model (phase 2/3): "
     "layer_decay, frontend_lr_ratio, l2sp_alpha",
+    "lora_args": "(section) LoRA on the SSL Transformer (phase 2/3, with frontend_args.frozen: "
+    "false): rank, alpha, dropout, target_modules; only LoRA and backend weights train",
 }
 
 #: Defaults filled in for header keys a config leaves out (WeSpeaker's defaults
@@ -192,6 +195,7 @@ SECTION_KEYS: dict[str, Collection[str]] = {
     "dataloader_args": DATALOADER_ARGS_KEYS,
     # see wespeaker_lap.utils.schedulers.param_groups and L2SP
     "finetune_args": ("layer_decay", "frontend_lr_ratio", "l2sp_alpha"),
+    "lora_args": LORA_ARGS_KEYS,  # see wespeaker_lap.models.lora
 }
 
 
@@ -275,6 +279,7 @@ SECTION_RESOLVERS: dict[str, Callable[[Mapping[str, Any]], set[str] | None]] = {
 SECTION_CHECKS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "dataset_args": parse_dataset_args,
     "dataloader_args": parse_dataloader_args,
+    "lora_args": parse_lora_args,
 }
 
 
@@ -427,6 +432,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
         if key in SECTION_CLASSES:
             check_section_types(cfg, key)
     check_header(cfg)
+    check_lora_config(cfg)
 
 
 # ------------------------------------------------------------------------ overrides

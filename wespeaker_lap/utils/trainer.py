@@ -47,6 +47,7 @@ from wespeaker_lap.models.fingerprint import (
     read_fingerprint,
     write_fingerprint,
 )
+from wespeaker_lap.models.lora import check_lora_checkpoint
 from wespeaker_lap.utils.checkpoint import (
     get_rng_state,
     link_final_model,
@@ -156,7 +157,7 @@ def prepare_data(cfg: Mapping[str, Any], info: DistInfo, sample_rate: int,
     loader = build_train_loader(
         cfg["train_data"], cfg["data_type"], spk2id, ds_cfg, dl_cfg, sample_rate=sample_rate,
         noise_list=cfg.get("noise_data"), rir_list=cfg.get("reverb_data"), seed=cfg["seed"],
-        rank=info.rank, world_size=info.world_size,
+        rank=info.rank, world_size=info.world_size, utt2spk=cfg["train_label"],
     )
     epoch_iter = compute_epoch_iter(num_utts, dl_cfg.batch_size, accum,
                                     ds_cfg.sample_num_per_epoch, info, loader)
@@ -209,6 +210,7 @@ def initialise(model: torch.nn.Module, cfg: Mapping[str, Any], resuming: bool) -
     """Load ``model_init`` (phase 2/3 start from the previous phase) unless resuming."""
     if cfg.get("model_init") and not resuming:
         sd = read_weights(cfg["model_init"])
+        check_lora_checkpoint(model, sd, where=f"model_init {cfg['model_init']}")
         adapt_projection(sd, model)
         load_weights(model, sd, strict=False)
         logger.info("initialised from %s", cfg["model_init"])
@@ -276,11 +278,13 @@ def restore(resume: tuple[int, Path | None, Path | None] | None, model: torch.nn
         return 1, None
     done, state_file, weights_file = resume
     if state_file is None:
+        check_lora_checkpoint(model, read_weights(weights_file), where=str(weights_file))
         load_weights(model, weights_file, strict=True)
         logger.warning("no state_%d.pt beside %s: resuming from the weights only (optimizer "
                        "and RNG start afresh, not an exact resume)", done, weights_file)
         return done + 1, None
     state = load_training_state(state_file)
+    check_lora_checkpoint(model, state["model"], where=str(state_file))
     load_weights(model, state["model"], strict=True)
     opt.optimizer.load_state_dict(state["optimizer"])
     if state.get("scheduler") is not None:

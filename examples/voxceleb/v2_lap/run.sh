@@ -13,6 +13,7 @@
 #   7. QMF calibration fitted on the vox2_dev trials; EER / minDCF; results table
 #   8. phase 2: joint fine-tuning from phase 1, then stages 4-7 on it
 #   9. phase 3: large-margin fine-tuning from phase 2, then stages 4-7 on it
+#  10. ONNX export of the newest phase (WeSpeaker's stage 8; off by default)
 #
 #   bash run.sh --vox1_root /corpora/voxceleb1 --vox2_root /corpora/voxceleb2 \
 #     --musan_root /corpora/musan --rirs_root /corpora/RIRS_NOISES
@@ -192,4 +193,17 @@ for phase in 2 3; do
     fi
   fi
 done
+
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  # WeSpeaker's export stage; off by default (--stage 10 --stop_stage 10). The newest phase
+  # that was trained is exported; needs the export extra (onnx, onnxruntime).
+  for export_exp in "$exp3" "$exp2" "$exp1"; do
+    [ -f "$export_exp/config.yaml" ] && break
+  done
+  [ -f "$export_exp/config.yaml" ] || die "stage 10 exports a trained system: train one first"
+  log "Stage 10: export ONNX (waveform -> embedding) of $export_exp"
+  tools/average_model.sh --exp_dir "$export_exp"
+  python -m wespeaker_lap.bin.export_onnx --model_dir "$export_exp" \
+    --out "$export_exp/extractor.onnx"
+fi
 log "done"

@@ -1,0 +1,254 @@
+"""ONNX export of the whole extractor: onnxruntime equals PyTorch, identity checks, no torch.
+
+Tiny random WavLM, HuBERT, wav2vec 2.0 and w2v-BERT 2.0 extractors (LAP_ASTP, and MHFA) are
+exported and run at several lengths and in padded batches; a tiny trained model
+directory goes through ``bin/export_onnx`` and ``wespeaker-lap ... --onnx``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from wespeaker_lap.bin import export_onnx  # noqa: E402
+from wespeaker_lap.cli import main as cli  # noqa: E402
+from wespeaker_lap.export.exporter import export_extractor, verify_onnx  # noqa: E402
+from wespeaker_lap.export.identity import PREFIX, fingerprint, model_metadata  # noqa: E402
+from wespeaker_lap.export.runtime import OnnxEmbedder  # noqa: E402
+from wespeaker_lap.frontend import tiny_ssl_config  # noqa: E402
+from wespeaker_lap.io.checkpoints import save_weights  # noqa: E402
+from wespeaker_lap.models import build_extractor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 16000
+
+BACKEND_ARGS = {
+    "LAP_ASTP": {"embed_dim": 16, "lap_dim": 32, "heads": 4},
+    "MHFA": {"embed_dim": 16, "head_nb": 4, "compression_dim": 8},
+}
+
+
+def tiny_config(family="wavlm", backend="LAP_ASTP", **ssl):
+    return {
+        "frontend": "ssl",
+        "frontend_args": {"config": tiny_ssl_config(family, **ssl)},
+        "model": backend,
+        "model_args": dict(BACKEND_ARGS[backend]),
+    }
+
+
+def trained(cfg, seed=1):
+    """An extractor whose backend weights differ from a fresh init (as training leaves them)."""
+    torch.manual_seed(seed)
+    ext = build_extractor(cfg).eval()
+    for p in ext.backend.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    return ext
+
+
+def padded(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    wavs = np.zeros((len(lengths), max(lengths)), dtype=np.float32)
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = 0.1 * rng.standard_normal(n)
+    return wavs, np.asarray(lengths, dtype=np.int64)
+
+
+def torch_embed(ext, wavs, lengths):
+    with torch.no_grad():
+        return ext(torch.from_numpy(wavs), torch.from_numpy(lengths)).numpy()
+
+
+# (family, backend, SSL options): Base-style (GroupNorm CNN, raw input) and a Large-style
+# HuBERT (LayerNorm CNN, normalised input, stable layer norm).
+CASES = [
+    ("wavlm", "LAP_ASTP", {}),
+    ("hubert", "LAP_ASTP", {"stable_layer_norm": True}),
+    ("wav2vec2", "LAP_ASTP", {}),
+    ("wav2vec2-bert", "LAP_ASTP", {}),
+    ("wavlm", "MHFA", {}),
+]
+
+
+@pytest.mark.parametrize("family,backend,ssl", CASES, ids=[f"{f}-{b}" for f, b, _ in CASES])
+def test_onnxruntime_equals_pytorch_at_any_length_and_in_padded_batches(
+        tmp_path, family, backend, ssl):
+    ext = trained(tiny_config(family, backend, **ssl))
+    shortest = ext.frontend.min_samples  # one frame (400 samples; 560 for w2v-BERT's fbank)
+    meta = model_metadata(embed_dim=16, sample_rate=RATE, min_samples=shortest,
+                          fingerprint="sha256:test", weights="none", model=backend,
+                          frontend=family)
+    path = export_extractor(ext, tmp_path / "x.onnx", meta, verify=False)
+    run = OnnxEmbedder(path)
+    # one utterance alone at lengths the trace never saw
+    for n in (shortest, 5_000, 27_001):
+        wavs, lengths = padded([n], seed=n)
+        np.testing.assert_allclose(run.embed_waveforms(wavs, lengths),
+                                   torch_embed(ext, wavs, lengths), atol=1e-4, rtol=0)
+    # a padded batch: equal to PyTorch, and each row equal to the utterance run alone
+    wavs, lengths = padded([20_000, 9_000, shortest + 1, 16_000, 20_000])
+    wavs[4] = wavs[0]
+    got = run.embed_waveforms(wavs, lengths)
+    np.testing.assert_allclose(got, torch_embed(ext, wavs, lengths), atol=1e-4, rtol=0)
+    for i, n in enumerate(lengths):
+        alone = run.embed_waveforms(wavs[i : i + 1, :n], lengths[i : i + 1])
+        np.testing.assert_allclose(got[i : i + 1], alone, atol=1e-4, rtol=0)
+    assert np.abs(got[0] - got[1]).max() > 1e-3  # different utterances, different embeddings
+    np.testing.assert_allclose(got[0], got[4], atol=1e-5)  # same audio, same embedding
+
+
+def test_verification_catches_a_graph_that_differs_from_pytorch(tmp_path):
+    ext = trained(tiny_config())
+    meta = model_metadata(embed_dim=16, sample_rate=RATE, min_samples=400,
+                          fingerprint="sha256:test", weights="none")
+    path = export_extractor(ext, tmp_path / "x.onnx", meta, verify=False)
+    other = trained(tiny_config(), seed=2)
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        verify_onnx(other, path)
+    assert verify_onnx(ext, path) < 1e-4
+
+
+# ---------------------------------------------------------------- a trained model dir
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model_dir, onnx file, audio files): an exp_dir as training leaves it, exported."""
+    root = tmp_path_factory.mktemp("export")
+    d = root / "exp"
+    (d / "models").mkdir(parents=True)
+    cfg = tiny_config()
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    ext = trained(cfg)
+    ext.add_module("projection", torch.nn.Linear(16, 5))  # the training head is dropped
+    save_weights(ext, d / "models" / "avg_model.pt")
+    out = d / "extractor.onnx"
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out)]) == 0
+    rng = np.random.default_rng(3)
+    wavs = []
+    for i, (n, rate) in enumerate([(16_000, 16_000), (9_000, 16_000), (30_000, 22_050)]):
+        p = root / f"utt{i}.wav"
+        sf.write(p, (0.2 * rng.standard_normal(n)).astype(np.float32), rate)
+        wavs.append(str(p))
+    return d, out, wavs
+
+
+def test_export_writes_the_model_identity_into_the_metadata(exported):
+    d, out, _ = exported
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props[PREFIX + "embed_dim"] == "16"
+    assert props[PREFIX + "sample_rate"] == str(RATE)
+    assert props[PREFIX + "weights"] == "models/avg_model.pt"
+    assert props[PREFIX + "fingerprint"] == fingerprint(d / "config.yaml",
+                                                        d / "models/avg_model.pt")
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_cli_onnx_equals_the_pytorch_cli_on_files(exported, tmp_path, capsys):
+    d, out, wavs = exported
+    for flag in (["--model_dir", str(d)], ["--onnx", str(out)],
+                 ["--onnx", str(out), "--model_dir", str(d)]):
+        name = "t" if flag[0] == "--model_dir" and len(flag) == 2 else f"o{len(flag)}"
+        assert cli.main(["embed", *flag, *wavs, "--out", str(tmp_path / f"{name}.npy")]) == 0
+    ref = np.load(tmp_path / "t.npy")
+    assert ref.shape == (3, 16)
+    for name in ("o2", "o4"):
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), ref, atol=1e-4, rtol=0)
+    capsys.readouterr()
+    assert cli.main(["similarity", "--onnx", str(out), wavs[0], wavs[2]]) == 0
+    onnx_score = float(capsys.readouterr().out)
+    assert cli.main(["similarity", "--model_dir", str(d), wavs[0], wavs[2]]) == 0
+    assert abs(float(capsys.readouterr().out) - onnx_score) < 1e-4
+    assert cli.main(["verify", "--onnx", str(out), wavs[0], wavs[0], "--threshold", "0.9"]) == 0
+    assert "same speaker" in capsys.readouterr().out
+
+
+def test_onnx_cli_path_never_imports_torch(exported, tmp_path):
+    d, out, wavs = exported
+    code = (
+        "import sys\n"
+        "from wespeaker_lap.cli.main import main\n"
+        f"rc = main(['embed', '--onnx', {str(out)!r}, '--model_dir', {str(d)!r}, "
+        f"{wavs[0]!r}, {wavs[1]!r}, '--out', {str(tmp_path / 'e.npy')!r}])\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "print('rc', rc, 'imported', heavy)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "rc 0 imported []" in res.stdout, res.stdout + res.stderr
+    assert np.load(tmp_path / "e.npy").shape == (2, 16)
+
+
+def test_an_onnx_file_from_another_model_is_a_clear_error(exported, tmp_path, capsys):
+    d, out, wavs = exported
+    other = tmp_path / "other"
+    (other / "models").mkdir(parents=True)
+    (other / "config.yaml").write_text((d / "config.yaml").read_text())
+    ext = trained(tiny_config(), seed=7)  # same config, other weights
+    save_weights(ext, other / "models" / "avg_model.pt")
+    with pytest.raises(ValueError, match="exported from another model"):
+        OnnxEmbedder(out, model_dir=other)
+    (other / "models" / "avg_model.pt").rename(other / "models" / "model_3.pt")
+    with pytest.raises(ValueError, match="exported from another model.*no models/avg_model.pt"):
+        OnnxEmbedder(out, model_dir=other)
+    rc = cli.main(["embed", "--onnx", str(out), "--model_dir", str(other), wavs[0],
+                   "--out", str(tmp_path / "e.npy")])
+    assert rc == 2 and "exported from another model" in capsys.readouterr().err
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_an_onnx_file_without_our_metadata_is_a_clear_error(exported, tmp_path):
+    _, out, _ = exported
+    model = onnx.load(str(out))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(ValueError, match="was not exported by wespeaker_lap.bin.export_onnx"):
+        OnnxEmbedder(bare)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="cannot load ONNX file"):
+        OnnxEmbedder(junk)
+
+
+def test_onnx_runtime_rejects_bad_audio_and_options_by_name(exported, tmp_path, capsys):
+    _, out, wavs = exported
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(300, 0.1, dtype=np.float32), RATE)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000, dtype=np.float32), RATE)
+    run = OnnxEmbedder(out)
+    with pytest.raises(ValueError, match="short.wav is too short"):
+        run([wavs[0], str(short)])
+    with pytest.raises(ValueError, match="silent.wav is silent"):
+        run([str(silent)])
+    with pytest.raises(ValueError, match=r"lengths must lie in \[400, 1000\]"):
+        run.embed_waveforms(np.zeros((1, 1000), np.float32), np.array([1200]))
+    assert cli.main(["embed", "--onnx", str(out), "--dtype", "float16", wavs[0],
+                     "--out", str(tmp_path / "e.npy")]) == 2
+    assert "--onnx runs float32 on the CPU" in capsys.readouterr().err
+    assert cli.main(["embed", wavs[0], "--out", str(tmp_path / "e.npy")]) == 2
+    assert "give --model_dir" in capsys.readouterr().err
+
+
+def test_audio_longer_than_the_pytorch_window_is_embedded_whole_with_a_warning(
+        exported, tmp_path, caplog):
+    _, out, _ = exported
+    long = tmp_path / "long.wav"
+    sf.write(long, (0.1 * np.random.default_rng(5).standard_normal(21 * RATE)).astype(
+        np.float32), RATE)
+    with caplog.at_level("WARNING"):
+        emb = OnnxEmbedder(out)([str(long)])
+    assert emb.shape == (1, 16) and np.isfinite(emb).all()
+    assert "longer than 20 s" in caplog.text and "one pass" in caplog.text
