@@ -516,3 +516,10 @@ def test_training_progress_writes_no_carriage_returns_to_a_log(tmp_path, corpus,
                            "--device", "cpu"]) == 0
     err = capfd.readouterr().err
     assert "epoch 1" in err and "\r" not in err
+
+
+def test_a_latin1_table_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "wav.scp"
+    path.write_bytes("u1 a.wav\nu2 caf\xe9.wav\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"{path}:2: not UTF-8"):
+        read_scp(path)
