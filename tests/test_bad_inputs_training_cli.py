@@ -221,6 +221,19 @@ def test_an_overwritten_ssl_model_fails_naming_both_fingerprints(ssl_exp, monkey
     load_trained_extractor(*resolve_model_dir(exp), ignore_frontend_mismatch=True)
 
 
+def test_an_unchanged_ssl_model_is_not_hashed_again(ssl_exp, monkeypatch):
+    _, ssl, exp = ssl_exp
+    cfg = yaml.safe_load((exp / "config.yaml").read_text())
+    cfg["frontend_args"]["model_name_or_path"] = str(ssl)
+    (exp / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+    def no_read(path):
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr("wespeaker_lap.models.fingerprint._sha256_file", no_read)
+    load_trained_extractor(*resolve_model_dir(exp))  # size and mtime as recorded
+
+
 def test_cli_and_extract_refuse_a_changed_ssl_model_unless_told(ssl_exp, wavs, tmp_path,
                                                                 capsys):
     recipe, ssl, exp = ssl_exp
@@ -503,3 +516,10 @@ def test_training_progress_writes_no_carriage_returns_to_a_log(tmp_path, corpus,
                            "--device", "cpu"]) == 0
     err = capfd.readouterr().err
     assert "epoch 1" in err and "\r" not in err
+
+
+def test_a_latin1_table_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "wav.scp"
+    path.write_bytes("u1 a.wav\nu2 caf\xe9.wav\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"{path}:2: not UTF-8"):
+        read_scp(path)

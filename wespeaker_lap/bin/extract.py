@@ -15,6 +15,10 @@ embedding, for mean subtraction in scoring) and, with ``--layer_scores``,
 ``layer_scores.npy`` (the backend's layer attention averaged over the set:
 (heads, L) for LAP, (1, L) weights for a weighted sum). Every file is written
 under a temporary name and renamed, so an interrupted run leaves no corrupt ark.
+
+The frozen SSL model is the one the experiment's ``frontend.json`` records (a
+relative path in ``config.yaml`` is taken from the model directory); a
+different one is an error naming both, unless ``--ignore_frontend_mismatch``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,14 @@ YAML scalars. The whole config is checked before any work: an unknown key is
 an error naming it. ``--checkpoint exp/x/models/model_10.pt`` (or
 ``state_10.pt``, or ``latest``) resumes after epoch 10 exactly;
 ``--model_init`` starts phase 2/3 from the previous phase's weights.
+``latest`` skips unreadable (truncated) state files with a warning, and a
+resume deletes the ``.*.tmp`` files a killed save left. Nothing is written to
+``exp_dir`` until the config, the input files and the model are known to be good.
 
 Outputs under ``exp_dir``: ``config.yaml`` (merged config; versions, command
-line and derived sizes as comments), ``train.log``, ``models/model_{epoch}.pt``
+line and derived sizes as comments; the SSL model's path made absolute),
+``frontend.json`` (the SSL model's fingerprint, checked by every later load),
+``train.log``, ``models/model_{epoch}.pt``
 (every ``save_epoch_interval`` epochs and the last ``num_avg``),
 ``models/state_{epoch}.pt`` (resume, the newest ``keep_last_states``),
 ``models/final_model.pt`` and ``tensorboard/`` when TensorBoard is installed.

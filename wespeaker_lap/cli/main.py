@@ -8,7 +8,11 @@
 A model directory is a training ``exp_dir``: ``config.yaml`` and
 ``avg_model.pt`` (else ``final_model.pt``, else the newest
 ``models/model_{epoch}.pt``); a frozen SSL model is loaded from where the
-config names it. Audio at any sample rate is resampled to the model's.
+config names it (a relative path from the model directory) and must match the
+fingerprint in its ``frontend.json`` (``--ignore_frontend_mismatch`` overrides).
+Audio at any sample rate is resampled to the model's.
+An ``.ark`` holds one embedding per key, so the same file given twice is
+refused there; a ``.npy`` has one row per file given, in order.
 Scores are cosine similarities, after subtracting ``--mean_vec`` when given
 (the ``mean_vec.npy`` of the training-set embeddings, as the recipes score).
 

@@ -90,9 +90,20 @@ def strip_bom(first_line: str, path: str | os.PathLike) -> str:
 
 
 def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` of a UTF-8 text table, the byte-order mark stripped (warned)."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """``(line number, line)`` of a UTF-8 text table.
+
+    A leading byte-order mark is stripped with a warning (:func:`strip_bom`); a
+    line in another encoding is a ``ValueError`` naming the file, line and byte.
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1}); re-encode the file, e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
             yield lineno, strip_bom(line, path) if lineno == 1 else line
 
 

@@ -15,8 +15,10 @@ honest:
   paths, when the model found differs (re-run pre-training, another ``exp/ssl``);
   ``ignore=True`` (``--ignore_frontend_mismatch``) makes that a warning.
 
-Hashing reads the weight files once (about 1 GB/s); a random model from a
-config is built once more in float32 and its tensors hashed.
+Hashing reads the weight files (a few seconds for a WavLM Base+ on a busy
+CPU); a later load of the same path skips files whose size and modification
+time are those recorded. A random model from a config is built once more in
+float32 and its tensors hashed.
 """
 
 from __future__ import annotations
@@ -143,7 +145,32 @@ def state_dict_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def frontend_fingerprint(frontend_args: Mapping[str, Any]) -> dict[str, Any]:
+def _file_entries(directory: Path, known: Mapping[str, Any] | None) -> dict[str, dict]:
+    """``name -> {sha256, size, mtime_ns}`` of the weight files in ``directory``.
+
+    A file whose size and modification time equal those in ``known`` (the
+    recorded fingerprint of this same directory) keeps its recorded hash
+    instead of being read again: re-running pre-training, or copying another
+    model in, changes the modification time.
+    """
+    known = known or {}
+    out = {}
+    for p in sorted(directory.iterdir()):
+        if not (p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)):
+            continue
+        st = p.stat()
+        old = known.get(p.name)
+        if isinstance(old, Mapping) and old.get("size") == st.st_size \
+                and old.get("mtime_ns") == st.st_mtime_ns and old.get("sha256"):
+            sha = old["sha256"]
+        else:
+            sha = _sha256_file(p)
+        out[p.name] = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+def frontend_fingerprint(frontend_args: Mapping[str, Any],
+                         recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What identifies the SSL model ``frontend_args`` names (a JSON-able dict).
 
     * a ``save_pretrained`` directory or a cached hub id: SHA-256 of
@@ -173,17 +200,18 @@ def frontend_fingerprint(frontend_args: Mapping[str, Any]) -> dict[str, Any]:
         config.pop(key, None)
     pre_file = directory / "preprocessor_config.json"
     pre = json.loads(pre_file.read_text(encoding="utf-8")) if pre_file.is_file() else None
-    files = {p.name: _sha256_file(p) for p in sorted(directory.iterdir())
-             if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
+    local = Path(name).expanduser().is_dir()
+    where = str(directory.resolve()) if local else name
+    same_place = recorded is not None and recorded.get("model_name_or_path") == where
+    files = _file_entries(directory, recorded.get("files") if same_place else None)
     if not files:
         raise FileNotFoundError(f"SSL model directory {directory} holds no weight files "
                                 f"({', '.join(WEIGHT_SUFFIXES)})")
-    return {"format": FINGERPRINT_FORMAT,
-            "source": "directory" if Path(name).expanduser().is_dir() else "hub",
-            "model_name_or_path": str(directory.resolve()) if Path(name).expanduser().is_dir()
-            else name,
+    return {"format": FINGERPRINT_FORMAT, "source": "directory" if local else "hub",
+            "model_name_or_path": where,
             "config_sha256": _sha256_json({"config": config, "preprocessor": pre}),
-            "weights_sha256": _sha256_json(files), "files": files}
+            "weights_sha256": _sha256_json({k: v["sha256"] for k, v in files.items()}),
+            "files": files}
 
 
 def write_fingerprint(exp_dir: str | os.PathLike, fingerprint: Mapping[str, Any]) -> Path:
@@ -241,7 +269,7 @@ def check_frontend_identity(exp_dir: str | os.PathLike, frontend_args: Mapping[s
         logger.warning("%s has no %s: the frozen SSL model's identity cannot be checked",
                        exp_dir, FINGERPRINT_FILE)
         return
-    current = frontend_fingerprint(frontend_args)
+    current = frontend_fingerprint(frontend_args, recorded)
     diffs = compare_fingerprints(recorded, current, weights)
     if not diffs:
         return

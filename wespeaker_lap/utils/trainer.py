@@ -396,7 +396,10 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
     resume = resolve_resume(checkpoint, models_dir) if checkpoint is not None else None
     spk2id, num_utts = read_train_label(cfg)
     cfg = {**cfg, "frontend_args": absolute_frontend_args(cfg["frontend_args"])}
-    fingerprint = frontend_fingerprint(cfg["frontend_args"]) if info.is_main else None
+    fingerprint = None
+    if info.is_main:  # a resume re-reads only SSL files changed since frontend.json was written
+        fingerprint = frontend_fingerprint(
+            cfg["frontend_args"], read_fingerprint(exp_dir) if resume is not None else None)
     if resume is not None and info.is_main:
         check_resumed_frontend(exp_dir, fingerprint)
     # Everything that can fail on a bad config runs before anything is written.
