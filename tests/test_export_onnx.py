@@ -252,3 +252,12 @@ def test_audio_longer_than_the_pytorch_window_is_embedded_whole_with_a_warning(
         emb = OnnxEmbedder(out)([str(long)])
     assert emb.shape == (1, 16) and np.isfinite(emb).all()
     assert "longer than 20 s" in caplog.text and "one pass" in caplog.text
+
+
+def test_export_of_a_directory_without_a_model_is_a_clear_error(tmp_path, capsys):
+    assert export_onnx.main(["--model_dir", str(tmp_path), "--out",
+                             str(tmp_path / "x.onnx")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    assert export_onnx.main(["--model_dir", str(tmp_path), "--opset", "13"]) == 2
+    assert "--opset must be >= 17" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
