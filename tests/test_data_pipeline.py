@@ -305,8 +305,8 @@ def test_bad_file_counts_reach_the_trainer_from_worker_processes(corpus, tmp_pat
         assert len(_keys(loader)) == len(entries)
         s = loader.last_stats
         assert s["epoch"] == epoch and s["skipped"] == 6 and s["samples"] == len(entries)
-        assert (s["unreadable"], s["all_zero"], s["non_finite"], s["too_short"], s["empty"]) == (
-            2, 1, 1, 1, 1)
+        assert (s["missing"], s["unreadable"], s["all_zero"], s["non_finite"], s["too_short"],
+                s["empty"]) == (1, 1, 1, 1, 1, 1)
 
 
 def test_shard_utterance_without_speaker_is_skipped_in_training(corpus, tmp_path):

@@ -47,8 +47,9 @@ def test_wavlm_frontend_uses_the_sdpa_module_and_transformers_otherwise():
 
 
 @pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
+@pytest.mark.parametrize("valid", [(37, 20, 5), (37, 37, 37)], ids=["padded", "unpadded"])
 @pytest.mark.parametrize("budget", [1 << 26, 1000], ids=["one-block", "query-blocks"])
-def test_wavlm_sdpa_module_equals_transformers_module(budget):
+def test_wavlm_sdpa_module_equals_transformers_module(budget, valid):
     """One attention module, with padded keys, in the first layer (bias made) and a later one."""
     fe = SSLFrontend(config=tiny_ssl_config("wavlm", num_hidden_layers=2), attention="eager")
     ref0 = fe.model.encoder.layers[0].attention
@@ -58,7 +59,7 @@ def test_wavlm_sdpa_module_equals_transformers_module(budget):
     assert use_sdpa_attention(holder, mask_budget=budget) == 2
     b, t, d = 3, 37, 32
     x = torch.randn(b, t, d)
-    mask = (torch.arange(t)[None, :] < torch.tensor([37, 20, 5])[:, None]).long()
+    mask = (torch.arange(t)[None, :] < torch.tensor(valid)[:, None]).long()
     with torch.no_grad():
         out_ref, _, bias_ref = ref0(x, attention_mask=mask)
         out_new, _, bias_new = new0(x, attention_mask=mask)

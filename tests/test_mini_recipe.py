@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# %, AS-norm EER ceilings of --quick. Measured (examples/mini/README.md): 41.1 in-domain,
+# 35.0 unseen-voice, so these only catch a collapse to chance; a tighter guard needs a
+# --quick model that learns more (not achieved yet)
+QUICK_EER_CEILING = 45.0
+QUICK_UNSEEN_EER_CEILING = 45.0
 RECIPE = ROOT / "examples" / "mini" / "run.sh"
 
 pytestmark = pytest.mark.skipif(
@@ -39,12 +44,29 @@ def test_quick_recipe_runs_stages_1_to_6_and_learns_something(tmp_path):
     assert len(metrics) == 2  # cosine and AS-norm
     for m in metrics.values():
         assert m["n_target"] > 0 and m["n_nontarget"] > 0
-        # a trained system beats chance (50%) on the synthesized test speakers
-        assert 0.0 <= m["eer"] < 45.0, metrics
+    # speaker-bootstrap intervals on both test sets (in-domain and unseen voices)
+    ci = json.loads((exp / "scores" / "metrics_ci.json").read_text())
+    by = {(m["set"], m["scoring"]): m for m in ci.values()}
+    assert ("test", "AS-norm") in by and ("test", "cosine") in by
+    for m in by.values():
+        assert m["eer_ci"][0] <= m["eer"] <= m["eer_ci"][1]
+    # a regression guard on learning quality (see the ceilings' comment)
+    assert 100 * by[("test", "AS-norm")]["eer"] < QUICK_EER_CEILING, by
+    if ("test_unseen", "AS-norm") in by:
+        assert 100 * by[("test_unseen", "AS-norm")]["eer"] < QUICK_UNSEEN_EER_CEILING, by
     assert (exp / "scores" / "det.png").stat().st_size > 0
     assert (exp / "layer_attention.png").stat().st_size > 0
     table = (exp / "results.md").read_text().splitlines()
     assert len(table) == 4 and "AS-norm" in table[-1]
+    # pre-training ran its 60 steps and drew its curve (that it learns is
+    # tests/test_pretrain_ssl.py's job: 60 steps are too few to judge here)
+    ssl = tmp_path / "exp_quick" / "ssl"
+    assert (ssl / "pretrain_curve.png").stat().st_size > 0
+    log = [line.split("\t") for line in (ssl / "pretrain_log.tsv").read_text().splitlines()
+           if line[:1].isdigit()]
+    assert len(log) == 60 and all(0.0 <= float(r[2]) <= 1.0 for r in log)
+    # the per-stage time table
+    assert "| 2 lists + SSL pre-training |" in r.stdout and "| total |" in r.stdout
 
     # re-running finished stages is a no-op that keeps the outputs
     stamp = (corpus / "data" / "train" / "wav.scp").stat().st_mtime_ns
@@ -58,3 +80,43 @@ def test_unknown_recipe_option_fails_with_the_valid_ones(tmp_path):
     r = run_recipe(tmp_path, "--stgae", "3")
     assert r.returncode != 0
     assert "unknown option --stgae" in r.stderr and "--stage" in r.stderr
+
+
+def _fake_scores(path: Path, utt2spk: Path, seed: int, shift: float) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    utts = [f"s{s}-{u}" for s in range(8) for u in range(5)]
+    utt2spk.write_text("".join(f"{u} {u.split('-')[0]}\n" for u in utts))
+    lines = []
+    for i, a in enumerate(utts):
+        for b in utts[i + 1 :]:
+            tgt = a.split("-")[0] == b.split("-")[0]
+            lines.append(f"{a} {b} {shift * tgt + rng.normal():.4f} "
+                         f"{'target' if tgt else 'nontarget'}\n")
+    path.write_text("".join(lines))
+
+
+def test_score_ci_and_compare_table_summarise_seeds(tmp_path):
+    import subprocess
+    import sys
+
+    local = ROOT / "examples" / "mini" / "local"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dirs = []
+    for seed in (1, 2):
+        d = tmp_path / f"lap_astp_seed{seed}"
+        (d / "scores").mkdir(parents=True)
+        _fake_scores(d / "scores" / "t.score", tmp_path / "utt2spk", seed, 2.0)
+        r = subprocess.run([sys.executable, str(local / "score_ci.py"), "--num_boot", "50",
+                            "--json", str(d / "scores" / "metrics_ci.json"), "--set", "test",
+                            str(tmp_path / "utt2spk"), str(d / "scores" / "t.score")],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "| test | cosine | 780 | 8 |" in r.stdout
+        dirs.append(str(d))
+    r = subprocess.run([sys.executable, str(local / "compare_table.py"), *dirs],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    row = [line for line in r.stdout.splitlines() if line.startswith("| lap_astp |")]
+    assert len(row) == 1 and "| 2 |" in row[0] and "+-" in row[0]

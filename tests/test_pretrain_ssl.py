@@ -1,4 +1,4 @@
-"""Self-supervised pre-training of the mini recipe's wav2vec 2.0 model."""
+"""HuBERT-style pre-training (wespeaker_lap.pretrain, bin/pretrain_ssl) on tiny models."""
 
 import numpy as np
 import pytest
@@ -8,106 +8,203 @@ import yaml
 
 from wespeaker_lap.bin import pretrain_ssl
 from wespeaker_lap.frontend import SSLFrontend
+from wespeaker_lap.pretrain import features, hubert, kmeans
 
-TINY = {
-    "model_args": {
-        "conv_dim": [16] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
-        "conv_stride": [5, 2, 2, 2, 2, 2, 2], "hidden_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": 64, "num_conv_pos_embeddings": 16,
-        "num_conv_pos_embedding_groups": 4, "num_codevectors_per_group": 8,
-        "codevector_dim": 16, "proj_codevector_dim": 16, "num_negatives": 5,
-    },
-    "train_args": {"steps": 3, "batch_size": 2, "crop_seconds": 0.5, "warmup_steps": 1},
+TINY_MODEL = {
+    "conv_dim": [16] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2], "hidden_size": 32, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "intermediate_size": 64, "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
 }
+
+
+def tiny(steps=3, **train):
+    return {"model_args": dict(TINY_MODEL),
+            "train_args": {"steps": steps, "batch_size": 2, "crop_seconds": 0.5,
+                           "warmup_steps": 1, "num_units": 4, "log_every": 1, **train}}
+
+
+def tone_utterance(rng, seconds=1.5, sr=16000):
+    """Piecewise-constant tones (0.3-0.6 s each) from 6 frequencies: units a model can
+    predict from the visible context around a masked span."""
+    out, n = [], int(seconds * sr)
+    while sum(len(x) for x in out) < n:
+        f = rng.choice([200.0, 350.0, 600.0, 1000.0, 1700.0, 2900.0])
+        t = np.arange(int(rng.uniform(0.3, 0.6) * sr)) / sr
+        out.append(0.3 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)))
+    x = np.concatenate(out)[:n]
+    return (x + 0.003 * rng.standard_normal(n)).astype(np.float32)
+
+
+def write_scp(tmp_path, wavs, name="wav.scp"):
+    lines = []
+    for i, x in enumerate(wavs):
+        path = tmp_path / f"u{i:03d}.wav"
+        sf.write(path, x, 16000)
+        lines.append(f"u{i:03d} {path}\n")
+    (tmp_path / name).write_text("".join(lines))
+    return str(tmp_path / name)
 
 
 @pytest.fixture
 def wav_scp(tmp_path):
     rng = np.random.default_rng(1)
-    lines = []
-    for i in range(4):
-        x = 0.1 * rng.standard_normal(int(16000 * 1.2)).astype(np.float32)
-        path = tmp_path / f"u{i}.wav"
-        sf.write(path, x, 16000)
-        lines.append(f"u{i} {path}\n")
-    (tmp_path / "wav.scp").write_text("".join(lines))
-    return str(tmp_path / "wav.scp")
+    return write_scp(tmp_path, [tone_utterance(rng, 1.2) for _ in range(6)])
+
+
+def test_mfcc_frames_align_with_the_cnn_frames():
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    f = features.mfcc_deltas(x)
+    assert f.shape == (features.num_frames(16000), 39) == (49, 39)
+    fe = SSLFrontend(None, config={"model_type": "hubert", **TINY_MODEL})
+    assert int(fe.frame_lengths(torch.tensor([16000]))[0]) == 49
+    assert np.allclose(f.mean(0), 0, atol=1e-4)  # per-utterance CMVN
+
+
+def test_deltas_of_a_ramp_are_its_slope():
+    x = np.arange(20, dtype=np.float64)[:, None] * 3.0
+    d = features.add_deltas(x, order=2)
+    assert d.shape == (20, 3)
+    assert np.allclose(d[2:-2, 1], 3.0) and np.allclose(d[4:-4, 2], 0.0)
+
+
+def test_span_mask_masks_about_half_in_spans():
+    rng = np.random.default_rng(0)
+    m = hubert.span_mask(rng, 64, 99, 0.8, 10)
+    assert 0.4 < m.mean() < 0.65
+    assert m.any(axis=1).all() and (~m).any(axis=1).all()
+
+
+def test_loss_falls_and_masked_accuracy_beats_chance_on_tones(tmp_path):
+    rng = np.random.default_rng(2)
+    scp = write_scp(tmp_path, [tone_utterance(rng) for _ in range(12)])
+    cfg = tiny(steps=60, num_units=6, batch_size=8, crop_seconds=1.0, lr=3e-3,
+               warmup_steps=5, log_every=20)
+    hist = pretrain_ssl.pretrain(cfg, [scp], str(tmp_path / "ssl"), seed=0)
+    assert len(hist.step) == 60
+    assert hist.mean("loss", False, 10) < hist.mean("loss", True, 10) - 0.2
+    assert hist.mean("acc", False, 10) > 2 * hist.chance_acc
+    log = (tmp_path / "ssl" / "pretrain_log.tsv").read_text()
+    assert "chance: loss ln K = 1.7918" in log
+    assert (tmp_path / "ssl" / "pretrain_curve.png").stat().st_size > 1000
+    assert np.load(tmp_path / "ssl" / "units.npy").shape == (6, 39)
 
 
 def test_pretrained_encoder_loads_in_the_frontend(tmp_path, wav_scp):
     out = tmp_path / "ssl"
-    history = pretrain_ssl.pretrain(TINY, [wav_scp], str(out), seed=3, max_minutes=None)
-    assert len(history) == 3 and all(np.isfinite(history))
+    hist = pretrain_ssl.pretrain(tiny(), [wav_scp], str(out), seed=3)
+    assert len(hist.step) == 3 and np.isfinite(hist.loss).all()
     fe = SSLFrontend(out)
     assert fe.num_layers == 3 and fe.hidden_size == 32
     hidden, frames = fe(torch.randn(1, 8000), torch.tensor([8000]))
-    assert hidden.shape == (1, 3, 24, 32)
+    assert hidden.shape == (1, 3, 24, 32) and int(frames[0]) == 24
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dir left
 
 
 def test_same_seed_gives_the_same_weights(tmp_path, wav_scp):
     for name in ("a", "b"):
-        pretrain_ssl.pretrain(TINY, [wav_scp], str(tmp_path / name), seed=5, max_minutes=None)
+        pretrain_ssl.pretrain(tiny(), [wav_scp], str(tmp_path / name), seed=5)
     a = SSLFrontend(tmp_path / "a").state_dict()
     b = SSLFrontend(tmp_path / "b").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_cli_runs_from_a_yaml_config(tmp_path, wav_scp):
+def test_iteration_two_clusters_a_layer_of_the_first_model(tmp_path, wav_scp):
+    pretrain_ssl.pretrain(tiny(), [wav_scp], str(tmp_path / "it1"), seed=0)
+    cfg = tiny(units_from=str(tmp_path / "it1"), units_layer=1)
+    pretrain_ssl.pretrain(cfg, [wav_scp], str(tmp_path / "it2"), seed=0)
+    assert np.load(tmp_path / "it2" / "units.npy").shape == (4, 32)  # hidden size, not 39
+    with pytest.raises(ValueError, match="units_layer 7 out of range"):
+        pretrain_ssl.pretrain(tiny(units_from=str(tmp_path / "it1"), units_layer=7),
+                              [wav_scp], str(tmp_path / "it3"), seed=0)
+
+
+def test_cli_runs_from_a_yaml_config_and_reruns_cleanly(tmp_path, wav_scp):
     cfg = tmp_path / "ssl.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
-    pretrain_ssl.main(["--config", str(cfg), "--wav_scp", wav_scp, "--out",
-                       str(tmp_path / "ssl"), "--steps", "1"])
-    assert (tmp_path / "ssl" / "config.json").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ssl.")]
+    cfg.write_text(yaml.safe_dump(tiny()))
+    out = tmp_path / "ssl"
+    (tmp_path / ".ssl.abc123").mkdir()  # what an interrupted run leaves
+    (tmp_path / ".ssl.abc123" / "config.json").write_text("{")
+    argv = ["--config", str(cfg), "--wav_scp", wav_scp, "--out", str(out), "--steps", "1"]
+    assert pretrain_ssl.main(argv) == 0
+    assert not (tmp_path / ".ssl.abc123").exists()
+    assert (out / "config.json").is_file() and (out / "preprocessor_config.json").is_file()
+    ran = yaml.safe_load((out / "pretrain.yaml").read_text())
+    assert ran["train_args"]["steps"] == 1 and "--steps 1" in ran["command"]
+    assert pretrain_ssl.main(argv) == 0  # a re-run replaces the old model whole
+    SSLFrontend(out)
 
 
-def test_unknown_config_keys_are_errors(tmp_path, wav_scp):
-    bad = {**TINY, "train_args": {**TINY["train_args"], "stpes": 3}}
-    with pytest.raises(ValueError, match="stpes"):
-        pretrain_ssl.pretrain(bad, [wav_scp], str(tmp_path / "x"), seed=0, max_minutes=None)
-    bad = {**TINY, "model_args": {**TINY["model_args"], "hiden_size": 3}}
-    with pytest.raises(ValueError, match="hiden_size"):
-        pretrain_ssl.pretrain(bad, [wav_scp], str(tmp_path / "x"), seed=0, max_minutes=None)
+def test_negative_steps_is_an_error(tmp_path, wav_scp):
+    cfg = tmp_path / "ssl.yaml"
+    cfg.write_text(yaml.safe_dump(tiny()))
+    with pytest.raises(SystemExit, match="--steps must be >= 0"):
+        pretrain_ssl.main(["--config", str(cfg), "--wav_scp", wav_scp, "--out",
+                           str(tmp_path / "x"), "--steps", "-1"])
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        pretrain_ssl.pretrain(tiny(steps=-1), [wav_scp], str(tmp_path / "x"), 0)
+    assert not (tmp_path / "x").exists()
 
 
-def test_wrong_sample_rate_names_the_file(tmp_path):
-    sf.write(tmp_path / "a.wav", np.zeros(8000, dtype=np.float32) + 0.1, 8000)
-    (tmp_path / "wav.scp").write_text(f"a {tmp_path / 'a.wav'}\n")
-    with pytest.raises(ValueError, match="a.wav.*8000 Hz"):
-        pretrain_ssl.load_corpus([str(tmp_path / "wav.scp")], 16000, 0.1)
-
-
-def test_span_mask_and_negatives_respect_their_contracts():
-    rng = np.random.default_rng(0)
-    mask = pretrain_ssl.span_mask(rng, 4, 50, 0.5, 10)
-    assert mask.shape == (4, 50) and mask.any(1).all() and (~mask).sum(1).min() >= 2
-    neg = pretrain_ssl.sample_negatives(rng, mask, 7)
-    for b in range(4):
-        for t in np.flatnonzero(mask[b]):
-            drawn = neg[b, t] - b * 50
-            assert mask[b, drawn].all()  # negatives are masked frames of the same utterance
-            assert (drawn != t).all()  # never the positive itself
-
-
-def test_zero_steps_saves_the_seeded_random_initialisation(tmp_path, wav_scp):
-    cfg = {**TINY, "train_args": {**TINY["train_args"], "steps": 0}}
-    assert pretrain_ssl.pretrain(cfg, [wav_scp], str(tmp_path / "a"), 4, None) == []
-    pretrain_ssl.pretrain(cfg, [wav_scp], str(tmp_path / "b"), 4, None)
-    a = SSLFrontend(tmp_path / "a").state_dict()
-    b = SSLFrontend(tmp_path / "b").state_dict()
+def test_zero_steps_saves_the_seeded_random_init_without_reading_audio(tmp_path):
+    missing = tmp_path / "missing.scp"  # never opened
+    pretrain_ssl.pretrain(tiny(steps=0), [str(missing)], str(tmp_path / "a"), 4)
+    pretrain_ssl.pretrain(tiny(steps=0), [str(missing)], str(tmp_path / "b"), 4)
+    a, b = SSLFrontend(tmp_path / "a").state_dict(), SSLFrontend(tmp_path / "b").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bad_audio_is_skipped_by_the_pipelines_rules(tmp_path, caplog):
-    good = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
-    sf.write(tmp_path / "good.wav", good, 16000)
-    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
-    sf.write(tmp_path / "short.wav", good[:4000], 16000)
-    (tmp_path / "broken.wav").write_bytes(b"RIFFjunk")
-    (tmp_path / "wav.scp").write_text("".join(
-        f"{k} {tmp_path / k}.wav\n" for k in ("good", "silent", "short", "broken")))
-    wavs = pretrain_ssl.load_corpus([str(tmp_path / "wav.scp")], 16000, 0.5)
-    assert len(wavs) == 1 and np.allclose(wavs[0], good, atol=1e-4)  # 16-bit wav
-    for name in ("silent", "short", "broken"):
-        assert name in caplog.text
-    assert "(3 skipped)" in caplog.text
+def test_unknown_keys_are_errors(tmp_path, wav_scp):
+    bad = tiny()
+    bad["train_args"]["stpes"] = 3
+    with pytest.raises(ValueError, match="unknown train_args \\['stpes'\\]"):
+        pretrain_ssl.pretrain(bad, [wav_scp], str(tmp_path / "x"), 0)
+    bad = tiny()
+    bad["model_args"]["hiden_size"] = 3
+    with pytest.raises(ValueError, match="unknown HubertConfig field"):
+        pretrain_ssl.pretrain(bad, [wav_scp], str(tmp_path / "x"), 0)
+
+
+def test_unreadable_and_short_files_are_skipped_and_counted(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    scp = write_scp(tmp_path, [tone_utterance(rng, 1.2), tone_utterance(rng, 0.3)])
+    (tmp_path / "bad.wav").write_bytes(b"not a wav")
+    with open(scp, "a") as f:
+        f.write(f"z_bad {tmp_path / 'bad.wav'}\nz_gone {tmp_path / 'gone.wav'}\n")
+    with caplog.at_level("INFO"):
+        corpus = features.load_corpus([scp], min_seconds=1.0)
+    assert corpus.keys == ["u000"] and corpus.skipped == 3
+    assert "3 skipped" in caplog.text
+
+
+def test_a_corpus_with_no_usable_audio_is_an_error(tmp_path):
+    scp = write_scp(tmp_path, [np.zeros(16000, dtype=np.float32)])
+    with pytest.raises(ValueError, match="no usable audio"):
+        features.load_corpus([scp])
+
+
+def test_too_few_frames_for_the_clusters_is_a_clear_error(tmp_path, wav_scp):
+    with pytest.raises(kmeans.TooFewFrames, match="too few for 500 clusters"):
+        pretrain_ssl.pretrain(tiny(num_units=500), [wav_scp], str(tmp_path / "x"), 0)
+    assert not (tmp_path / "x").exists()
+
+
+def test_no_speaker_label_reaches_pretraining(tmp_path, wav_scp):
+    """The corpus is read from wav.scp alone: an utt2spk beside it changes nothing."""
+    pretrain_ssl.pretrain(tiny(), [wav_scp], str(tmp_path / "a"), seed=1)
+    (tmp_path / "utt2spk").write_text("".join(f"u{i:03d} s{i % 2}\n" for i in range(6)))
+    (tmp_path / "spk2utt").write_text("s0 u000\n")
+    pretrain_ssl.pretrain(tiny(), [wav_scp], str(tmp_path / "b"), seed=1)
+    a, b = SSLFrontend(tmp_path / "a").state_dict(), SSLFrontend(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_conf_ssl_configs_build(tmp_path):
+    from pathlib import Path
+
+    for p in sorted((Path(__file__).parents[1] / "conf").glob("ssl_*mini*.yaml")):
+        cfg = yaml.safe_load(p.read_text())
+        t = hubert.check_train_args(cfg["train_args"])
+        m = hubert.HubertPretrainModel(hubert.build_config(cfg["model_args"]),
+                                       t["num_units"], t["proj_dim"], t["temperature"])
+        assert m.hubert.config.conv_stride == [5, 2, 2, 2, 2, 2, 2], p  # 20 ms frames

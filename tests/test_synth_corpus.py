@@ -20,6 +20,7 @@ import soundfile as sf
 SYNTH = Path(__file__).resolve().parents[1] / "tools" / "synth"
 sys.path.insert(0, str(SYNTH))
 
+import channel  # noqa: E402
 import noise_rir  # noqa: E402
 import synth_corpus  # noqa: E402
 import text_gen  # noqa: E402
@@ -28,8 +29,16 @@ import tts_engines  # noqa: E402
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
 TINY = [
     "--num_train_spk", "5", "--train_utts", "3", "--num_test_spk", "3", "--test_utts", "3",
+    "--num_unseen_spk", "3", "--unseen_utts", "3", "--num_pool_spk", "3", "--pool_utts", "2",
     "--num_noise", "2", "--num_rirs", "3",
 ]
+SPEECH_SETS = ("train", "test", "test_unseen", "pool")
+has_unseen = pytest.mark.skipif(
+    shutil.which("festival") is None
+    or not any((Path("/usr/share/festival/voices") / lang / v).is_dir()
+               for lang in ("czech", "finnish") for v in tts_engines.UNSEEN_VOICES),
+    reason="the held-out festival voices (festvox-czech-*, festvox-suopuhe-*) are missing",
+)
 
 
 # --------------------------------------------------------------------------- text
@@ -140,8 +149,12 @@ def test_missing_optional_engine_is_skipped_with_a_note(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="synth_corpus"):
         engines = synth_corpus.available_engines(["espeak", "flite"])
     assert "flite" not in engines and "flite is not installed" in caplog.text
-    train, test = synth_corpus.draw_speakers(engines, 1, 6, 2)
-    assert {s.engine for s in train + test} == {"espeak"}
+    with caplog.at_level(logging.WARNING, logger="synth_corpus"):
+        sets = synth_corpus.draw_speakers(
+            engines, 1, {"train": 6, "test": 2, "test_unseen": 2, "pool": 2},
+            tts_engines.UNSEEN_VOICES)
+    assert {s.engine for v in sets.values() for s in v} == {"espeak"}
+    assert sets["test_unseen"] == [] and "no unseen-voice test set" in caplog.text
 
 
 # --------------------------------------------------------------------------- corpus
@@ -190,11 +203,13 @@ def test_same_seed_gives_identical_files_whatever_nj(corpus, tmp_path):
 
 
 @needs_espeak
-@pytest.mark.parametrize("name", ["train", "test"])
+@pytest.mark.parametrize("name", ["train", "test", "test_unseen"])
 def test_data_dirs_sorted_consistent_16k_mono(corpus, name):
     d = corpus / "data" / name
+    if name == "test_unseen" and not d.is_dir():
+        pytest.skip("no held-out festival voices installed")
     tables = {}
-    for f in ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "text"):
+    for f in ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "text", "utt2channel"):
         lines = (d / f).read_bytes().splitlines()
         assert lines == sorted(lines), f"{f} not in byte order"
         tables[f] = _read_table(d / f)
@@ -207,6 +222,7 @@ def test_data_dirs_sorted_consistent_16k_mono(corpus, name):
     for u, s in utt2spk.items():
         assert u.startswith(s + "-")
     n_spk, n_utt = (5, 3) if name == "train" else (3, 3)
+    assert {u for u, _ in tables["utt2channel"]} == set(utt2spk)
     assert len(spk2utt) == n_spk and all(len(v) == n_utt for v in spk2utt.values())
     durs = dict(tables["utt2dur"])
     for u, w in tables["wav.scp"]:
@@ -219,16 +235,23 @@ def test_data_dirs_sorted_consistent_16k_mono(corpus, name):
 
 
 @needs_espeak
-def test_train_and_test_speakers_disjoint(corpus):
+def test_speakers_of_all_sets_disjoint_and_the_pool_unlabeled(corpus):
     spk = {}
-    for name in ("train", "test"):
-        spk[name] = {s for s, _ in _read_table(corpus / "data" / name / "spk2utt")}
-    assert spk["train"] and spk["test"] and not spk["train"] & spk["test"]
+    for name in SPEECH_SETS:
+        keys = [u for u, _ in _read_table(corpus / "data" / name / "wav.scp")] if (
+            corpus / "data" / name).is_dir() else []
+        spk[name] = {u.rsplit("-", 1)[0] for u in keys}
+    assert spk["train"] and spk["test"] and spk["pool"]
+    for i, a in enumerate(SPEECH_SETS):
+        for b in SPEECH_SETS[i + 1 :]:
+            assert not spk[a] & spk[b], (a, b)
+    assert sorted(p.name for p in (corpus / "data" / "pool").iterdir()) == [
+        "utt2dur", "wav.scp"]  # no speaker label can reach pre-training
     rows = (corpus / "speakers.tsv").read_text().splitlines()
     header = rows[0].split("\t")
     sets = {r.split("\t")[0]: r.split("\t")[header.index("set")] for r in rows[1:]}
-    assert {s for s, v in sets.items() if v == "train"} == spk["train"]
-    assert {s for s, v in sets.items() if v == "test"} == spk["test"]
+    for name in SPEECH_SETS:
+        assert {s for s, v in sets.items() if v == name} == spk[name]
     for row in rows[1:]:
         s, engine = row.split("\t")[0], row.split("\t")[header.index("engine")]
         assert (corpus / "voices" / f"{s}.variant").is_file() == (engine == "espeak"), s
@@ -247,6 +270,44 @@ def test_trial_lists_both_formats_balanced(corpus):
     assert labels.count("target") == labels.count("nontarget") == 3 * 3  # 3 spk x C(3,2)
     for e, t, lab in kaldi:
         assert (utt2spk[e] == utt2spk[t]) == (lab == "target")
+
+
+@needs_espeak
+@has_unseen
+def test_unseen_voices_are_held_out_of_every_other_set(corpus):
+    rows = [r.split("\t") for r in (corpus / "speakers.tsv").read_text().splitlines()]
+    h = rows[0]
+    voice = {r[0]: (r[h.index("set")], r[h.index("voice")]) for r in rows[1:]}
+    unseen = set(tts_engines.UNSEEN_VOICES)
+    assert {v for s, v in voice.values() if s == "test_unseen"} <= unseen
+    assert not {v for s, v in voice.values() if s != "test_unseen"} & unseen
+    kaldi = (corpus / "data" / "test_unseen" / "trials.kaldi").read_text().split()
+    assert kaldi.count("target") == kaldi.count("nontarget") == 3 * 3
+
+
+def test_timbre_filter_gain_at_its_band_centre():
+    sr, f0 = 16000, 1000.0
+    t = np.arange(sr) / sr
+    x = np.sin(2 * np.pi * f0 * t)
+    y = tts_engines.timbre_eq(x, sr, ((f0, 6.0, 1.0),), 0.0)
+    gain = 20 * np.log10(np.std(y[4000:]) / np.std(x[4000:]))
+    assert gain == pytest.approx(6.0, abs=0.3)
+    y = tts_engines.timbre_eq(np.sin(2 * np.pi * 2000.0 * t), sr, (), 1.5)  # +1.5 dB/octave
+    assert 20 * np.log10(np.std(y) / np.std(x)) == pytest.approx(1.5, abs=0.2)
+
+
+def test_channels_keep_the_length_and_the_telephone_band_cuts_high_tones():
+    sr = 16000
+    t = np.arange(sr) / sr
+    hi = 0.3 * np.sin(2 * np.pi * 6000.0 * t)
+    assert np.std(channel.telephone(hi)[2000:]) < 0.01 * np.std(hi)
+    speech_like = 0.1 * np.random.default_rng(0).standard_normal(sr)
+    for kind in ("mp3", "vorbis", "opus"):
+        assert channel.codec(speech_like, kind, 0.9).shape == (sr,)
+    a = channel.apply_channel(np.random.default_rng(3), speech_like, 0.1, 1.0, 1.0, 1.0, 0.0)
+    b = channel.apply_channel(np.random.default_rng(3), speech_like, 0.1, 1.0, 1.0, 1.0, 0.0)
+    assert a[1] == b[1] and np.array_equal(a[0], b[0]) and a[0].shape == (sr,)
+    assert a[1].startswith("reverb+") and a[1].count("+") == 2
 
 
 @needs_espeak

@@ -13,6 +13,7 @@ from torch import nn
 from wespeaker_lap.bin import average_model
 from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
 from wespeaker_lap.io.checkpoints import (
+    STATE_FORMAT,
     checkpoint_path,
     list_checkpoints,
     load_weights,
@@ -133,8 +134,9 @@ def test_resume_resolution(tmp_path):
     m.mkdir()
     checkpoint_path(m, 4).write_bytes(b"")
     assert resolve_resume(checkpoint_path(m, 4), m) == (4, None, checkpoint_path(m, 4))
-    checkpoint_path(m, 4, "state").write_bytes(b"")
-    checkpoint_path(m, 5, "state").write_bytes(b"")
+    for e in (4, 5):  # "latest" reads the newest state to check it is intact
+        torch.save({"format": STATE_FORMAT, "epoch": e, "model": {}, "optimizer": {}, "rng": []},
+                   checkpoint_path(m, e, "state"))
     assert resolve_resume(checkpoint_path(m, 4), m)[:2] == (4, checkpoint_path(m, 4, "state"))
     assert resolve_resume("latest", m)[:2] == (5, checkpoint_path(m, 5, "state"))
     with pytest.raises(FileNotFoundError):

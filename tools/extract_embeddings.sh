@@ -15,6 +15,7 @@ num_avg=            # checkpoints averaged; empty: num_avg of exp_dir/config.yam
 gpus=               # "[0,1]": torchrun, one process per GPU; empty: one process (GPU 0 or CPU)
 num_workers=1       # data loader workers per process
 layer_scores=false  # also write layer_scores.npy (the backend's layer attention)
+allow_pipes=false   # run Kaldi piped wav.scp entries ("cmd |") with a shell
 
 help_message="Usage: tools/extract_embeddings.sh --exp_dir DIR [options] <data_dir>..."
 # shellcheck source=parse_options.sh
@@ -26,6 +27,7 @@ avg=$exp_dir/models/avg_model.pt
 
 opts=(--model_dir "$exp_dir" --num_workers "$num_workers")
 $layer_scores && opts+=(--layer_scores)
+$allow_pipes && opts+=(--allow_pipes)
 if [ -n "$gpus" ]; then
   ids=$(echo "$gpus" | tr -d '[] ')
   num_procs=$(echo "$ids" | awk -F, '{print NF}')

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent installer used by both README commands.
 #   bash tools/install.sh          # .venv with torch (CPU wheel first), the package (editable,
-#                                  # dev and export extras: pytest, ruff, onnx, onnxruntime)
+#                                  # dev and export extras: pytest, ruff, peft, onnx, onnxruntime)
 #                                  # and, when run as root, the Debian packages the recipes need
 #   bash tools/install.sh --no-apt # skip the Debian packages
 set -euo pipefail
@@ -13,7 +13,12 @@ apt=true
 [ "${1:-}" = "--no-apt" ] && apt=false
 
 # Debian packages: TTS engines for the embedded corpus, sox/ffmpeg for audio, shellcheck for the tests.
-apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox ffmpeg shellcheck)
+# TTS voices of Debian main for the mini corpus: festival's English voices, and its voices of
+# other languages (real speakers' timbre; the Czech and Finnish ones form the unseen-voice test)
+apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+          festvox-italp16k festvox-itapc16k festvox-ca-ona-hts festvox-ru festvox-czech-dita
+          festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj
+          festvox-suopuhe-mv sox ffmpeg shellcheck)
 if $apt; then
   missing=()
   for p in "${apt_pkgs[@]}"; do

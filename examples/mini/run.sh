@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Mini recipe: the whole pipeline on a corpus synthesized here with Debian TTS
 # voices, sized for a laptop CPU. The stages are those of the big recipes:
-#   1. synthesize the corpus (train/test speakers, trials, noise, RIRs); validate
-#   2. raw (or shard) lists, noise/RIR lists; pre-train the SSL model (wav2vec 2.0)
+#   1. synthesize the corpus (train, in-domain test, unseen-voice test and unlabeled
+#      pool speakers; trials, noise, RIRs); validate
+#   2. raw (or shard) lists, noise/RIR lists; pre-train the SSL model (HuBERT-style
+#      masked unit prediction on the unlabeled pool plus the training audio)
 #   3. train the backend on the frozen SSL model (torchrun)
-#   4. average checkpoints; extract test and train (cohort) embeddings
+#   4. average checkpoints; extract test, unseen-voice test and train (cohort) embeddings
 #   5. cosine scoring with mean subtraction; EER / minDCF
-#   6. AS-norm of stage 5's scores; EER / minDCF; DET and layer-attention plots; results
+#   6. AS-norm of stage 5's scores; EER / minDCF; DET and layer-attention plots;
+#      results table with speaker-bootstrap 95% intervals; per-stage time table
+#   7. (off by default) ONNX export of the whole extractor
 #
 #   bash run.sh                                   # stages 1-6, LAP_ASTP
 #   bash run.sh --quick                           # small sizes (CI's integration test)
@@ -19,24 +23,29 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=1                       # first stage to run
 stop_stage=6                  # last stage to run
-quick=false                   # small corpus, short pre-training and training (about 2 min)
+quick=false                   # small corpus, short pre-training and training (about 3 min)
 seed=7                        # corpus seed
 nj=2                          # parallel jobs for synthesis
 data_type=raw                 # training lists: raw or shard
 config=conf/lap_astp.yaml     # training config (WeSpeaker grammar)
 ssl_model=                    # SSL checkpoint dir or hub id; empty: pre-train one in stage 2
-ssl_config=../../conf/ssl_wav2vec2_mini.yaml  # the pre-trained model's size and schedule
+ssl_config=../../conf/ssl_hubert_mini.yaml  # the pre-trained model's size and objective
+pretrain_minutes=             # also stop stage 2's pre-training after this wall time; empty: none
 gpus=                         # e.g. "[0,1]": one process per GPU; empty: one CPU process
 num_nodes=1                   # torchrun nodes (more than 1: give HOST_NODE_ADDR)
 HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint for multi-node runs
 top_n=100                     # AS-norm: top cohort scores per side
 workdir=.                     # where corpus*/ and exp*/ are written
 suffix=                       # appended to the experiment name, e.g. _random_ssl
+train_seed=                   # backend training seed; empty: the config's
 
 help_message="Usage: bash run.sh [--stage N] [--stop_stage M] [--quick] [--config conf/X.yaml]"
 . tools/parse_options.sh
 
 log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
+# per-stage wall times, printed as a table at the end
+stage_names=(); stage_secs=(); t_stage=$SECONDS
+stage_done() { stage_names+=("$1"); stage_secs+=($((SECONDS - t_stage))); t_stage=$SECONDS; }
 
 # Everything derived: one home for each value.
 tag=; $quick && tag=_quick
@@ -47,30 +56,35 @@ exp_dir=$exp/$(basename "$config" .yaml)$suffix  # one experiment per config (+ 
 ssl_dir=${ssl_model:-$exp/ssl}            # the SSL model the backends pool over
 if $quick; then
   synth_opts=(--quick)
-  pretrain_opts=(--steps 80)
-  train_opts=(--num_epochs 3 --margin_update.fix_start_epoch 2 --log_batch_interval 5)
+  pretrain_opts=(--steps 60)
+  train_opts=(--num_epochs 8 --margin_update.fix_start_epoch 4 --log_batch_interval 5)
 else
   synth_opts=()
   pretrain_opts=()
   train_opts=()
 fi
+[ -n "$pretrain_minutes" ] && pretrain_opts+=(--max_minutes "$pretrain_minutes")
+[ -n "$train_seed" ] && train_opts+=(--seed "$train_seed")
+test_sets=(test)  # plus test_unseen when the corpus has the held-out voices
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: synthesize the corpus into $corpus"
   if [ ! -f "$corpus/.done" ]; then
     rm -rf "$corpus"
     local/make_corpus.sh "$corpus" --seed "$seed" --nj "$nj" "${synth_opts[@]}"
-    for x in train test; do
-      python -m wespeaker_lap.bin.validate_data_dir "$data/$x"
+    for x in train test test_unseen; do
+      [ -d "$data/$x" ] && python -m wespeaker_lap.bin.validate_data_dir "$data/$x"
     done
     touch "$corpus/.done"
   fi
+  stage_done "1 corpus"
 fi
+[ -f "$data/test_unseen/trials.kaldi" ] && test_sets+=(test_unseen)
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "Stage 2: $data_type lists, noise/RIR lists; SSL model: $ssl_dir"
   if [ ! -f "$data/.lists.done" ]; then
-    for x in train test; do
+    for x in train "${test_sets[@]}"; do
       python -m wespeaker_lap.bin.make_raw_list "$data/$x" "$data/$x/raw.list"
     done
     python -m wespeaker_lap.bin.make_shard_list --num-utts-per-shard 200 --nj "$nj" \
@@ -80,10 +94,14 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     touch "$data/.lists.done"
   fi
   if [ -z "$ssl_model" ] && [ ! -f "$ssl_dir/.done" ]; then
+    # unlabeled audio only (wav.scp files): the pool and the training audio, no utt2spk
+    pool=("$data/train/wav.scp")
+    [ -f "$data/pool/wav.scp" ] && pool+=("$data/pool/wav.scp")
     python -m wespeaker_lap.bin.pretrain_ssl --config "$ssl_config" \
-      --wav_scp "$data/train/wav.scp" --out "$ssl_dir" --seed "$seed" "${pretrain_opts[@]}"
+      --wav_scp "${pool[@]}" --out "$ssl_dir" --seed "$seed" "${pretrain_opts[@]}"
     touch "$ssl_dir/.done"
   fi
+  stage_done "2 lists + SSL pre-training"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
@@ -94,12 +112,15 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --train_label "$data/train/utt2spk" \
     --noise_data "$data/noise.list" --reverb_data "$data/rirs.list" \
     --frontend_args.model_name_or_path "$ssl_dir" "${train_opts[@]}"
+  stage_done "3 backend training"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "Stage 4: average checkpoints; extract embeddings"
+  eval_dirs=(); for x in "${test_sets[@]}"; do eval_dirs+=("$data/$x"); done
   tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
-    "$data/test" "$data/train"
+    "${eval_dirs[@]}" "$data/train"
+  stage_done "4 embeddings"
 fi
 
 scores=$exp_dir/scores
@@ -107,13 +128,29 @@ trials=trials.kaldi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "Stage 5: cosine scoring (training mean subtracted)"
   tools/score.sh --exp_dir "$exp_dir" --eval_set test --mean_set train "$data/test/$trials"
+  if [[ " ${test_sets[*]} " == *" test_unseen "* ]]; then
+    tools/score.sh --exp_dir "$exp_dir" --eval_set test_unseen --mean_set train \
+      --scores_dir "$scores/test_unseen" "$data/test_unseen/$trials"
+  fi
+  stage_done "5 cosine scoring"
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  log "Stage 6: AS-norm (top $top_n of the train speakers' mean embeddings); plots; results"
-  tools/score_norm.sh --exp_dir "$exp_dir" --eval_set test --mean_set train --cohort_set train \
-    --cohort_utt2spk "$data/train/utt2spk" --top_n "$top_n" \
-    --json "$scores/metrics.json" --det_png "$scores/det.png" "$data/test/$trials"
+  log "Stage 6: AS-norm of stage 5's scores (top $top_n of the train speakers' means); plots; results"
+  # the score files of every set, cosine (stage 5) and AS-norm, as python names them
+  ci_args=()
+  for x in "${test_sets[@]}"; do
+    d=$scores; [ "$x" = test ] || d=$scores/$x
+    extra=(); [ "$x" = test ] && extra=(--det_png "$scores/det.png")
+    normed=$(tools/score_norm.sh --exp_dir "$exp_dir" --eval_set "$x" --mean_set train \
+      --cohort_set train --cohort_utt2spk "$data/train/utt2spk" --top_n "$top_n" \
+      --scores_dir "$d" --json "$d/metrics.json" "${extra[@]}" "$data/$x/$trials")
+    cosine=$(python -m wespeaker_lap.bin.score --print_paths --trials "$data/$x/$trials" \
+      --output_dir "$d")
+    for f in $cosine $normed; do
+      ci_args+=(--set "$x" "$data/$x/utt2spk" "$f")
+    done
+  done
   superb=$exp/superb_astp/embeddings/test/layer_scores.npy  # beside it when that exp exists
   compare=()
   if [ -f "$superb" ] && [ "$exp_dir" != "$exp/superb_astp" ]; then
@@ -124,7 +161,12 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     --title "$(basename "$exp_dir"): layer attention on the test set" \
     --out "$exp_dir/layer_attention.png"
   python local/results_table.py --exp_dir "$exp_dir" --top_n "$top_n" | tee "$exp_dir/results.md"
+  # EER with speaker-bootstrap 95% intervals and minDCF, both test sets
+  python local/score_ci.py --json "$scores/metrics_ci.json" "${ci_args[@]}" \
+    | tee "$exp_dir/results_ci.md"
+  stage_done "6 AS-norm, plots, intervals"
 fi
+
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   # off by default (bash run.sh --stage 7 --stop_stage 7); needs the export extra (onnx,
   # onnxruntime). The export checks onnxruntime against PyTorch before writing the file.
@@ -134,5 +176,16 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   python -m wespeaker_lap.cli.main similarity --onnx "$exp_dir/extractor.onnx" \
     --model_dir "$exp_dir" "$wav1" "$wav1" >/dev/null
   log "onnxruntime runs $exp_dir/extractor.onnx (wespeaker-lap embed --onnx ...)"
+  stage_done "7 ONNX export"
 fi
+if [ ${#stage_names[@]} -gt 0 ]; then
+  echo "| stage | wall time (s) |"
+  echo "| --- | ---: |"
+  total=0
+  for i in "${!stage_names[@]}"; do
+    echo "| ${stage_names[$i]} | ${stage_secs[$i]} |"
+    total=$((total + stage_secs[i]))
+  done
+  echo "| total | $total |"
+fi | { mkdir -p "$exp_dir"; tee "$exp_dir/stage_times.md"; }
 log "done: $exp_dir"

@@ -7,18 +7,25 @@ Usage::
 
 Writes under ``DIR``::
 
-    wav/{train,test}/<spk>/<utt>.wav   16 kHz mono 16-bit speech, utt = <spk>-NNNN
+    wav/<set>/<spk>/<utt>.wav          16 kHz mono 16-bit speech, utt = <spk>-NNNN
     wav/noise/<key>.wav, wav/rirs/<key>.wav
-    data/train, data/test              wav.scp utt2spk spk2utt utt2dur text
-    data/test/trials.kaldi             "enroll test target|nontarget"
-    data/test/trials.txt               "1|0 enroll test" (VoxCeleb format), same trials
+    data/train                         wav.scp utt2spk spk2utt utt2dur text utt2channel
+    data/test                          the same: unseen speakers of the training voices
+    data/test_unseen                   the same: speakers of a voice family held out of
+                                       training and pre-training (--unseen_voices)
+    data/pool                          wav.scp utt2dur only: the unlabeled pre-training pool
+                                       (own speakers; every espeak-ng language; no labels)
+    data/<test set>/trials.kaldi       "enroll test target|nontarget"
+    data/<test set>/trials.txt         "1|0 enroll test" (VoxCeleb format), same trials
     data/noise                         wav.scp utt2dur utt2type (noise|babble|music)
     data/rirs                          wav.scp utt2dur utt2rt60
     speakers.tsv                       each speaker's set, engine, voice and traits
     voices/<spk>.variant               espeak speakers' variant files
 
-All Kaldi files are sorted in byte order (LC_ALL=C). Train and test speakers are
-disjoint (ids spk001.. for train, then the test speakers). The same ``--seed``
+All Kaldi files are sorted in byte order (LC_ALL=C). The speakers of all sets
+are disjoint (ids spk0001.. for train, then test, unseen-voice test, pool). Every
+utterance goes through a random channel with some probability (``channel``:
+telephone band, codecs, reverberation, noise; listed in ``utt2channel``). The same ``--seed``
 (and sizes) gives byte-identical wav files and lists, whatever ``--nj``: every
 speaker draws from its own generator seeded by (seed, set, speaker index), and a
 test speaker's traits do not depend on the number of train speakers.
@@ -31,6 +38,7 @@ import argparse
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +53,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import channel  # noqa: E402
 import noise_rir  # noqa: E402
 import text_gen  # noqa: E402
 import tts_engines  # noqa: E402
@@ -52,15 +61,19 @@ import tts_engines  # noqa: E402
 logger = logging.getLogger("synth_corpus")
 
 SR = 16000
-SET_CODES = {"train": 1, "test": 2, "noise": 3, "rirs": 4, "trials": 5}
+SET_CODES = {"train": 1, "test": 2, "noise": 3, "rirs": 4, "trials": 5, "test_unseen": 6,
+             "pool": 7}
+SPEECH_SETS = ("train", "test", "test_unseen", "pool")
 #: Preset sizes; any size option given on the command line overrides the preset.
 SIZES = {
     "default": {
-        "num_train_spk": 40, "train_utts": 20, "num_test_spk": 12, "test_utts": 10,
+        "num_train_spk": 300, "train_utts": 6, "num_test_spk": 36, "test_utts": 18,
+        "num_unseen_spk": 36, "unseen_utts": 18, "num_pool_spk": 120, "pool_utts": 6,
         "num_noise": 12, "num_rirs": 40,
     },
     "quick": {
-        "num_train_spk": 20, "train_utts": 10, "num_test_spk": 8, "test_utts": 6,
+        "num_train_spk": 40, "train_utts": 6, "num_test_spk": 12, "test_utts": 6,
+        "num_unseen_spk": 12, "unseen_utts": 6, "num_pool_spk": 30, "pool_utts": 4,
         "num_noise": 4, "num_rirs": 12,
     },
 }
@@ -69,13 +82,17 @@ SIZE_HELP = {
     "train_utts": "utterances per train speaker",
     "num_test_spk": "test speakers",
     "test_utts": "utterances per test speaker",
+    "num_unseen_spk": "unseen-voice test speakers (0: no such set)",
+    "unseen_utts": "utterances per unseen-voice test speaker",
+    "num_pool_spk": "speakers of the unlabeled pre-training pool (0: no pool)",
+    "pool_utts": "utterances per pool speaker",
     "num_noise": "clips per noise type (noise, babble, music)",
     "num_rirs": "room impulse responses",
 }
 #: Share of speakers per engine (renormalised over the engines present).
-ENGINE_WEIGHTS = {"espeak": 0.6, "flite": 0.2, "festival": 0.2}
-MAX_ROUNDS = 3  # synthesis rounds to bring an utterance's length into range
-TOLERANCE = 0.15  # relative speech-length error accepted without a redraw
+ENGINE_WEIGHTS = {"espeak": 0.5, "flite": 0.2, "festival": 0.3}
+MAX_ROUNDS = 2  # synthesis rounds to bring an utterance's length into range
+TOLERANCE = 0.25  # relative speech-length error accepted without a redraw
 
 
 # --------------------------------------------------------------------------- speakers
@@ -106,8 +123,12 @@ def available_engines(wanted: list[str]) -> dict[str, object]:
                 raise RuntimeError("espeak-ng has no usable English voice")
             logger.warning("%s has none of the known voices: no %s speakers", eng.binary, name)
             continue
+        if name == "festival":
+            with tempfile.TemporaryDirectory(prefix="lap_probe_") as tmp:
+                voices = eng.usable(voices, Path(tmp))
         eng.voice_list = voices
         if name == "espeak":
+            eng.all_langs = eng.all_languages()
             eng.variant_list = eng.base_variants()
             if not eng.variant_list:
                 raise RuntimeError("espeak-ng has none of the known base variants")
@@ -118,28 +139,52 @@ def available_engines(wanted: list[str]) -> dict[str, object]:
 
 
 def spk_id(index: int, total: int) -> str:
-    return f"spk{index + 1:0{max(3, len(str(total)))}d}"
+    return f"spk{index + 1:0{max(4, len(str(total)))}d}"
 
 
-def draw_speakers(engines: dict, seed: int, num_train: int, num_test: int):
-    """(train speakers, test speakers), each drawn from (seed, set, index)."""
-    names = sorted(engines, key=list(ENGINE_WEIGHTS).index)
+def draw_speakers(engines: dict, seed: int, counts: dict[str, int],
+                  unseen: tuple[str, ...] = ()) -> dict[str, list]:
+    """Speakers of every set in :data:`SPEECH_SETS`, each drawn from (seed, set, index).
+
+    ``unseen``: festival voices held out of train, test and pool; the
+    ``test_unseen`` set draws only from them (and is empty when none is installed).
+    The pool's espeak speakers read with any espeak-ng language voice.
+    """
+    fest = engines.get("festival")
+    held = [v for v in (fest.voice_list if fest else []) if v in unseen]
+    seen_fest = [v for v in (fest.voice_list if fest else []) if v not in unseen]
+    names = [n for n in sorted(engines, key=list(ENGINE_WEIGHTS).index)
+             if n != "festival" or seen_fest]
     w = np.array([ENGINE_WEIGHTS[n] for n in names])
     w = w / w.sum()
-    total = num_train + num_test
-    out = {"train": [], "test": []}
-    for set_name, count, offset in (("train", num_train, 0), ("test", num_test, num_train)):
+    total = sum(counts.values())
+    out: dict[str, list] = {}
+    offset = 0
+    for set_name in SPEECH_SETS:
+        out[set_name] = []
+        count = counts.get(set_name, 0)
+        if set_name == "test_unseen" and count and not held:
+            logger.warning("none of the held-out voices %s is installed: no unseen-voice "
+                           "test set", list(unseen))
+            count = 0
         for i in range(count):
             rng = np.random.default_rng([seed, SET_CODES[set_name], i, 0])
+            sid = spk_id(offset + i, total)
+            if set_name == "test_unseen":
+                out[set_name].append(fest.draw_speaker(rng, sid, held))
+                continue
             name = names[int(rng.choice(len(names), p=w))]
             eng = engines[name]
-            sid = spk_id(offset + i, total)
             if name == "espeak":
-                s = eng.draw_speaker(rng, sid, eng.voice_list, eng.variant_list)
+                langs = eng.all_langs if set_name == "pool" else eng.voice_list
+                s = eng.draw_speaker(rng, sid, langs, eng.variant_list)
+            elif name == "festival":
+                s = eng.draw_speaker(rng, sid, seen_fest)
             else:
                 s = eng.draw_speaker(rng, sid, eng.voice_list)
             out[set_name].append(s)
-    return out["train"], out["test"]
+        offset += count
+    return out
 
 
 # --------------------------------------------------------------------------- audio
@@ -184,17 +229,20 @@ class SpeakerJob:
     wav_dir: Path
     min_dur: float
     max_dur: float
+    channel_prob: float = 0.0
 
 
-def synth_speaker(job: SpeakerJob) -> list[tuple[str, str, int, str]]:
-    """Synthesize one speaker -> [(utt, wav path, num samples, text)] in utterance order.
+def synth_speaker(job: SpeakerJob) -> list[tuple[str, str, int, str, str]]:
+    """Synthesize one speaker -> [(utt, wav path, num samples, text, channel)] in order.
 
     Per utterance: a target length T ~ U(min_dur, max_dur) with 0.05-0.25 s of
     silence each side; the text is sized from the speaker's speaking rate, and
     utterances whose speech misses the wanted length by more than TOLERANCE are
     redrawn (up to MAX_ROUNDS rounds; the closest one is kept), then cropped or
     padded into range. Gain: speech RMS drawn
-    in [-32, -16] dBFS, over a white noise floor at -85..-70 dBFS.
+    in [-32, -16] dBFS, over a white noise floor at -85..-70 dBFS. flite and
+    festival speakers get their pitch shift and timbre filter first; then a
+    random channel (``channel.apply_channel``) with probability ``channel_prob``.
     """
     s, eng = job.speaker, job.engine
     rng = np.random.default_rng([job.seed, SET_CODES[job.set_name], job.index, 1])
@@ -222,6 +270,10 @@ def synth_speaker(job: SpeakerJob) -> list[tuple[str, str, int, str]]:
             still = []
             for u, p, (x, sr) in zip(pending, params, outs, strict=True):
                 y = to_16k(x, sr, s.shift)
+                if s.pitch_cents:
+                    y = tts_engines.sox_pitch(y, SR, s.pitch_cents, rdir)
+                if s.eq or s.tilt:
+                    y = tts_engines.timbre_eq(y, SR, s.eq, s.tilt)
                 a, b = active_span(y)
                 y = y[a:b]
                 dur = y.size / SR
@@ -245,15 +297,34 @@ def synth_speaker(job: SpeakerJob) -> list[tuple[str, str, int, str]]:
         y = y * (10 ** (rng.uniform(-32.0, -16.0) / 20.0) / rms)
         pad_a = int(lead[u] * SR)
         pad_b = max(int(trail[u] * SR), int(job.min_dur * SR) - pad_a - y.size)
+        speech_rms = float(np.sqrt(np.mean(y**2)))
         y = np.concatenate([np.zeros(pad_a), y, np.zeros(pad_b)])
         y += 10 ** (rng.uniform(-85.0, -70.0) / 20.0) * rng.standard_normal(y.size)
+        tag = "clean"
+        if job.channel_prob > 0:
+            crng = np.random.default_rng([job.seed, SET_CODES[job.set_name], job.index, 2, u])
+            y, tag = channel.apply_channel(crng, y, speech_rms, p_channel=job.channel_prob,
+                                           p_reverb=job.channel_prob * 0.7,
+                                           p_noise=job.channel_prob)
         peak = float(np.abs(y).max())
         if peak > 0.99:
             y *= 0.99 / peak
         utt = f"{s.spk}-{u + 1:04d}"
         path = job.wav_dir / s.spk / f"{utt}.wav"
-        results.append((utt, str(path), write_wav(path, y), texts[u]))
+        results.append((utt, str(path), write_wav(path, y), texts[u], tag))
     return results
+
+
+def synth_speaker_or_none(job: SpeakerJob):
+    """:func:`synth_speaker`, or ``None`` (with the error logged) when an engine fails, so
+    one bad voice does not lose a long synthesis run."""
+    try:
+        return synth_speaker(job)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        logging.getLogger("synth_corpus").warning(
+            "speaker %s (%s %s) failed, left out: %s", job.speaker.spk, job.speaker.engine,
+            job.speaker.voice, str(e)[-300:])
+        return None
 
 
 # --------------------------------------------------------------------------- Kaldi files
@@ -268,29 +339,37 @@ def write_table(path: Path, rows: list[tuple[str, str]]) -> None:
     os.replace(tmp, path)
 
 
-def write_data_dir(d: Path, utts: list[tuple[str, str, str, int, str]]) -> None:
-    """A Kaldi data dir from (utt, spk, wav path, num samples, text) rows."""
+def write_data_dir(d: Path, utts: list[tuple[str, str, str, int, str, str]],
+                   labels: bool = True) -> None:
+    """A Kaldi data dir from (utt, spk, wav path, num samples, text, channel) rows.
+
+    ``labels=False`` (the unlabeled pool) writes wav.scp and utt2dur only.
+    """
     d.mkdir(parents=True, exist_ok=True)
-    write_table(d / "wav.scp", [(u, w) for u, _, w, _, _ in utts])
-    write_table(d / "utt2spk", [(u, s) for u, s, _, _, _ in utts])
-    write_table(d / "utt2dur", [(u, f"{n / SR:.4f}") for u, _, _, n, _ in utts])
-    write_table(d / "text", [(u, t) for u, _, _, _, t in utts])
+    write_table(d / "wav.scp", [(u, w) for u, _, w, *_ in utts])
+    write_table(d / "utt2dur", [(u, f"{n / SR:.4f}") for u, _, _, n, *_ in utts])
+    if not labels:
+        return
+    write_table(d / "utt2spk", [(u, s) for u, s, *_ in utts])
+    write_table(d / "text", [(u, t) for u, _, _, _, t, _ in utts])
+    write_table(d / "utt2channel", [(r[0], r[5]) for r in utts])
     spk2utt: dict[str, list[str]] = {}
-    for u, s, _, _, _ in utts:
+    for u, s, *_ in utts:
         spk2utt.setdefault(s, []).append(u)
     write_table(
         d / "spk2utt", [(s, " ".join(sorted(v, key=str.encode))) for s, v in spk2utt.items()]
     )
 
 
-def make_trials(utt2spk: dict[str, str], seed: int) -> list[tuple[str, str, int]]:
+def make_trials(utt2spk: dict[str, str], seed: int,
+                stream: int = SET_CODES["trials"]) -> list[tuple[str, str, int]]:
     """Balanced trials (enroll, test, 1|0), sorted in byte order.
 
     Targets: every pair of a speaker's utterances. Non-targets: as many, spread
     evenly over the unordered speaker pairs (remainders to rng-chosen pairs),
     utterance pairs drawn without repetition.
     """
-    rng = np.random.default_rng([seed, SET_CODES["trials"]])
+    rng = np.random.default_rng([seed, stream])
     by_spk: dict[str, list[str]] = {}
     for u, s in sorted(utt2spk.items(), key=lambda kv: kv[0].encode()):
         by_spk.setdefault(s, []).append(u)
@@ -408,9 +487,16 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_dur", type=float, default=2.0, help="shortest utterance (s)")
     p.add_argument("--max_dur", type=float, default=4.0, help="longest utterance (s)")
     p.add_argument("--noise_dur", type=float, default=6.0, help="noise clip length (s)")
+    p.add_argument("--channel_prob", type=float, default=0.3,
+                   help="probability of a channel (codec/telephone) and of noise per "
+                        "utterance; reverb at 0.7 times it (0: clean corpus)")
     p.add_argument(
         "--engines", default="espeak,flite,festival",
         help="comma-separated engines to use when installed (espeak is required)",
+    )
+    p.add_argument(
+        "--unseen_voices", default=",".join(tts_engines.UNSEEN_VOICES),
+        help="festival voices held out of train/test/pool for the unseen-voice test set",
     )
     return p
 
@@ -422,57 +508,83 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
     for k, v in sizes.items():
-        if v < (2 if k in ("num_test_spk", "test_utts", "num_train_spk") else 1):
+        low = 2 if k in ("num_test_spk", "test_utts", "num_train_spk", "unseen_utts") else (
+            0 if k in ("num_unseen_spk", "num_pool_spk") else 1)
+        if v < low or (k == "num_unseen_spk" and v == 1):
             raise SystemExit(f"--{k} too small: {v}")
     if not 0.5 <= args.min_dur < args.max_dur:
         raise SystemExit(f"need 0.5 <= --min_dur < --max_dur, got {args.min_dur}, {args.max_dur}")
+    if not 0.0 <= args.channel_prob <= 1.0:
+        raise SystemExit(f"--channel_prob must be in [0, 1], got {args.channel_prob}")
     t0 = time.time()
     engines = available_engines([e for e in args.engines.split(",") if e])
-    train, test = draw_speakers(
-        engines, args.seed, sizes["num_train_spk"], sizes["num_test_spk"]
-    )
+    unseen = tuple(v for v in args.unseen_voices.split(",") if v)
+    unknown = sorted(set(unseen) - set(tts_engines.FESTIVAL_VOICES))
+    if unknown:
+        raise SystemExit(f"--unseen_voices: unknown festival voice(s) {unknown}; valid: "
+                         f"{sorted(tts_engines.FESTIVAL_VOICES)}")
+    counts = {"train": sizes["num_train_spk"], "test": sizes["num_test_spk"],
+              "test_unseen": sizes["num_unseen_spk"], "pool": sizes["num_pool_spk"]}
+    utts = {"train": sizes["train_utts"], "test": sizes["test_utts"],
+            "test_unseen": sizes["unseen_utts"], "pool": sizes["pool_utts"]}
+    sets = draw_speakers(engines, args.seed, counts, unseen)
     out = args.out.resolve()
     prepare_out(out)
-    counts = {n: sum(s.engine == n for s in train + test) for n in engines}
-    logger.info("speakers: %d train, %d test; by engine %s", len(train), len(test), counts)
+    everyone = [s for spks in sets.values() for s in spks]
+    by_engine = {n: sum(s.engine == n for s in everyone) for n in engines}
+    logger.info("speakers: %s; by engine %s",
+                ", ".join(f"{len(v)} {k}" for k, v in sets.items()), by_engine)
     with tempfile.TemporaryDirectory(prefix="lap_corpus_") as work:
-        engines["espeak"].prepare(Path(work), [s for s in train + test if s.engine == "espeak"])
+        engines["espeak"].prepare(Path(work), [s for s in everyone if s.engine == "espeak"])
         jobs = []
-        for set_name, spks, nu in (("train", train, sizes["train_utts"]),
-                                   ("test", test, sizes["test_utts"])):
+        for set_name, spks in sets.items():
             for i, s in enumerate(spks):
                 jobs.append(SpeakerJob(
-                    engines[s.engine], s, set_name, i, nu, args.seed,
-                    out / "wav" / set_name, args.min_dur, args.max_dur,
+                    engines[s.engine], s, set_name, i, utts[set_name], args.seed,
+                    out / "wav" / set_name, args.min_dur, args.max_dur, args.channel_prob,
                 ))
         # slow engines first, for a better balance across workers
         order = sorted(range(len(jobs)), key=lambda j: jobs[j].speaker.engine != "festival")
         results: list = [None] * len(jobs)
         if args.nj <= 1:
             for j in order:
-                results[j] = synth_speaker(jobs[j])
+                results[j] = synth_speaker_or_none(jobs[j])
         else:
             with ProcessPoolExecutor(args.nj, mp_context=get_context("spawn")) as pool:
-                for j, r in zip(order, pool.map(synth_speaker, [jobs[j] for j in order]),
+                for j, r in zip(order, pool.map(synth_speaker_or_none, [jobs[j] for j in order]),
                                 strict=True):
                     results[j] = r
     t1 = time.time()
-    rows: dict[str, list] = {"train": [], "test": []}
+    rows: dict[str, list] = {k: [] for k in sets}
+    failed = {job.speaker.spk for job, res in zip(jobs, results, strict=True) if res is None}
     for job, res in zip(jobs, results, strict=True):
-        rows[job.set_name] += [(u, job.speaker.spk, w, n, t) for u, w, n, t in res]
+        if res is not None:
+            rows[job.set_name] += [(u, job.speaker.spk, w, n, t, c) for u, w, n, t, c in res]
+    if failed:
+        logger.warning("%d speaker(s) failed and are left out: %s", len(failed), sorted(failed))
+        sets = {k: [s for s in v if s.spk not in failed] for k, v in sets.items()}
+        for k in ("train", "test"):
+            if len(sets[k]) < 2:
+                raise SystemExit(f"fewer than 2 {k} speakers left after synthesis failures")
+    n_trials = {}
     for set_name, r in rows.items():
-        write_data_dir(out / "data" / set_name, r)
-    trials = make_trials({u: s for u, s, *_ in rows["test"]}, args.seed)
-    write_trials(out / "data" / "test", trials)
+        if not r:
+            continue
+        write_data_dir(out / "data" / set_name, r, labels=set_name != "pool")
+        if set_name in ("test", "test_unseen"):
+            trials = make_trials({u: s for u, s, *_ in r}, args.seed,
+                                 SET_CODES["trials"] * 10 + SET_CODES[set_name])
+            write_trials(out / "data" / set_name, trials)
+            n_trials[set_name] = len(trials)
     make_noise_set(
-        out, args.seed, sizes["num_noise"], args.noise_dur, [w for _, _, w, _, _ in rows["train"]]
+        out, args.seed, sizes["num_noise"], args.noise_dur, [w for _, _, w, *_ in rows["train"]]
     )
     make_rir_set(out, args.seed, sizes["num_rirs"])
-    write_speakers(out, {"train": train, "test": test}, engines)
-    hours = sum(n for r in rows.values() for *_, n, _ in r) / SR / 3600
+    write_speakers(out, sets, engines)
+    hours = sum(n for r in rows.values() for _, _, _, n, _, _ in r) / SR / 3600
     logger.info(
-        "wrote %s: %d train + %d test utterances (%.2f h), %d trials, speech %.1f s, total %.1f s",
-        out, len(rows["train"]), len(rows["test"]), hours, len(trials), t1 - t0, time.time() - t0,
+        "wrote %s: %s utterances (%.2f h), trials %s, speech %.1f s, total %.1f s", out,
+        {k: len(v) for k, v in rows.items()}, hours, n_trials, t1 - t0, time.time() - t0,
     )
     return 0
 

@@ -26,12 +26,23 @@ How each engine makes many speakers:
   ``int_lr_params`` target f0 mean/std) and cmu_us_slt_arctic_hts (HTS ``-r``
   speed only: the festival HTS module ignores ``-fm``/``-a``). One festival
   process synthesizes all of a speaker's utterances from a Scheme script.
+* festival also has voices of other languages in Debian main (Italian pc/lp,
+  Catalan ona HTS, Russian nsh, Czech dita/krb/machac/ph, Finnish lj/mv): real
+  people's recordings, so real timbre. They read the same English text with
+  their own letter-to-sound rules. Their f0 cannot be set through the engine
+  (kind "fixed" and "hts"), so the speaker's pitch is moved afterwards by a
+  fixed number of cents (``sox pitch``, which keeps the formants). The Indic
+  NSK voices crash on English text and are left out.
 * flite and festival speakers also get a **shift** factor ``a`` in [0.88, 1.14]:
   the engine's output sampled at rate ``sr`` is resampled as if it were at
   ``sr * a``, i.e. ``y(t) = x(a t)``. This scales pitch and all formants by
   ``a`` together (a shorter/longer vocal tract) and the duration by ``1/a``, so
   one voice gives several distinct speakers. espeak speakers use ``a = 1``
   (their formants are set directly).
+* every flite and festival speaker also gets a fixed **timbre filter**
+  (:func:`timbre_eq`): two peaking equaliser bands (+-6 dB at random
+  frequencies between 300 Hz and 5 kHz) and a spectral tilt, a stand-in for
+  the formant and voice-quality differences that resampling alone leaves equal.
 
 All engines are deterministic (the same command gives the same samples).
 """
@@ -50,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import lfilter
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +85,27 @@ FESTIVAL_VOICES = {
     "kal_diphone": ("male", "diphone"),
     "ked_diphone": ("male", "diphone"),
     "cmu_us_slt_arctic_hts": ("female", "hts"),
+    "pc_diphone": ("male", "fixed"),  # Italian
+    "lp_diphone": ("female", "fixed"),  # Italian
+    "upc_ca_ona_hts": ("female", "hts"),  # Catalan
+    "msu_ru_nsh_clunits": ("male", "fixed"),  # Russian
+    "czech_dita": ("female", "fixed"),
+    "czech_krb": ("male", "fixed"),  # a child's voice
+    "czech_machac": ("male", "fixed"),
+    "czech_ph": ("male", "fixed"),
+    "suo_fi_lj_diphone": ("female", "fixed"),  # Finnish
+    "hy_fi_mv_diphone": ("male", "fixed"),  # Finnish
 }
+#: The default held-out voice family of the unseen-voice test set: festival's Czech and
+#: Finnish voices (six real people, never heard in training or pre-training).
+UNSEEN_VOICES = (
+    "czech_dita", "czech_krb", "czech_machac", "czech_ph", "suo_fi_lj_diphone",
+    "hy_fi_mv_diphone",
+)
+PITCH_CENTS = (-350.0, 350.0)  # sox pitch shift of "fixed"/"hts" festival speakers
+EQ_GAIN_DB = 6.0  # timbre filter: peaking bands of +-EQ_GAIN_DB
+EQ_FREQ_HZ = (300.0, 5000.0)
+TILT_DB_PER_OCT = 1.5  # timbre filter: spectral tilt of +-TILT_DB_PER_OCT
 FLITE_GENDER = {"kal": "male", "kal16": "male", "awb": "male", "rms": "male", "slt": "female"}
 
 # Trait ranges: (low, high) of uniform draws.
@@ -109,6 +141,9 @@ class Speaker:
     vtl: float = 1.0
     formants: tuple[tuple[int, int, int], ...] = ()
     extra: str = ""  # extra variant-file lines (espeak), ';'-separated
+    pitch_cents: float = 0.0  # sox pitch shift after synthesis (festival "fixed"/"hts")
+    eq: tuple[tuple[float, float, float], ...] = ()  # timbre filter: (Hz, dB, Q) bands
+    tilt: float = 0.0  # timbre filter: dB per octave re 1 kHz
 
     def words_per_second(self) -> float:
         """A rough speaking rate, used to size texts for a wanted duration."""
@@ -120,6 +155,7 @@ class Speaker:
         """The speakers.tsv row (formants summarised by the vtl factor)."""
         d = dataclasses.asdict(self)
         d.pop("formants")
+        d["eq"] = ";".join(f"{f:.0f}:{g:+.1f}:{q:.1f}" for f, g, q in self.eq)
         out = {}
         for k, v in d.items():
             out[k] = f"{v:.4g}" if isinstance(v, float) else (str(v) if v != "" else "-")
@@ -193,6 +229,19 @@ class EspeakEngine:
             raise RuntimeError(f"espeak-ng has none of the English voices {ESPEAK_LANGS}")
         return langs
 
+    def all_languages(self) -> list[str]:
+        """Every language voice of espeak-ng (for the unlabeled pool: English text read with
+        each language's rules; the timbre comes from the speaker's variant)."""
+        out = _run([self.binary, "--voices"]).stdout.decode().split("\n")
+        langs = sorted({line.split()[1] for line in out[1:] if len(line.split()) > 3
+                        and "mb/" not in line.split()[3]})
+        ok = []
+        for lang in langs:  # some listed codes are not accepted by -v: keep those that are
+            r = subprocess.run([self.binary, "-q", "-v", lang, "a"], capture_output=True)
+            if r.returncode == 0 and not r.stderr:
+                ok.append(lang)
+        return ok or self.languages()
+
     def base_variants(self) -> list[str]:
         vdir = self._system_data() / "voices" / "!v"
         return [v for v in ESPEAK_BASE_VARIANTS if (vdir / v).is_file()]
@@ -239,37 +288,54 @@ class EspeakEngine:
         lines += [x for x in s.extra.split(";") if x]
         return "\n".join(lines) + "\n"
 
-    def prepare(self, workdir: Path, speakers: list[Speaker]) -> None:
-        """Build a private espeak-ng data dir holding one variant file per speaker."""
-        sysdata = self._system_data()
-        root = workdir / "espeak"
-        data = root / "espeak-ng-data"
-        (data / "voices" / "!v").mkdir(parents=True)
-        for p in sysdata.iterdir():
-            if p.name != "voices":
-                (data / p.name).symlink_to(p)
-        for p in (sysdata / "voices").iterdir():
-            if p.name != "!v":
-                (data / "voices" / p.name).symlink_to(p)
-        for p in (sysdata / "voices" / "!v").iterdir():
-            (data / "voices" / "!v" / p.name).symlink_to(p)
-        for s in speakers:
-            (data / "voices" / "!v" / f"lap_{s.spk}").write_text(self.variant_text(s))
-        self.data_root = root
-        self._check_variants_used(workdir)
+    #: speakers per private data dir: espeak-ng keeps a list of at most 349 voices and
+    #: variants (its ~130 language voices included) and ignores the ones beyond it
+    speakers_per_dir = 100
 
-    def _check_variants_used(self, workdir: Path) -> None:
-        probe = workdir / "espeak_probe"
+    def prepare(self, workdir: Path, speakers: list[Speaker]) -> None:
+        """Build private espeak-ng data dirs holding one variant file per speaker.
+
+        Speakers are split over several dirs of :attr:`speakers_per_dir` each, since
+        espeak-ng ignores variants past its voice-list limit.
+        """
+        sysdata = self._system_data()
+        self.roots = {}
+        chunks = [speakers[i : i + self.speakers_per_dir]
+                  for i in range(0, len(speakers), self.speakers_per_dir)] or [[]]
+        for c, chunk in enumerate(chunks):
+            root = workdir / f"espeak{c}"
+            data = root / "espeak-ng-data"
+            (data / "voices" / "!v").mkdir(parents=True)
+            for p in sysdata.iterdir():
+                if p.name != "voices":
+                    (data / p.name).symlink_to(p)
+            # neither the system's variants nor the mbrola voices are linked: our variant
+            # files are complete, and every listed voice takes a slot of espeak-ng's list
+            for p in (sysdata / "voices").iterdir():
+                if p.name not in ("!v", "mb"):
+                    (data / "voices" / p.name).symlink_to(p)
+            for s in chunk:
+                (data / "voices" / "!v" / f"lap_{s.spk}").write_text(self.variant_text(s))
+                self.roots[s.spk] = root
+            self.data_root = root
+            self._check_variants_used(workdir, chunk[-1] if chunk else None)
+
+    def _check_variants_used(self, workdir: Path, last: Speaker | None) -> None:
+        """The data dir's variants change the audio (the last speaker's one included)."""
+        probe = workdir / f"espeak_probe_{self.data_root.name}"
         probe.mkdir()
         (self.data_root / "espeak-ng-data" / "voices" / "!v" / "lap_probe").write_text(
             "language variant\nname lap_probe\npitch 200 260\nformant 1 130 100 100\n"
         )
+        variants = ["en-us", "en-us+lap_probe"]
+        if last is not None:
+            variants.append(f"en-us+lap_{last.spk}")
         outs = []
-        for v in ("en-us", "en-us+lap_probe"):
+        for v in variants:
             wav = probe / f"{len(outs)}.wav"
             _run([self.binary, f"--path={self.data_root}", "-v", v, "-w", str(wav), "hello"])
             outs.append(wav.read_bytes())
-        if outs[0] == outs[1]:
+        if any(o == outs[0] for o in outs[1:]):
             raise RuntimeError(
                 "espeak-ng ignores variant files in the private data dir "
                 f"({self.data_root}); cannot build distinct espeak speakers"
@@ -283,13 +349,13 @@ class EspeakEngine:
     def synthesize(
         self, s: Speaker, utts: list[UttParams], tmp: Path
     ) -> list[tuple[np.ndarray, int]]:
-        if self.data_root is None:
-            raise RuntimeError("EspeakEngine.prepare() was not called")
+        if s.spk not in getattr(self, "roots", {}):
+            raise RuntimeError(f"EspeakEngine.prepare() was not called for {s.spk}")
         out = []
         for i, u in enumerate(utts):
             wav = tmp / f"{i}.wav"
             _run([
-                self.binary, f"--path={self.data_root}", "-v", f"{s.voice}+lap_{s.spk}",
+                self.binary, f"--path={self.roots[s.spk]}", "-v", f"{s.voice}+lap_{s.spk}",
                 "-p", str(int(round(u.pitch))), "-s", str(int(round(u.rate))),
                 "-a", str(s.amplitude), "-g", str(s.word_gap), "-w", str(wav), "--", u.text,
             ])
@@ -329,10 +395,19 @@ class _ShiftedVoiceEngine:
         shift = _uniform(rng, SHIFT)
         # the shift multiplies f0 afterwards: draw the engine target so that the
         # heard pitch lands in the gender's range
+        cents = 0.0
+        if self.pitch_fixed(voice):
+            cents = _uniform(rng, PITCH_CENTS)
+        eq, tilt = draw_timbre(rng)
         return Speaker(
             spk=spk, engine=self.name, voice=voice, gender=gender, pitch_hz=pitch / shift,
             pitch_range_hz=prange / 3.0 / shift, rate=_uniform(rng, STRETCH), shift=shift,
+            pitch_cents=cents, eq=eq, tilt=tilt,
         )
+
+    def pitch_fixed(self, voice: str) -> bool:
+        """True when the engine cannot set this voice's f0 (it is shifted by sox instead)."""
+        return False
 
     def utt_params(self, rng: np.random.Generator, s: Speaker, text: str) -> UttParams:
         return UttParams(
@@ -400,6 +475,43 @@ class FestivalEngine(_ShiftedVoiceEngine):
     def gender(self, voice: str) -> str:
         return FESTIVAL_VOICES[voice][0]
 
+    def pitch_fixed(self, voice: str) -> bool:
+        return FESTIVAL_VOICES[voice][1] != "diphone"
+
+    def usable(self, voices: list[str], workdir: Path) -> list[str]:
+        """The voices that synthesize a short English sentence.
+
+        One festival run tries them all; only when it fails is each voice tried alone.
+        """
+        script = workdir / "probe_all.scm"
+        lines = []
+        for v in voices:
+            lines.append(f'(voice_{v})\n(utt.save.wave (utt.synth (Utterance Text '
+                         f'"seven green boats")) "{workdir / f"all_{v}.wav"}" \'riff)')
+        script.write_text("\n".join(lines) + "\n")
+        try:
+            _run([self.binary, "-b", str(script)], timeout=300)
+            if all((workdir / f"all_{v}.wav").is_file() for v in voices):
+                return list(voices)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            pass
+        ok = []
+        for v in voices:
+            wav = workdir / f"probe_{v}.wav"
+            script = workdir / f"probe_{v}.scm"
+            script.write_text(f'(voice_{v})\n(utt.save.wave (utt.synth (Utterance Text '
+                              f'"seven green boats")) "{wav}" \'riff)\n')
+            try:
+                _run([self.binary, "-b", str(script)], timeout=120)
+                if wav.is_file() and _read(wav)[0].size > 0:
+                    ok.append(v)
+                    continue
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                logger.warning("festival voice %s unusable: %s", v, str(e)[-200:])
+                continue
+            logger.warning("festival voice %s wrote no audio: left out", v)
+        return ok
+
     def synthesize(
         self, s: Speaker, utts: list[UttParams], tmp: Path
     ) -> list[tuple[np.ndarray, int]]:
@@ -416,6 +528,8 @@ class FestivalEngine(_ShiftedVoiceEngine):
                     f'(set! hts_engine_params (append lap_hts_base (list (list "-r" '
                     f"{1.0 / u.rate:.4f}))))"
                 )
+            elif kind == "fixed":
+                lines.append(f"(Parameter.set 'Duration_Stretch {u.rate:.4f})")
             else:
                 lines.append(f"(Parameter.set 'Duration_Stretch {u.rate:.4f})")
                 lines.append(
@@ -436,6 +550,48 @@ ENGINES: dict[str, type] = {
     "flite": FliteEngine,
     "festival": FestivalEngine,
 }
+
+
+def draw_timbre(rng: np.random.Generator) -> tuple[tuple[tuple[float, float, float], ...], float]:
+    """A speaker's timbre filter: two peaking bands (Hz, dB, Q) and a tilt in dB/octave."""
+    lo, hi = np.log(EQ_FREQ_HZ[0]), np.log(EQ_FREQ_HZ[1])
+    bands = tuple(
+        (float(np.exp(rng.uniform(lo, hi))), float(rng.uniform(-EQ_GAIN_DB, EQ_GAIN_DB)),
+         float(rng.uniform(0.7, 2.5)))
+        for _ in range(2)
+    )
+    return bands, float(rng.uniform(-TILT_DB_PER_OCT, TILT_DB_PER_OCT))
+
+
+def timbre_eq(x: np.ndarray, sr: int, bands, tilt: float) -> np.ndarray:
+    """Apply peaking bands (RBJ cookbook biquads) and a spectral tilt re 1 kHz: (N,) -> (N,).
+
+    The tilt is a gain of ``tilt`` dB per octave, applied in the frequency domain.
+    """
+    y = np.asarray(x, dtype=np.float64)
+    for f0, gain_db, q in bands:
+        a = 10 ** (gain_db / 40.0)
+        w0 = 2 * np.pi * min(f0, 0.45 * sr) / sr
+        alpha = np.sin(w0) / (2 * q)
+        b = np.array([1 + alpha * a, -2 * np.cos(w0), 1 - alpha * a])
+        den = np.array([1 + alpha / a, -2 * np.cos(w0), 1 - alpha / a])
+        y = lfilter(b / den[0], den / den[0], y)
+    if tilt:
+        spec = np.fft.rfft(y)
+        f = np.maximum(np.fft.rfftfreq(y.size, 1.0 / sr), 50.0)
+        spec *= 10 ** (tilt * np.log2(f / 1000.0) / 20.0)
+        y = np.fft.irfft(spec, n=y.size)
+    return y.astype(np.float32)
+
+
+def sox_pitch(x: np.ndarray, sr: int, cents: float, tmp: Path) -> np.ndarray:
+    """Shift the pitch by ``cents`` keeping duration and formants (``sox pitch``): (N,) -> (N,)."""
+    if abs(cents) < 1e-6:
+        return x
+    src, dst = tmp / "pitch_in.wav", tmp / "pitch_out.wav"
+    sf.write(str(src), np.clip(x, -1, 1), sr, subtype="FLOAT")
+    _run(["sox", str(src), "-e", "floating-point", str(dst), "pitch", f"{cents:.1f}"])
+    return _read(dst)[0]
 
 
 def get_engine(name: str):

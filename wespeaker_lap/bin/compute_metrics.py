@@ -19,10 +19,12 @@ import sys
 from pathlib import Path
 
 from wespeaker_lap.bin.common import add_log_level, run
+from wespeaker_lap.checks import ConfigError, check_number
 from wespeaker_lap.io.files import atomic_write
 from wespeaker_lap.scoring.metrics import compute_metrics, det_curve, format_metrics
 from wespeaker_lap.scoring.plotting import plot_det_curves
 from wespeaker_lap.scoring.score import read_scores
+from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,13 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_costs(args: argparse.Namespace) -> None:
+    for p in args.p_target:
+        check_number("--p_target", p, lo=0, hi=1, lo_open=True, hi_open=True)
+    check_number("--c_miss", args.c_miss, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
+    check_number("--c_fa", args.c_fa, lo=0, lo_open=True, hi=float("inf"), hi_open=True)
+
+
 def _metrics(args: argparse.Namespace) -> None:
     results = {}
     curves = {}
@@ -67,7 +76,14 @@ def _metrics(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(_metrics, get_parser().parse_args(argv))
+    args = get_parser().parse_args(argv)
+    try:
+        _check_costs(args)
+    except ConfigError as e:
+        setup_logging(args.log_level)
+        logger.error("%s", e)
+        return 2
+    return run(_metrics, args)
 
 
 if __name__ == "__main__":

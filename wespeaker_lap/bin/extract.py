@@ -52,7 +52,9 @@ def extract(args: argparse.Namespace) -> int:
     source, data_type = eval_source(args.data, args.data_list, args.data_type)
     opts = ExtractOptions(batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
                           num_workers=args.num_workers, dtype=args.dtype,
-                          layer_scores=args.layer_scores, progress=not args.no_progress)
+                          layer_scores=args.layer_scores, progress=not args.no_progress,
+                          ignore_frontend_mismatch=args.ignore_frontend_mismatch,
+                          allow_pipes=args.allow_pipes)
     extract_embeddings(config, weights, source, data_type, args.embed_dir, info, opts)
     return 0
 
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer_scores", action="store_true",
                    help="also write layer_scores.npy (the backend's layer attention)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--ignore_frontend_mismatch", action="store_true",
+                   help="use the frozen SSL model found even when it differs from the one "
+                   "the experiment was trained with (its frontend.json)")
+    p.add_argument("--allow_pipes", action="store_true",
+                   help="run Kaldi piped wav.scp entries ('cmd |') with a shell, as Kaldi does")
     return p
 
 

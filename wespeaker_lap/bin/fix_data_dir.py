@@ -5,7 +5,10 @@
 
 Keeps the utterances present in wav.scp, utt2spk and every other utt2* file,
 sorts everything (LC_ALL=C), regenerates spk2utt. Originals go to
-<data_dir>/.backup/, the dropped keys to <data_dir>/.backup/dropped_utts.
+<data_dir>/.backup/ (a later run that changes something: .backup.1/, .backup.2/,
+...), the dropped keys to dropped_utts in that folder; a valid dir is left as
+it is. Kaldi piped wav.scp entries ("cmd |") are kept; --check-audio and
+--utt2dur refuse them unless --allow_pipes (then --utt2dur runs them).
 """
 
 from __future__ import annotations
@@ -25,14 +28,21 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--utt2dur", action="store_true",
                    help="(re)compute utt2dur from the audio headers; unreadable ones are dropped")
     p.add_argument("--nj", type=int, default=4, help="threads for file checks")
+    p.add_argument("--allow_pipes", "--allow-pipes", action="store_true",
+                   help="run Kaldi piped wav.scp entries ('cmd |') with a shell, as Kaldi does")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
-    report = fix_data_dir(args.data_dir, check_audio=args.check_audio, utt2dur=args.utt2dur,
-                          num_threads=args.nj)
+    try:
+        report = fix_data_dir(args.data_dir, check_audio=args.check_audio,
+                              utt2dur=args.utt2dur, num_threads=args.nj,
+                              allow_pipes=args.allow_pipes)
+    except (OSError, ValueError) as e:
+        print(f"fix_data_dir: {e}", file=sys.stderr)
+        return 1
     print(f"fix_data_dir: {args.data_dir}: {report.summary()}")
     if report.kept == 0:
         print("fix_data_dir: no utterances left", file=sys.stderr)

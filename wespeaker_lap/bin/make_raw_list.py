@@ -53,6 +53,14 @@ def _is_data_dir(path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
+    try:
+        return _make(args)
+    except (OSError, ValueError) as e:
+        print(f"make_raw_list: {e}", file=sys.stderr)
+        return 1
+
+
+def _make(args: argparse.Namespace) -> int:
     src = Path(args.source)
     if args.type:
         if args.spk2id:

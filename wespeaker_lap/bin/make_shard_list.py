@@ -7,6 +7,8 @@ Each tar holds ``<name>.<ext>`` (the audio file's bytes) and ``<name>.spk`` per
 utterance, ``<name>`` being the key with unsafe characters percent-encoded
 (``/`` -> ``%2F``). Shards are written in parallel, each atomically, and the
 list last, so an interrupted run leaves no list naming a half-written shard.
+Kaldi piped wav.scp entries (``cmd |``) need ``--allow_pipes``; their output
+is stored as ``<name>.wav``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="keep the data dir order (default: shuffle so shards mix speakers)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prefix", default="shards", help="tar file name prefix")
+    p.add_argument("--allow_pipes", "--allow-pipes", action="store_true",
+                   help="run Kaldi piped wav.scp entries ('cmd |') with a shell, as Kaldi does")
     return p
 
 
@@ -38,13 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     src = Path(args.source)
-    if src.is_dir():
-        entries = raw_entries_from_data_dir(read_data_dir(src))
-    else:
-        entries = read_raw_list(src, required=("key", "spk", "wav"))
-    paths = make_shard_list(entries, args.shard_dir, args.shard_list,
-                            num_utts_per_shard=args.num_utts_per_shard, num_threads=args.nj,
-                            shuffle=not args.no_shuffle, seed=args.seed, prefix=args.prefix)
+    try:
+        if src.is_dir():
+            entries = raw_entries_from_data_dir(read_data_dir(src))
+        else:
+            entries = read_raw_list(src, required=("key", "spk", "wav"))
+        paths = make_shard_list(entries, args.shard_dir, args.shard_list,
+                                num_utts_per_shard=args.num_utts_per_shard, num_threads=args.nj,
+                                shuffle=not args.no_shuffle, seed=args.seed, prefix=args.prefix,
+                                allow_pipes=args.allow_pipes)
+    except (OSError, ValueError) as e:
+        print(f"make_shard_list: {e}", file=sys.stderr)
+        return 1
     print(f"make_shard_list: {len(entries)} utterances in {len(paths)} shards -> {args.shard_list}")
     return 0
 

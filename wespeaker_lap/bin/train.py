@@ -34,6 +34,7 @@ import sys
 from collections.abc import Sequence
 
 from wespeaker_lap.checks import ConfigError
+from wespeaker_lap.io.checkpoints import CheckpointError
 from wespeaker_lap.utils.config import load_config
 from wespeaker_lap.utils.distributed import cleanup, env_world, init_distributed
 from wespeaker_lap.utils.logging_utils import setup_logging
@@ -65,9 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 2
-    info = init_distributed(args.device, cfg.get("gpus"))
     try:
+        info = init_distributed(args.device, cfg.get("gpus"))
         train(cfg, info, argv)
+    except (ConfigError, CheckpointError, OSError) as e:  # bad input, bad checkpoint, full disk
+        logger.error("%s", e)
+        return 2
     finally:
         cleanup()
     return 0

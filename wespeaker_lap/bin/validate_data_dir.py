@@ -6,7 +6,9 @@
 Checks: wav.scp, utt2spk and spk2utt present; lines well formed; each file
 sorted (LC_ALL=C) with unique keys; utt2spk and spk2utt agree; wav.scp,
 utt2spk (and utt2dur) list the same utterances; every audio path exists.
-``--decode`` also decodes every file and lists all bad ones.
+``--decode`` also decodes every file and lists all bad ones. Kaldi piped
+entries (``cmd |``) are problems unless ``--allow_pipes`` (then ``--decode``
+runs them).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nj", type=int, default=4, help="threads for file checks")
     p.add_argument("--max_report", "--max-report", type=int, default=5,
                    help="lines shown per kind of problem")
+    p.add_argument("--allow_pipes", "--allow-pipes", action="store_true",
+                   help="run Kaldi piped wav.scp entries ('cmd |') with a shell, as Kaldi does")
     return p
 
 
@@ -37,14 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     problems = validate_data_dir(args.data_dir, check_audio=not args.no_check_audio,
                                  decode=args.decode, min_duration=args.min_duration,
-                                 num_threads=args.nj, max_report=args.max_report)
+                                 num_threads=args.nj, max_report=args.max_report,
+                                 allow_pipes=args.allow_pipes)
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
         print(f"validate_data_dir: {args.data_dir} is NOT valid ({len(problems)} problem lines)",
               file=sys.stderr)
         return 1
-    data = read_data_dir(args.data_dir)
+    try:
+        data = read_data_dir(args.data_dir)
+    except (OSError, ValueError) as e:
+        print(f"validate_data_dir: {e}", file=sys.stderr)
+        return 1
     print(f"validate_data_dir: {args.data_dir} OK: {len(data.wav)} utterances, "
           f"{len(data.speakers)} speakers")
     return 0

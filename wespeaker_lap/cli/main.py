@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +30,7 @@ import numpy as np
 
 # Only numpy-side modules at the top: the --onnx path must run without torch.
 # The torch-based parts are imported on use (cli/ is the one layer allowed to).
+from wespeaker_lap.checks import ConfigError, check_int
 from wespeaker_lap.io.files import atomic_path, read_scp
 from wespeaker_lap.io.xvectors import load_mean_vec, save_npy, write_xvectors
 from wespeaker_lap.scoring.score import normalize_rows
@@ -45,13 +48,16 @@ class Embedder:
     """
 
     def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32",
-                 batch_size: int = 8):
+                 batch_size: int = 8, ignore_frontend_mismatch: bool = False):
         from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
 
+        self.batch_size = check_int("--batch_size", batch_size, lo=1)
+        self.device = check_device("--device", device)
         config, weights = resolve_model_dir(model_dir)
-        self.device = device
-        self.batch_size = batch_size
-        self.extractor = load_trained_extractor(config, weights, device, dtype)
+        self.extractor = load_trained_extractor(
+            config, weights, self.device, dtype,
+            ignore_frontend_mismatch=ignore_frontend_mismatch,
+        )
         self.sample_rate = self.extractor.frontend.sample_rate
 
     def __call__(self, paths: list[str]) -> np.ndarray:
@@ -79,8 +85,37 @@ class Embedder:
         return out
 
 
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def check_device(where: str, device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` that this machine has; else ConfigError naming the option."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise ConfigError(f"{where}: expected cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{where}: {device!r} asked for, but CUDA is not available in "
+                              f"this torch build ({torch.__version__}) or on this machine; "
+                              "use --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{where}: {device!r} asked for, but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_finite_number(where: str, value: float) -> float:
+    """A finite float (argparse's ``float`` accepts ``nan`` and ``inf``)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return value
+
+
 def make_embedder(args: argparse.Namespace, batch_size: int = 8):
     """The PyTorch :class:`Embedder`, or with ``--onnx`` the onnxruntime one (no torch)."""
+    check_int("--batch_size", batch_size, lo=1)
     if args.onnx:
         if args.device != "cpu" or args.dtype != "float32":
             raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device and "
@@ -90,12 +125,16 @@ def make_embedder(args: argparse.Namespace, batch_size: int = 8):
         return OnnxEmbedder(args.onnx, model_dir=args.model_dir, batch_size=batch_size)
     if not args.model_dir:
         raise ValueError("give --model_dir (a trained exp_dir) or --onnx (an exported model)")
-    return Embedder(args.model_dir, args.device, args.dtype, batch_size)
+    return Embedder(args.model_dir, args.device, args.dtype, batch_size,
+                    args.ignore_frontend_mismatch)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     if bool(args.wavs) == bool(args.wav_scp):
         raise ValueError("give audio files or --wav_scp, not both or neither")
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".ark"):
+        raise ValueError(f"--out must end in .npy or .ark, got {out}")
     if args.wav_scp:
         table = read_scp(args.wav_scp)
         keys, paths = list(table), list(table.values())
@@ -104,8 +143,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
         keys = [Path(p).stem for p in paths]
         if len(set(keys)) != len(keys):
             keys = paths  # stems collide: key by the path itself
+    if out.suffix == ".ark" and len(set(keys)) != len(keys):
+        # an ark holds one embedding per key: a file given twice would be written once
+        seen: set[str] = set()
+        dup = next(k for k in keys if k in seen or seen.add(k))
+        raise ValueError(f"{dup} is given twice; an .ark holds one embedding per key "
+                         "(give each file once, or write a .npy, whose rows follow the input)")
     emb = make_embedder(args, args.batch_size)(paths)
-    out = Path(args.out)
     if out.suffix == ".npy":
         save_npy(out, emb)
         with atomic_path(out.with_suffix(".keys")) as tmp:
@@ -115,12 +159,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     elif out.suffix == ".ark":
         ark, scp = write_xvectors(out.parent, dict(zip(keys, emb, strict=True)), name=out.stem)
         print(f"wrote {len(keys)} embeddings to {ark} and {scp}")
-    else:
-        raise ValueError(f"--out must end in .npy or .ark, got {out}")
     return 0
 
 
 def _pair_score(args: argparse.Namespace) -> float:
+    load_mean_vec(args.mean_vec)  # a bad file fails before the model is loaded
     emb = make_embedder(args)([args.wav1, args.wav2])
     a, b = normalize_rows(emb, load_mean_vec(args.mean_vec, emb.shape[1]))
     return float(a @ b)
@@ -132,6 +175,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    check_finite_number("--threshold", args.threshold)
     score = _pair_score(args)
     same = score >= args.threshold
     print(f"score {score:.6f} threshold {args.threshold:g}: "
@@ -152,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
         sp.add_argument("-v", "--verbose", action="store_true")
+        sp.add_argument("--ignore_frontend_mismatch", action="store_true",
+                        help="use the frozen SSL model found even when it differs from the "
+                        "one the experiment was trained with (see frontend.json)")
 
     sp = sub.add_parser("embed", help="audio files -> embeddings (.npy or Kaldi .ark)")
     common(sp)

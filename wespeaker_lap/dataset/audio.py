@@ -7,7 +7,10 @@ Pure functions on 1-D float32 numpy arrays; randomness comes in as an explicit
 from __future__ import annotations
 
 import io
+import logging
 import os
+import struct
+import subprocess
 
 import numpy as np
 import soundfile as sf
@@ -20,6 +23,15 @@ AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "sph", "aiff", "aif", "au", "w
 #: A waveform whose absolute peak is below this is "all zero" (below 16-bit resolution).
 SILENCE_PEAK = 1e-6
 
+#: Lowest sample rate accepted (telephone speech); lower rates carry too little of the
+#: speech band to upsample into anything an SSL model was trained on.
+MIN_SAMPLE_RATE = 8000
+
+#: What a piped ``wav.scp`` entry meets when pipes were not allowed.
+PIPES_NEED_FLAG = "piped wav.scp entries need --allow_pipes (dataset_args.allow_pipes)"
+
+logger = logging.getLogger(__name__)
+
 
 class BadAudio(Exception):
     """An utterance that cannot be used; ``reason`` is one of :data:`BAD_AUDIO_REASONS`."""
@@ -31,27 +43,151 @@ class BadAudio(Exception):
 
 
 #: Why an utterance is skipped (the keys of the pipeline's skip counters).
-BAD_AUDIO_REASONS = ("unreadable", "empty", "all_zero", "non_finite", "too_short")
+BAD_AUDIO_REASONS = ("missing", "unreadable", "low_rate", "empty", "all_zero", "non_finite",
+                     "too_short")
 
 
-def decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
+# ------------------------------------------------------------------ reading
+def is_piped(spec: str) -> bool:
+    """True for a Kaldi piped ``wav.scp`` value (``some command ... |``)."""
+    return str(spec).rstrip().endswith("|")
+
+
+def run_pipe(spec: str, timeout: float | None = None) -> bytes:
+    """Run a piped ``wav.scp`` value's command with a shell, as Kaldi does; its stdout bytes.
+
+    ``spec`` is ``"cmd args |"``. A command that fails (non-zero exit) or writes
+    nothing raises :class:`BadAudio` ``unreadable`` quoting the command and the
+    end of its stderr.
+    """
+    cmd = str(spec).rstrip()[:-1].strip()
+    try:
+        # a shell, as Kaldi runs these; only when the user opted in (allow_pipes)
+        proc = subprocess.run(cmd, shell=True, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BadAudio("unreadable", f"command timed out after {timeout} s: {cmd!r}") from None
+    err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
+    err = f": {err}" if err else ""
+    if proc.returncode != 0:
+        raise BadAudio("unreadable", f"command failed (exit {proc.returncode}): {cmd!r}{err}")
+    if not proc.stdout:
+        raise BadAudio("unreadable", f"command wrote nothing: {cmd!r}{err}")
+    return proc.stdout
+
+
+def read_bytes(spec: str | os.PathLike, allow_pipes: bool = False) -> bytes:
+    """The audio bytes of a ``wav.scp`` value: a file's contents or a piped command's output.
+
+    Raises :class:`BadAudio`: ``missing`` ("no such file: PATH"), ``unreadable``
+    (an OS error, a failed command, or a pipe when ``allow_pipes`` is False).
+    """
+    spec = str(spec)
+    if is_piped(spec):
+        if not allow_pipes:
+            raise BadAudio("unreadable", PIPES_NEED_FLAG)
+        return run_pipe(spec)
+    try:
+        with open(spec, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BadAudio("missing", f"no such file: {spec}") from None
+    except OSError as e:
+        raise BadAudio("unreadable", f"{spec}: {e.strerror or e}") from None
+
+
+# ------------------------------------------------------------------ decoding
+_said_downmix: set[int] = set()  # channel counts already reported (one log line each)
+
+
+def to_mono(data: np.ndarray, src: str = "audio") -> np.ndarray:
+    """(N, C) float32 -> (N,): the mean of the channels (said once per channel count).
+
+    Averaging, not channel 0: a recording whose first channel is silent (a
+    stereo file with one microphone) still gives its speech.
+    """
+    if data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0])
+    channels = int(data.shape[1])
+    if channels not in _said_downmix:
+        _said_downmix.add(channels)
+        logger.warning("%s has %d channels: averaging them to mono (said once; every "
+                       "%d-channel file is downmixed the same way)", src, channels, channels)
+    return np.ascontiguousarray(data.mean(axis=1, dtype=np.float32))
+
+
+def decode_bytes(data: bytes, src: str = "audio") -> tuple[np.ndarray, int]:
     """Decode an in-memory audio file (wav, flac, ogg, ...) -> (samples (N,) float32, rate).
 
-    Multi-channel audio keeps channel 0 (Kaldi's habit). Raises :class:`BadAudio`
-    ``unreadable`` when libsndfile cannot parse the bytes.
+    Several channels are averaged to mono (:func:`to_mono`). Raises
+    :class:`BadAudio` ``unreadable`` when libsndfile cannot parse the bytes.
+    ``src`` names the file in messages.
     """
     try:
         wav, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, ...)
         raise BadAudio("unreadable", f"{type(e).__name__}: {e}") from None
-    return np.ascontiguousarray(wav[:, 0]), int(rate)
+    return to_mono(wav, src), int(rate)
+
+
+#: RIFF data-chunk sizes that mean "unknown length" (written by tools streaming to a pipe).
+_STREAMING_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF)
+
+
+def declared_frames(data: bytes) -> int | None:
+    """Frames a RIFF/WAVE header's ``data`` chunk claims; None when unknown or not a WAVE file.
+
+    Reads the chunk list (``fmt `` for the block size, then ``data``); the
+    "unknown length" sizes that streaming writers use give None.
+    """
+    if len(data) < 12 or data[8:12] != b"WAVE" or data[:4] not in (b"RIFF", b"RIFX"):
+        return None
+    endian = "<" if data[:4] == b"RIFF" else ">"
+    pos, block = 12, None
+    while pos + 8 <= len(data):
+        cid = data[pos : pos + 4]
+        (size,) = struct.unpack(endian + "I", data[pos + 4 : pos + 8])
+        if cid == b"fmt " and pos + 22 <= len(data):
+            (block,) = struct.unpack(endian + "H", data[pos + 20 : pos + 22])
+        elif cid == b"data":
+            if size in _STREAMING_SIZES or not block:
+                return None
+            return size // block
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def truncation(data: bytes, frames: int) -> str | None:
+    """A message when a WAVE header claims more frames than ``frames`` decoded, else None."""
+    claimed = declared_frames(data)
+    if claimed is None or claimed <= frames:
+        return None
+    return (f"truncated: the header says {claimed} samples, the file holds {frames} "
+            f"({frames / claimed:.0%})")
+
+
+def load_audio(spec: str | os.PathLike, allow_pipes: bool = False) -> tuple[np.ndarray, int]:
+    """Read and decode one ``wav.scp`` value (file or pipe) -> (samples (N,) float32, rate).
+
+    Mono (channels averaged); a truncated WAVE file is read with a warning naming
+    it and both lengths. Raises :class:`BadAudio` (``missing``, ``unreadable``).
+    """
+    blob = read_bytes(spec, allow_pipes)
+    wav, rate = decode_bytes(blob, str(spec))
+    if not is_piped(str(spec)):
+        note = truncation(blob, wav.shape[0])
+        if note:
+            logger.warning("%s: %s; using the samples there", spec, note)
+    return wav, rate
 
 
 def check_waveform(wav: np.ndarray, rate: int, min_duration: float = 0.0) -> None:
     """Raise :class:`BadAudio` if ``wav`` is empty, non-finite, all zero or too short.
 
-    ``min_duration`` is in seconds; 0 disables the length check (empty is always bad).
+    ``min_duration`` is in seconds; 0 disables the length check (empty is always
+    bad). A ``rate`` below :data:`MIN_SAMPLE_RATE` is ``low_rate``.
     """
+    if rate < MIN_SAMPLE_RATE:
+        raise BadAudio("low_rate", f"{rate} Hz; need at least {MIN_SAMPLE_RATE} Hz")
     if wav.size == 0:
         raise BadAudio("empty", "0 samples")
     if not np.all(np.isfinite(wav)):
@@ -132,6 +268,8 @@ def read_segment(
     Reads only the frames it needs; a file at another rate is resampled; a file
     shorter than the segment is repeated. Raises :class:`BadAudio` on failure.
     """
+    if not os.path.isfile(path):
+        raise BadAudio("missing", f"no such file: {path}")
     try:
         with sf.SoundFile(str(path)) as f:
             file_rate, frames = f.samplerate, f.frames
@@ -143,20 +281,25 @@ def read_segment(
                 data = f.read(dtype="float32", always_2d=True)
     except Exception as e:
         raise BadAudio("unreadable", f"{path}: {type(e).__name__}: {e}") from None
-    wav = np.ascontiguousarray(data[:, 0])
-    if wav.size == 0 or not np.all(np.isfinite(wav)):
-        raise BadAudio("empty" if wav.size == 0 else "non_finite", str(path))
+    wav = _source_checked(to_mono(data, str(path)), file_rate, path)
     wav = resample(wav, file_rate, rate)
     return crop_or_pad(wav, num_samples, rng)
 
 
-def read_audio(path: str | os.PathLike, rate: int) -> np.ndarray:
-    """Read a whole (short) file such as a RIR, channel 0, resampled to ``rate``."""
-    try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise BadAudio("unreadable", f"{path}: {type(e).__name__}: {e}") from None
-    wav = np.ascontiguousarray(data[:, 0])
+def _source_checked(wav: np.ndarray, rate: int, path) -> np.ndarray:
+    if rate < MIN_SAMPLE_RATE:
+        raise BadAudio("low_rate", f"{path}: {rate} Hz; need at least {MIN_SAMPLE_RATE} Hz")
     if wav.size == 0 or not np.all(np.isfinite(wav)):
         raise BadAudio("empty" if wav.size == 0 else "non_finite", str(path))
-    return resample(wav, file_rate, rate)
+    return wav
+
+
+def read_audio(path: str | os.PathLike, rate: int) -> np.ndarray:
+    """Read a whole (short) file such as a RIR, channels averaged, resampled to ``rate``."""
+    try:
+        wav, file_rate = load_audio(path)
+    except BadAudio as e:
+        if str(path) in e.detail:
+            raise
+        raise BadAudio(e.reason, f"{path}: {e.detail}") from None
+    return resample(_source_checked(wav, file_rate, path), file_rate, rate)

@@ -9,7 +9,13 @@ UTF-8 text that is Python's ``str`` order) with unique keys.
 nothing and returns the problems, each naming the file and line.
 :func:`fix_data_dir` is ``fix_data_dir.sh``: it keeps the utterances present in
 every per-utterance file, sorts, regenerates ``spk2utt`` and reports what it
-dropped (originals are kept under ``.backup/``).
+dropped (originals are kept under ``.backup/``, then ``.backup.1/``, ... on later
+runs that change something).
+
+Text files must be UTF-8: another encoding (a Latin-1 ``wav.scp``) is an error
+naming the file and line. Kaldi piped ``wav.scp`` entries (``cmd |``) are run
+with a shell only where the caller allows pipes (``allow_pipes``); otherwise
+every step that looks at the audio refuses them, naming the key.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from wespeaker_lap.dataset.audio import BadAudio, check_waveform
+from wespeaker_lap.dataset.audio import (
+    PIPES_NEED_FLAG,
+    BadAudio,
+    check_waveform,
+    decode_bytes,
+    is_piped,
+    read_bytes,
+    truncation,
+)
 from wespeaker_lap.io.files import read_scp, read_table, read_utt2dur, write_table
 
 logger = logging.getLogger(__name__)
@@ -60,6 +74,41 @@ def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
+# ------------------------------------------------------------------ text
+def utf8_error(path: str | os.PathLike) -> ValueError | None:
+    """A ValueError naming the first line of ``path`` that is not UTF-8 (None if all are)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return ValueError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1}); re-encode the file, e.g. `iconv -f latin1 -t utf-8`"
+                )
+    return None
+
+
+def text_lines(path: str | os.PathLike):
+    """(lineno, line) of a UTF-8 text file; a line in another encoding is a ValueError naming it."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1}); re-encode the file, e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
+
+
+def _read_scp(path: Path) -> dict[str, str]:
+    try:
+        return read_scp(path)
+    except UnicodeDecodeError:
+        raise utf8_error(path) or ValueError(f"{path}: not UTF-8 text") from None
+
+
 def read_data_dir(path: str | os.PathLike) -> DataDir:
     """Read a data dir strictly: malformed lines and duplicate keys raise ValueError.
 
@@ -69,16 +118,22 @@ def read_data_dir(path: str | os.PathLike) -> DataDir:
     path = Path(path)
     if not path.is_dir():
         raise NotADirectoryError(f"no such data dir: {path}")
-    wav = read_scp(path / "wav.scp")
-    utt2spk = read_scp(path / "utt2spk")
+    wav = _read_scp(path / "wav.scp")
+    utt2spk = _read_scp(path / "utt2spk")
     for utt, spk in utt2spk.items():
         if len(spk.split()) != 1:
             raise ValueError(f"{path / 'utt2spk'}: utterance {utt!r}: speaker {spk!r} has spaces")
     if (path / "spk2utt").is_file():
+        err = utf8_error(path / "spk2utt")
+        if err is not None:
+            raise err
         spk2utt = {row[0]: row[1:] for row in read_table(path / "spk2utt", 2, None)}
     else:
         spk2utt = utt2spk_to_spk2utt(utt2spk)
-    utt2dur = read_utt2dur(path / "utt2dur") if (path / "utt2dur").is_file() else None
+    try:
+        utt2dur = read_utt2dur(path / "utt2dur") if (path / "utt2dur").is_file() else None
+    except UnicodeDecodeError:
+        raise utf8_error(path / "utt2dur") or ValueError(f"{path}: not UTF-8") from None
     return DataDir(path, wav, utt2spk, spk2utt, utt2dur)
 
 
@@ -117,21 +172,20 @@ def write_data_dir(
 def _rows(path: Path, min_fields: int, max_fields: int | None, problems: list[str]):
     """(lineno, fields) for each non-blank line; malformed lines become problems."""
     rows = []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            for lineno, line in enumerate(f, 1):
-                text = line.strip()
-                if not text:
-                    continue
-                fields = text.split(maxsplit=1) if max_fields == 2 else text.split()
-                too_many = max_fields is not None and len(fields) > max_fields
-                if len(fields) < min_fields or too_many:
-                    problems.append(f"{path}:{lineno}: expected {min_fields}"
-                                    f"{'' if max_fields == min_fields else '+'} fields: {text!r}")
-                    continue
-                rows.append((lineno, fields))
-        except UnicodeDecodeError as e:
-            problems.append(f"{path}: not UTF-8 text ({e})")
+    try:
+        for lineno, line in text_lines(path):
+            text = line.strip()
+            if not text:
+                continue
+            fields = text.split(maxsplit=1) if max_fields == 2 else text.split()
+            too_many = max_fields is not None and len(fields) > max_fields
+            if len(fields) < min_fields or too_many:
+                problems.append(f"{path}:{lineno}: expected {min_fields}"
+                                f"{'' if max_fields == min_fields else '+'} fields: {text!r}")
+                continue
+            rows.append((lineno, fields))
+    except ValueError as e:  # not UTF-8: named by file and line
+        problems.append(str(e))
     return rows
 
 
@@ -172,14 +226,24 @@ def _check_same_keys(a_name, a: dict, b_name, b: dict, problems, max_report) -> 
             max_report, f"keys of {b_name} missing from {a_name}")
 
 
-def check_audio_file(path: str, min_duration: float = 0.0) -> str | None:
-    """Decode one file; None when fine, else the reason (``unreadable: ...``, ``all_zero``...)."""
+def check_audio_file(spec: str, min_duration: float = 0.0, allow_pipes: bool = False
+                     ) -> str | None:
+    """Decode one ``wav.scp`` value; None when fine, else why not.
+
+    The reason is ``missing: no such file: PATH``, ``unreadable: ...``,
+    ``truncated: the header says N samples, the file holds M``, ``low_rate``,
+    ``all_zero``, ... A piped value (``cmd |``) is run only with ``allow_pipes``.
+    """
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:
-        return f"unreadable: {type(e).__name__}: {e}"
+        blob = read_bytes(spec, allow_pipes)
+        wav, rate = decode_bytes(blob, spec)
+    except BadAudio as e:
+        return str(e)
+    note = None if is_piped(spec) else truncation(blob, wav.shape[0])
+    if note:
+        return note
     try:
-        check_waveform(data[:, 0], rate, min_duration)
+        check_waveform(wav, rate, min_duration)
     except BadAudio as e:
         return str(e)
     return None
@@ -197,6 +261,7 @@ def validate_data_dir(
     min_duration: float = 0.0,
     num_threads: int = 4,
     max_report: int = 5,
+    allow_pipes: bool = False,
 ) -> list[str]:
     """Check a data dir; returns the problems (empty when valid), each ``file:line: what``.
 
@@ -205,8 +270,11 @@ def validate_data_dir(
     utterances; spk2utt is exactly utt2spk inverted; utt2dur values are positive
     numbers; every audio path exists (``check_audio``). With ``decode`` every
     file is decoded and *all* bad ones are listed (unreadable, empty, all zero,
-    NaN/inf, shorter than ``min_duration`` seconds). Other kinds report their
-    first ``max_report`` lines and a count.
+    NaN/inf, below 8 kHz, shorter than ``min_duration`` seconds, or a WAVE file
+    shorter than its header claims). Piped entries (``cmd |``) are problems
+    unless ``allow_pipes``; then they are not checked for existence, and
+    ``decode`` runs them. Other kinds report their first ``max_report`` lines
+    and a count.
     """
     path = Path(path)
     if not path.is_dir():
@@ -245,20 +313,23 @@ def validate_data_dir(
         _report(problems, bad_dur, max_report, "bad durations")
 
     if check_audio or decode:
-        pipes = [f"{wav_p}:{ln}: {k!r}: piped commands are not supported; "
-                 "write the audio to files first" for k, (ln, f) in wav.items()
-                 if f[1].rstrip().endswith("|")]
-        _report(problems, pipes, max_report, "piped wav.scp entries")
-        files = [(k, ln, f[1]) for k, (ln, f) in wav.items() if not f[1].rstrip().endswith("|")]
+        piped = [(k, ln, f[1]) for k, (ln, f) in wav.items() if is_piped(f[1])]
+        if not allow_pipes:
+            _report(problems, [f"{wav_p}:{ln}: {k!r}: {PIPES_NEED_FLAG}" for k, ln, _ in piped],
+                    max_report, "piped wav.scp entries")
+        files = [(k, ln, f[1]) for k, (ln, f) in wav.items() if not is_piped(f[1])]
         exists = _parallel_map(lambda item: os.path.isfile(item[2]), files, num_threads,
                                "checking paths") if files else []
-        absent = [f"{wav_p}:{ln}: {k!r}: no such file {p}"
+        absent = [f"{wav_p}:{ln}: {k!r}: no such file: {p}"
                   for (k, ln, p), ok in zip(files, exists, strict=True) if not ok]
         _report(problems, absent, max_report, "missing audio files")
         if decode:
             present = [item for item, ok in zip(files, exists, strict=True) if ok]
-            reasons = _parallel_map(lambda item: check_audio_file(item[2], min_duration),
-                                    present, num_threads, "decoding")
+            if allow_pipes:
+                present = sorted(present + piped, key=lambda item: item[1])
+            reasons = _parallel_map(
+                lambda item: check_audio_file(item[2], min_duration, allow_pipes),
+                present, num_threads, "decoding")
             for (k, ln, p), why in zip(present, reasons, strict=True):
                 if why is not None:  # decode lists every bad file, not just the first ones
                     problems.append(f"{wav_p}:{ln}: {k!r}: bad audio {p}: {why}")
@@ -297,6 +368,7 @@ class FixReport:
     kept: int = 0
     dropped: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # malformed lines, repeated keys
+    backup: Path | None = None  # where the originals went (None: nothing was changed)
 
     def add(self, reason: str, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -312,24 +384,28 @@ class FixReport:
         for reason, keys in self.dropped.items():
             lines.append(f"  {reason}: {len(keys)} (e.g. {', '.join(map(repr, keys[:3]))})")
         lines.extend(f"  {note}" for note in self.notes)
+        lines.append(f"  originals in {self.backup}" if self.backup is not None
+                     else "  nothing changed")
         return "\n".join(lines)
 
 
 def _lenient_table(path: Path, report: FixReport, name: str) -> dict[str, str]:
-    """Read a 2-field table keeping the first of duplicate keys; malformed lines dropped."""
+    """Read a 2-field table keeping the first of duplicate keys; malformed lines dropped.
+
+    A line that is not UTF-8 is a ValueError naming the file and line.
+    """
     out: dict[str, str] = {}
     malformed, dups = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.strip().split(maxsplit=1)
-            if not fields:
-                continue
-            if len(fields) != 2:
-                malformed.append(f"{name}:{lineno}")
-            elif fields[0] in out:
-                dups.append(fields[0])
-            else:
-                out[fields[0]] = fields[1]
+    for lineno, line in text_lines(path):
+        fields = line.strip().split(maxsplit=1)
+        if not fields:
+            continue
+        if len(fields) != 2:
+            malformed.append(f"{name}:{lineno}")
+        elif fields[0] in out:
+            dups.append(fields[0])
+        else:
+            out[fields[0]] = fields[1]
     if malformed:
         report.notes.append(
             f"dropped {len(malformed)} malformed line(s): {', '.join(malformed[:5])}"
@@ -339,12 +415,23 @@ def _lenient_table(path: Path, report: FixReport, name: str) -> dict[str, str]:
     return out
 
 
-def compute_utt2dur(wav: dict[str, str], num_threads: int = 4) -> dict[str, float | None]:
-    """Duration in seconds from each file's header (None when it cannot be read)."""
+def compute_utt2dur(wav: dict[str, str], num_threads: int = 4,
+                    allow_pipes: bool = False) -> dict[str, float | None]:
+    """Duration in seconds of each utterance (None when it cannot be read).
 
-    def dur(p: str) -> float | None:
+    Files: from the header (libsndfile counts the frames a truncated file really
+    holds); piped entries (with ``allow_pipes``): the command is run and decoded.
+    """
+
+    def dur(spec: str) -> float | None:
+        if is_piped(spec):
+            try:
+                wav_, rate = decode_bytes(read_bytes(spec, allow_pipes), spec)
+            except BadAudio:
+                return None
+            return wav_.shape[0] / rate if rate else None
         try:
-            info = sf.info(p)
+            info = sf.info(spec)
         except Exception:
             return None
         return info.frames / info.samplerate if info.samplerate else None
@@ -354,11 +441,25 @@ def compute_utt2dur(wav: dict[str, str], num_threads: int = 4) -> dict[str, floa
     return dict(zip(keys, durs, strict=True))
 
 
+def next_backup_dir(path: Path) -> Path:
+    """``path/.backup`` if free, else the first free ``.backup.1``, ``.backup.2``, ..."""
+    candidate, i = path / ".backup", 0
+    while candidate.exists():
+        i += 1
+        candidate = path / f".backup.{i}"
+    return candidate
+
+
+def _render(rows) -> str:
+    return "".join(" ".join(str(x) for x in row) + "\n" for row in rows)
+
+
 def fix_data_dir(
     path: str | os.PathLike,
     check_audio: bool = False,
     utt2dur: bool = False,
     num_threads: int = 4,
+    allow_pipes: bool = False,
 ) -> FixReport:
     """Make a data dir valid in place; returns what was dropped.
 
@@ -366,8 +467,15 @@ def fix_data_dir(
     ``utt2*`` file (``utt2dur`` included), drops malformed lines and repeated
     keys (the first is kept), optionally drops utterances whose audio file is
     missing (``check_audio``) and computes ``utt2dur`` from the file headers
-    (``utt2dur``). Writes every file sorted, regenerates ``spk2utt``; the
-    original files are copied to ``<dir>/.backup/`` first.
+    (``utt2dur``). Writes every file sorted, regenerates ``spk2utt``.
+
+    Before changing anything, the original files are copied to
+    ``<dir>/.backup/``, or, when that exists (an earlier run), to the next free
+    ``.backup.1/``, ``.backup.2/``, ...; a dir that is already valid is left
+    untouched (no backup). Piped ``wav.scp`` entries (``cmd |``) are kept as
+    they are; ``check_audio`` and ``utt2dur`` refuse them (ValueError naming the
+    key, nothing written) unless ``allow_pipes``, and then ``utt2dur`` runs them.
+    A file that is not UTF-8 is a ValueError naming it and the line.
     """
     path = Path(path)
     report = FixReport()
@@ -400,32 +508,55 @@ def fix_data_dir(
     for name, table in tables.items():
         report.add(f"not in {name}", sorted(all_keys - set(table)))
         keep &= set(table)
+    if check_audio or utt2dur:
+        piped = sorted(k for k in keep if is_piped(wav[k]))
+        if piped and not allow_pipes:
+            n = f"{len(piped)} {'entry' if len(piped) == 1 else 'entries'}"
+            raise ValueError(f"{path / 'wav.scp'}: {PIPES_NEED_FLAG}: {n}, the first with key "
+                             f"{piped[0]!r}; nothing was changed")
     if check_audio:
-        missing = sorted(k for k in keep if not os.path.isfile(wav[k]))
+        missing = sorted(k for k in keep if not is_piped(wav[k]) and not os.path.isfile(wav[k]))
         report.add("audio file missing", missing)
         keep -= set(missing)
 
     durs = None
     if utt2dur:
-        computed = compute_utt2dur({k: wav[k] for k in sorted(keep)}, num_threads)
+        computed = compute_utt2dur({k: wav[k] for k in sorted(keep)}, num_threads,
+                                   allow_pipes)
         unreadable = sorted(k for k, d in computed.items() if d is None)
         report.add("audio header unreadable (utt2dur)", unreadable)
         keep -= set(unreadable)
         durs = {k: d for k, d in computed.items() if d is not None and k in keep}
         extra.pop("utt2dur", None)
 
-    backup = path / ".backup"
-    backup.mkdir(exist_ok=True)
+    keep_sorted = sorted(keep)
+    new_u2s = {k: u2s[k] for k in keep_sorted}
+    new_text = {
+        "wav.scp": _render((k, wav[k]) for k in keep_sorted),
+        "utt2spk": _render((k, u2s[k]) for k in keep_sorted),
+        "spk2utt": _render([s, *u] for s, u in utt2spk_to_spk2utt(new_u2s).items()),
+    }
+    if durs is not None:
+        new_text["utt2dur"] = _render((k, f"{durs[k]:.4f}") for k in keep_sorted)
+    for name, table in extra.items():
+        new_text[name] = _render((k, table[k]) for k in keep_sorted)
+    report.kept = len(keep_sorted)
+    changed = [n for n, text in new_text.items()
+               if not (path / n).is_file() or (path / n).read_bytes() != text.encode("utf-8")]
+    if not changed:
+        logger.info("fix_data_dir %s: already valid, nothing changed (%d utterances)", path,
+                    report.kept)
+        return report
+
+    backup = next_backup_dir(path)
+    backup.mkdir()
+    report.backup = backup
     for name in ["wav.scp", "utt2spk", "spk2utt", *extra_names]:
         if (path / name).is_file():
             shutil.copy2(path / name, backup / name)
-
-    keep_sorted = sorted(keep)
-    write_data_dir(path, {k: wav[k] for k in keep_sorted}, {k: u2s[k] for k in keep_sorted},
-                   durs)
+    write_data_dir(path, {k: wav[k] for k in keep_sorted}, new_u2s, durs)
     for name, table in extra.items():
         write_table(path / name, ((k, table[k]) for k in keep_sorted))
-    report.kept = len(keep_sorted)
     if report.dropped:
         write_table(backup / "dropped_utts",
                     ((k, reason.replace(" ", "_")) for reason, ks in report.dropped.items()

@@ -51,7 +51,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from wespeaker_lap.dataset import processor as P
 from wespeaker_lap.dataset.augment import Augmenter
-from wespeaker_lap.dataset.lists import read_data_list, read_source_lists, read_spk2id
+from wespeaker_lap.dataset.lists import (
+    check_pipes,
+    compare_speakers,
+    read_data_list,
+    read_source_lists,
+    read_spk2id,
+)
 from wespeaker_lap.dataset.schema import (
     DataLoaderConfig,
     DatasetConfig,
@@ -59,6 +65,7 @@ from wespeaker_lap.dataset.schema import (
     parse_dataset_args,
 )
 from wespeaker_lap.dataset.stats import PipelineStats
+from wespeaker_lap.io.files import read_scp
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +98,8 @@ class _SpeakerStream(IterableDataset):
     """
 
     def __init__(self, entries: list[dict], data_type: str, batch_size: int,
-                 rank: int | None, world_size: int | None, seed: int = 0):
+                 rank: int | None, world_size: int | None, seed: int = 0,
+                 allow_pipes: bool = False):
         super().__init__()
         if data_type not in DATA_TYPES:
             raise ValueError(f"unknown data_type {data_type!r}; valid: {list(DATA_TYPES)}")
@@ -99,6 +107,9 @@ class _SpeakerStream(IterableDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not entries:
             raise ValueError("empty data list")
+        if data_type == "raw":
+            check_pipes(entries, allow_pipes)
+        self.allow_pipes = allow_pipes
         self.entries = entries
         self.data_type = data_type
         self.batch_size = batch_size
@@ -142,7 +153,7 @@ class _SpeakerStream(IterableDataset):
 
     def _open(self, samples):
         if self.data_type == "raw":
-            return P.open_files(samples, self.stats)
+            return P.open_files(samples, self.stats, self.allow_pipes)
         return P.open_shards(samples, self.stats)
 
 
@@ -157,7 +168,8 @@ class TrainDataset(_SpeakerStream):
                  spk2id: Mapping[str, int], batch_size: int, augmenter: Augmenter | None = None,
                  drop_last: bool = True, seed: int = 0, rank: int | None = None,
                  world_size: int | None = None):
-        super().__init__(entries, data_type, batch_size, rank, world_size, seed)
+        super().__init__(entries, data_type, batch_size, rank, world_size, seed,
+                         allow_pipes=config.allow_pipes)
         config.rate  # noqa: B018 - fails early when the sample rate is unknown
         self.config = config
         self.spk2id = dict(spk2id)
@@ -223,14 +235,19 @@ class EvalDataset(_SpeakerStream):
     """Whole utterances for embedding extraction: no augmentation, length-grouped.
 
     Build it with :func:`build_eval_dataset`. Never drops or repeats an entry.
+    ``min_duration`` (seconds) is checked again after resampling, at the model
+    rate: pass the SSL model's receptive field (``frontend.min_samples /
+    sample_rate``) and a too-short utterance is skipped and counted instead of
+    failing its batch.
     """
 
     def __init__(self, entries: list[dict], data_type: str, *, sample_rate: int,
                  batch_size: int, min_duration: float = 0.0,
                  max_batch_seconds: float | None = None, sort_size: int = 128,
                  spk2id: Mapping[str, int] | None = None, rank: int | None = None,
-                 world_size: int | None = None):
-        super().__init__(entries, data_type, batch_size, rank, world_size)
+                 world_size: int | None = None, allow_pipes: bool = False):
+        super().__init__(entries, data_type, batch_size, rank, world_size,
+                         allow_pipes=allow_pipes)
         if max_batch_seconds is not None and max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds must be > 0, got {max_batch_seconds}")
         self.sample_rate = int(sample_rate)
@@ -251,6 +268,9 @@ class EvalDataset(_SpeakerStream):
         data = P.decode(self._open(samples), st)
         data = P.drop_bad_audio(data, st, self.min_duration)
         data = P.resample(data, self.sample_rate)
+        if self.min_duration > 0:  # resampling may round a file just long enough below it
+            min_samples = int(np.ceil(self.min_duration * self.sample_rate - 1e-6))
+            data = P.drop_too_short(data, min_samples, st)
         data = P.map_label(data, self.spk2id, strict=False)
         if self.sort_size > 1:
             data = P.sort_by_length(data, self.sort_size)
@@ -312,7 +332,8 @@ class SpeakerDataLoader:
 
 
 # ------------------------------------------------------------------ builders
-def _load_entries(data_list, data_type: str) -> list[dict]:
+def load_entries(data_list, data_type: str) -> list[dict]:
+    """A list path (raw.list / shard.list) or a sequence of entries -> checked entry dicts."""
     if data_type not in DATA_TYPES:
         raise ValueError(f"unknown data_type {data_type!r}; valid: {list(DATA_TYPES)}")
     if isinstance(data_list, str | os.PathLike):
@@ -345,6 +366,7 @@ def build_train_dataset(
     seed: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
+    utt2spk: Mapping[str, str] | str | os.PathLike | None = None,
 ) -> TrainDataset:
     """Training dataset: crops of ``dataset_args`` length, speed perturbation, augmentation.
 
@@ -353,11 +375,14 @@ def build_train_dataset(
     ``sample_rate``: the model's (the frontend reports it). ``noise_list``:
     list(s) whose lines carry a ``type`` (noise, music, babble); ``rir_list``:
     RIR list(s). Augmentation (``aug_prob`` > 0) needs at least one of them.
+    ``utt2spk`` (a dict or file; the trainer passes ``train_label``): the
+    speakers of a raw list are compared with it, and a disagreement is a
+    warning with a count (the labels come from the list).
     """
     cfg = dataset_args if isinstance(dataset_args, DatasetConfig) \
         else parse_dataset_args(dataset_args)
     cfg = cfg.with_sample_rate(sample_rate)
-    entries = _load_entries(data_list, data_type)
+    entries = load_entries(data_list, data_type)
     spk2id = _load_spk2id(spk2id)
     if spk2id is None:
         raise ValueError("training needs spk2id")
@@ -366,12 +391,32 @@ def build_train_dataset(
         if unknown:
             raise ValueError(f"{data_list if isinstance(data_list, str | Path) else 'data_list'}: "
                              f"{len(unknown)} speaker(s) not in spk2id, e.g. {unknown[:5]}")
+        if utt2spk is not None:
+            _warn_speaker_disagreement(entries, utt2spk, data_list)
     elif cfg.sample_num_per_epoch:
         raise ValueError("dataset_args.sample_num_per_epoch works with raw lists only")
     augmenter = _build_augmenter(cfg, noise_list, rir_list)
     return TrainDataset(entries, data_type, config=cfg, spk2id=spk2id, batch_size=batch_size,
                         augmenter=augmenter, drop_last=drop_last, seed=seed, rank=rank,
                         world_size=world_size)
+
+
+def _warn_speaker_disagreement(entries: list[dict], utt2spk, data_list) -> tuple[int, int]:
+    """Warn when a raw list's speakers contradict ``utt2spk``; returns (differ, absent)."""
+    where = data_list if isinstance(data_list, str | Path) else "data_list"
+    table = read_scp(utt2spk) if isinstance(utt2spk, str | os.PathLike) else dict(utt2spk)
+    differ, absent = compare_speakers(entries, table)
+    if differ:
+        k = differ[0]
+        spk = next(e["spk"] for e in entries if e["key"] == k)
+        logger.warning("%s: %d of %d utterances have another speaker than in utt2spk (e.g. %r: "
+                       "%r in the list, %r in utt2spk); training uses the list's. Remake the "
+                       "list from the data dir (make_raw_list)", where, len(differ), len(entries),
+                       k, spk, table[k])
+    if absent:
+        logger.warning("%s: %d of %d utterances are not in utt2spk (e.g. %r)", where,
+                       len(absent), len(entries), absent[0])
+    return len(differ), len(absent)
 
 
 def _build_augmenter(cfg: DatasetConfig, noise_list, rir_list) -> Augmenter | None:
@@ -405,6 +450,7 @@ def build_train_loader(
     seed: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
+    utt2spk: Mapping[str, str] | str | os.PathLike | None = None,
 ) -> SpeakerDataLoader:
     """:func:`build_train_dataset` + a DataLoader from WeSpeaker's ``dataloader_args``.
 
@@ -418,7 +464,7 @@ def build_train_loader(
     ds = build_train_dataset(data_list, data_type, spk2id, dataset_args, sample_rate=sample_rate,
                              batch_size=dl.batch_size, drop_last=dl.drop_last,
                              noise_list=noise_list, rir_list=rir_list, seed=seed, rank=rank,
-                             world_size=world_size)
+                             world_size=world_size, utt2spk=utt2spk)
     return SpeakerDataLoader(ds, num_workers=dl.num_workers, pin_memory=dl.pin_memory,
                              prefetch_factor=dl.prefetch_factor,
                              persistent_workers=dl.persistent_workers)
@@ -436,6 +482,7 @@ def build_eval_dataset(
     spk2id: Mapping[str, int] | str | os.PathLike | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    allow_pipes: bool = False,
 ) -> EvalDataset:
     """Embedding-extraction dataset: whole utterances, no augmentation, length-grouped.
 
@@ -445,12 +492,13 @@ def build_eval_dataset(
     ``max_batch_seconds`` of padded audio. Every utterance is read once over
     all ranks and workers; bad ones (and those shorter than ``min_duration``)
     are skipped and counted (their keys are then absent from the output).
+    Piped ``wav`` values (``"cmd |"``) are an error unless ``allow_pipes``.
     """
-    entries = _load_entries(data_list, data_type)
+    entries = load_entries(data_list, data_type)
     return EvalDataset(entries, data_type, sample_rate=sample_rate, batch_size=batch_size,
                        min_duration=min_duration, max_batch_seconds=max_batch_seconds,
                        sort_size=sort_size, spk2id=_load_spk2id(spk2id), rank=rank,
-                       world_size=world_size)
+                       world_size=world_size, allow_pipes=allow_pipes)
 
 
 def build_eval_loader(

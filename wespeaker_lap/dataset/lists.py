@@ -26,8 +26,14 @@ from urllib.parse import quote, unquote
 
 from tqdm import tqdm
 
-from wespeaker_lap.dataset.audio import AUDIO_EXTENSIONS
-from wespeaker_lap.dataset.datadir import DataDir
+from wespeaker_lap.dataset.audio import (
+    AUDIO_EXTENSIONS,
+    PIPES_NEED_FLAG,
+    BadAudio,
+    is_piped,
+    read_bytes,
+)
+from wespeaker_lap.dataset.datadir import DataDir, text_lines
 from wespeaker_lap.io.files import atomic_path, atomic_write, read_scp, read_table, write_table
 
 logger = logging.getLogger(__name__)
@@ -90,28 +96,27 @@ def read_raw_list(
         raise FileNotFoundError(f"no such list: {path}")
     entries: list[dict] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {line[:120]!r}")
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing field(s) {missing}: {line[:120]!r}")
-            key = obj.get("key")
-            if key is not None:
-                if key in seen:
-                    raise ValueError(
-                        f"{path}:{lineno}: duplicate key {key!r} (first on line {seen[key]})"
-                    )
-                seen[key] = lineno
-            entries.append(obj)
+    for lineno, line in text_lines(path):  # a non-UTF-8 line: ValueError naming it
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {line[:120]!r}")
+        missing = [k for k in required if k not in obj]
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing field(s) {missing}: {line[:120]!r}")
+        key = obj.get("key")
+        if key is not None:
+            if key in seen:
+                raise ValueError(
+                    f"{path}:{lineno}: duplicate key {key!r} (first on line {seen[key]})"
+                )
+            seen[key] = lineno
+        entries.append(obj)
     return entries
 
 
@@ -133,6 +138,33 @@ def raw_entries_from_data_dir(data: DataDir) -> list[dict]:
             entry["dur"] = data.utt2dur[key]
         out.append(entry)
     return out
+
+
+def check_pipes(entries: Sequence[dict], allow_pipes: bool, where: str = "data list") -> int:
+    """Refuse piped ``wav`` values (``"cmd |"``) unless ``allow_pipes``; returns how many.
+
+    The error names the first such key, so it is raised before any work starts.
+    """
+    piped = [e["key"] for e in entries if "wav" in e and is_piped(e["wav"])]
+    if piped and not allow_pipes:
+        raise ValueError(f"{where}: {PIPES_NEED_FLAG}: {_entries(len(piped))}, the first "
+                         f"with key {piped[0]!r}")
+    if piped:
+        logger.debug("%s: %d piped wav.scp entries will be run with a shell", where, len(piped))
+    return len(piped)
+
+
+def _entries(n: int) -> str:
+    return f"{n} {'entry' if n == 1 else 'entries'}"
+
+
+def compare_speakers(entries: Sequence[dict], utt2spk: dict[str, str]
+                     ) -> tuple[list[str], list[str]]:
+    """Keys whose list speaker differs from ``utt2spk``, and keys absent from it."""
+    differ = [e["key"] for e in entries
+              if e["key"] in utt2spk and e.get("spk") != utt2spk[e["key"]]]
+    absent = [e["key"] for e in entries if e["key"] not in utt2spk]
+    return differ, absent
 
 
 # ---------------------------------------------------------------- noise / RIR lists
@@ -251,18 +283,27 @@ def check_spk2id(spk2id: dict[str, int], where: str = "spk2id") -> None:
 
 
 # ---------------------------------------------------------------- shards
-def _write_one_shard(tar_path: Path, entries: Sequence[dict]) -> Path:
-    """Write one tar atomically: a temporary file renamed into place when complete."""
+def _write_one_shard(tar_path: Path, entries: Sequence[dict], allow_pipes: bool = False) -> Path:
+    """Write one tar atomically: a temporary file renamed into place when complete.
+
+    A piped entry's command output is stored as ``<name>.wav``.
+    """
     with atomic_path(tar_path) as tmp, tarfile.open(tmp, "w") as tar:
         for entry in entries:
             key, spk, wav = entry["key"], entry["spk"], entry["wav"]
-            wav_path = Path(wav)
-            if not wav_path.is_file():
-                raise FileNotFoundError(f"utterance {key!r}: no such audio file {wav}")
-            ext = wav_path.suffix.lower().lstrip(".") or "wav"
+            if is_piped(wav):
+                ext = "wav"
+            else:
+                if not Path(wav).is_file():
+                    raise FileNotFoundError(f"utterance {key!r}: no such audio file {wav}")
+                ext = Path(wav).suffix.lower().lstrip(".") or "wav"
+            try:
+                blob = read_bytes(wav, allow_pipes)
+            except BadAudio as e:  # a failed command
+                raise ValueError(f"utterance {key!r}: {e}") from None
             name = encode_key(key)
             _add_bytes(tar, f"{name}.spk", spk.encode("utf-8"))
-            _add_bytes(tar, f"{name}.{ext}", wav_path.read_bytes())
+            _add_bytes(tar, f"{name}.{ext}", blob)
     return tar_path
 
 
@@ -283,6 +324,7 @@ def make_shard_list(
     shuffle: bool = True,
     seed: int = 0,
     prefix: str = "shards",
+    allow_pipes: bool = False,
 ) -> list[Path]:
     """Pack ``{"key","spk","wav"}`` entries into tar shards and write ``shard.list``.
 
@@ -291,12 +333,14 @@ def make_shard_list(
     list (absolute paths) is written last, atomically, after every shard
     succeeded. An old list at ``list_path`` is removed first, so an interrupted
     run leaves no list at all rather than one naming half-written shards.
-    ``shuffle`` mixes speakers across shards (seeded).
+    ``shuffle`` mixes speakers across shards (seeded). Piped ``wav`` values
+    (``"cmd |"``) are run (with a shell) only when ``allow_pipes``.
     """
     if num_utts_per_shard < 1:
         raise ValueError(f"num_utts_per_shard must be >= 1, got {num_utts_per_shard}")
     if not entries:
         raise ValueError("no utterances to shard")
+    check_pipes(entries, allow_pipes, "make_shard_list")
     list_path = Path(list_path)
     if list_path.exists():
         list_path.unlink()
@@ -314,7 +358,8 @@ def make_shard_list(
         ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool,
         tqdm(total=len(chunks), desc="shards", unit="shard", disable=None) as bar,
     ):
-        futures = [pool.submit(_write_one_shard, p, c) for p, c in zip(paths, chunks, strict=True)]
+        futures = [pool.submit(_write_one_shard, p, c, allow_pipes)
+                   for p, c in zip(paths, chunks, strict=True)]
         try:
             for fut in as_completed(futures):
                 fut.result()

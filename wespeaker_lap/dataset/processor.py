@@ -6,6 +6,8 @@ the step reads and writes. Randomness comes from an explicit
 ``numpy.random.Generator``; bad utterances are skipped with a warning naming
 the file and counted in a :class:`~wespeaker_lap.dataset.stats.PipelineStats`.
 
+Bad-audio warnings name the utterance's key and its file (or command).
+
 Training chain (see :mod:`wespeaker_lap.dataset.dataset`)::
 
     open_files | open_shards -> decode -> drop_bad_audio -> random_window
@@ -15,7 +17,7 @@ Training chain (see :mod:`wespeaker_lap.dataset.dataset`)::
 Evaluation chain::
 
     open_files | open_shards -> decode -> drop_bad_audio -> resample
-    -> map_label -> sort_by_length -> batch_by_length
+    -> drop_too_short -> map_label -> sort_by_length -> batch_by_length
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from wespeaker_lap.dataset.audio import (
     check_waveform,
     crop_or_pad,
     decode_bytes,
+    is_piped,
+    read_bytes,
+    truncation,
 )
 from wespeaker_lap.dataset.audio import resample as resample_wav
 from wespeaker_lap.dataset.augment import Augmenter
@@ -46,29 +51,39 @@ logger = logging.getLogger(__name__)
 Samples = Iterable[dict]
 
 
-def _skip(stats: PipelineStats | None, reason: str, src: str, detail: str = "") -> None:
-    logger.warning("skipping %s: %s%s", src, reason, f" ({detail})" if detail else "")
+def _skip(stats: PipelineStats | None, reason: str, sample: dict | str, detail: str = "") -> None:
+    """Log a skipped utterance (its key and file) and count it under ``reason``."""
+    if isinstance(sample, dict):
+        key, src = sample.get("key"), sample.get("src", "")
+        what = f"{key!r} ({src})" if key is not None and src else repr(key) if key else src
+    else:
+        what = sample
+    logger.warning("skipping %s: %s%s", what, reason, f": {detail}" if detail else "")
     if stats is not None:
         stats.add(reason)
 
 
-def open_files(data: Samples, stats: PipelineStats | None = None) -> Iterator[dict]:
-    """Read each raw-list entry's audio file into memory.
+def open_files(data: Samples, stats: PipelineStats | None = None,
+               allow_pipes: bool = False) -> Iterator[dict]:
+    """Read each raw-list entry's audio into memory: a file, or a Kaldi pipe's output.
 
-    Reads ``wav`` (a path). Writes ``src`` (the path, for messages), ``bytes``,
-    ``ext``; drops ``wav``. Unreadable files are skipped and counted.
+    Reads ``wav`` (a path, or ``"cmd ... |"``: run with a shell when
+    ``allow_pipes``, as Kaldi does). Writes ``src`` (the path or command, for
+    messages), ``bytes``, ``ext``, ``piped``; drops ``wav``. A missing file
+    ("no such file: PATH"), an unreadable one or a failed command is skipped
+    and counted.
     """
     for sample in data:
-        path = sample.pop("wav")
+        spec = sample.pop("wav")
+        sample["src"] = spec
         try:
-            with open(path, "rb") as f:
-                blob = f.read()
-        except OSError as e:
-            _skip(stats, "unreadable", path, f"{type(e).__name__}: {e.strerror or e}")
+            blob = read_bytes(spec, allow_pipes)
+        except BadAudio as e:
+            _skip(stats, e.reason, sample, e.detail)
             continue
-        sample["src"] = path
         sample["bytes"] = blob
-        sample["ext"] = os.path.splitext(path)[1].lstrip(".").lower()
+        sample["piped"] = is_piped(spec)
+        sample["ext"] = "wav" if sample["piped"] else os.path.splitext(spec)[1].lstrip(".").lower()
         yield sample
 
 
@@ -120,22 +135,34 @@ def open_shards(data: Samples, stats: PipelineStats | None = None) -> Iterator[d
 
 def _finish_group(group: dict, stats: PipelineStats | None) -> dict | None:
     if "bytes" not in group:
-        _skip(stats, "unreadable", group["src"], "no audio member for this key")
+        _skip(stats, "unreadable", group, "no audio member for this key")
         return None
     return group
 
 
 def decode(data: Samples, stats: PipelineStats | None = None) -> Iterator[dict]:
-    """Decode in-memory audio with soundfile (wav, flac, ogg, ...); channel 0 when several.
+    """Decode in-memory audio with soundfile (wav, flac, ogg, ...); channels averaged to mono.
 
-    Reads ``bytes``. Writes ``wav`` (float32 (N,)), ``sample_rate``; drops ``bytes``.
+    Reads ``bytes``, ``src``, ``piped``. Writes ``wav`` (float32 (N,)),
+    ``sample_rate``; drops ``bytes``. A WAVE file whose header claims more
+    samples than it holds is used as it is, with a warning naming it and both
+    lengths, and counted as ``truncated`` (Kaldi's habit; piped output is not
+    checked, as streaming writers cannot fill in the length).
     """
     for sample in data:
+        blob = sample.pop("bytes")
         try:
-            sample["wav"], sample["sample_rate"] = decode_bytes(sample.pop("bytes"))
+            sample["wav"], sample["sample_rate"] = decode_bytes(blob, sample["src"])
         except BadAudio as e:
-            _skip(stats, e.reason, sample["src"], e.detail)
+            _skip(stats, e.reason, sample, e.detail)
             continue
+        if not sample.get("piped"):
+            note = truncation(blob, sample["wav"].shape[0])
+            if note:
+                logger.warning("%r (%s): %s; using the samples there", sample.get("key"),
+                               sample["src"], note)
+                if stats is not None:
+                    stats.add("truncated")
         yield sample
 
 
@@ -154,12 +181,28 @@ def drop_bad_audio(
         try:
             check_waveform(wav, rate, min_duration)
         except BadAudio as e:
-            _skip(stats, e.reason, sample["src"], e.detail)
+            _skip(stats, e.reason, sample, e.detail)
             continue
         if max_duration is not None and wav.shape[0] > max_duration * rate:
             if stats is not None:
                 stats.add("too_long")
             logger.debug("dropping %s: longer than %g s", sample["src"], max_duration)
+            continue
+        yield sample
+
+
+def drop_too_short(data: Samples, min_samples: int,
+                   stats: PipelineStats | None = None) -> Iterator[dict]:
+    """Skip (and count as ``too_short``) utterances of fewer than ``min_samples`` samples.
+
+    Reads ``wav``, ``sample_rate``. Used after resampling, at the model rate, so
+    the SSL model's receptive field is checked exactly (resampling may round).
+    """
+    for sample in data:
+        n = sample["wav"].shape[0]
+        if n < min_samples:
+            _skip(stats, "too_short", sample,
+                  f"{n} samples at {sample['sample_rate']} Hz < {min_samples}")
             continue
         yield sample
 
@@ -217,7 +260,7 @@ def map_label(
     for sample in data:
         spk = sample.get("spk")
         if strict and spk is None:
-            _skip(stats, "unreadable", sample.get("src", sample.get("key")), "no speaker label")
+            _skip(stats, "unreadable", sample, "no speaker label")
             continue
         label = spk2id.get(spk, -1) if spk2id is not None and spk is not None else -1
         if strict and label < 0:

@@ -50,6 +50,7 @@ DATASET_ARGS_KEYS: dict[str, tuple[str, ...] | None] = {
     "aug_args": ("weights", "snr", "babble_speakers"),
     "sample_num_per_epoch": None,  # raw lists: entries per epoch, 0 = the list length
     "rank_balance": None,  # drop | pad | none (default drop)
+    "allow_pipes": None,  # run Kaldi piped wav.scp entries ("cmd |") with a shell (default False)
 }
 
 #: WeSpeaker keys that belong elsewhere here (the frontend is part of the model).
@@ -86,6 +87,7 @@ class DatasetConfig:
     babble_speakers: tuple[int, int] = DEFAULT_BABBLE_SPEAKERS
     sample_num_per_epoch: int = 0
     rank_balance: str = "drop"
+    allow_pipes: bool = False
 
     def with_sample_rate(self, rate: int) -> DatasetConfig:
         """This config at the model's ``rate``; a config that states another rate is an error."""
@@ -231,6 +233,7 @@ def parse_dataset_args(args: Mapping[str, Any] | None) -> DatasetConfig:
                                            args.get("sample_num_per_epoch", 0), lo=0)
     kw["rank_balance"] = check_str("dataset_args.rank_balance",
                                    args.get("rank_balance", "drop"), RANK_BALANCE)
+    kw["allow_pipes"] = check_bool("dataset_args.allow_pipes", args.get("allow_pipes", False))
     return DatasetConfig(**kw)
 
 

@@ -15,8 +15,10 @@ from wespeaker_lap.dataset.audio import BAD_AUDIO_REASONS
 #: Counted events. ``samples``/``batches``: produced; the bad-audio reasons:
 #: utterances skipped; ``too_long``: dropped by ``max_duration``; ``bad_shard``: tar
 #: files that failed part-way; ``bad_aug_source``: noise/RIR files that failed
-#: (the crop stayed clean).
-COUNTERS = ("samples", "batches", *BAD_AUDIO_REASONS, "too_long", "bad_shard", "bad_aug_source")
+#: (the crop stayed clean); ``truncated``: WAVE files shorter than their header
+#: claims (used as they are, not skipped).
+COUNTERS = ("samples", "batches", *BAD_AUDIO_REASONS, "too_long", "bad_shard", "bad_aug_source",
+            "truncated")
 _FIELDS = ("epoch", *COUNTERS)
 
 

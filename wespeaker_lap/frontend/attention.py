@@ -18,10 +18,14 @@ keys unchanged) whose forward computes exactly the same function:
   ``(B, H, t_q, T)`` (``-inf`` on padded keys), passed to SDPA as ``attn_mask``;
 * the bias is kept between layers as a table over relative offsets
   ``(2T - 1, H)`` instead of transformers' ``(B * H, T, T)`` tensor (the bucket
-  of a query/key pair depends only on ``key - query``), and queries are
-  processed in blocks so that at most ``mask_budget`` mask elements exist at a
-  time. Peak attention memory therefore grows linearly with ``T`` per block
-  instead of with ``B * H * T^2``.
+  of a query/key pair depends only on ``key - query``); a block of bias rows is
+  a strided (Toeplitz) view of that table, so building the mask is one
+  multiplication by the gate, with no gather; a batch without padding skips the
+  padding fill;
+* queries are processed in blocks so that at most ``mask_budget`` mask elements
+  exist at a time: peak attention memory is ``B * H * block * T`` instead of
+  several ``B * H * T^2`` tensors (transformers keeps the bias, the gated bias
+  and the attention weights).
 
 Valid frames equal transformers' eager attention to float rounding (checked in
 ``tests/test_frontend_attention.py`` to 1e-5 in float32, on padded batches).
@@ -84,23 +88,24 @@ class WavLMSdpaAttention(nn.Module):
         k = self.k_proj(hidden_states).view(b, t, h, hd).transpose(1, 2)
         v = self.v_proj(hidden_states).view(b, t, h, hd).transpose(1, 2)
         key_pad = None
-        if attention_mask is not None:
+        if attention_mask is not None and not bool(attention_mask.bool().all()):
             key_pad = ~attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         dropout = self.dropout if self.training else 0.0
 
+        # bias[h, q, k] = table[k - q + T - 1, h] = windows[h, T - 1 - q, k]: a strided view,
+        # no gather. Its rows run backwards in q, so each query block is fed reversed.
+        windows = position_bias.t().contiguous().unfold(1, t, 1)  # (H, T, T) view
         block = max(1, min(t, self.mask_budget // max(1, b * h * t)))
-        keys = torch.arange(t, device=q.device)
         outs = []
         for q0 in range(0, t, block):
             q1 = min(t, q0 + block)
-            rel = keys[None, :] - torch.arange(q0, q1, device=q.device)[:, None] + (t - 1)
-            bias = position_bias[rel].permute(2, 0, 1)  # (H, tq, T)
-            mask = gate[:, :, q0:q1] * bias  # (B, H, tq, T)
+            mask = gate[:, :, q0:q1].flip(2) * windows[:, t - q1 : t - q0]  # (B, H, tq, T)
             if key_pad is not None:
-                mask = mask.masked_fill(key_pad, float("-inf"))
-            outs.append(F.scaled_dot_product_attention(
-                q[:, :, q0:q1], k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout
-            ))
+                mask.masked_fill_(key_pad, float("-inf"))
+            out = F.scaled_dot_product_attention(
+                q[:, :, q0:q1].flip(2), k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout
+            )
+            outs.append(out.flip(2))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         out = out.transpose(1, 2).reshape(b, t, d)
         return self.out_proj(out), None, position_bias

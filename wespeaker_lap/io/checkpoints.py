@@ -18,9 +18,12 @@ through a temporary file renamed into place. Every read uses
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import pickle
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +87,58 @@ def list_checkpoints(models_dir: str | os.PathLike, kind: str = "model") -> list
     return sorted(out)
 
 
+# ------------------------------------------------------------------ read / write
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, not a checkpoint, refused)."""
+
+
+def save_torch(obj: object, path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; a full disk says so and names ``path``.
+
+    torch reports a full disk as ``unexpected pos ...`` from its zip writer, or
+    an ``OSError`` with ``errno.ENOSPC``: both become an ``OSError(ENOSPC)``
+    naming the file and the free space left; the old ``path`` stays untouched.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as e:
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if not full and isinstance(e, RuntimeError) and not (free is not None and free < 2**26):
+            raise
+        left = f"; {free / 2**20:.1f} MiB free there" if free is not None else ""
+        raise OSError(errno.ENOSPC, f"no space left on device: writing the {what} {path} "
+                      f"failed ({e}){left}; {path} was left as it was", str(path)) from e
+    return path
+
+
+def load_torch(path: str | os.PathLike, what: str = "checkpoint") -> object:
+    """``torch.load(path, weights_only=True)`` on CPU; an unreadable file is a
+    :class:`CheckpointError` naming it, its size and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused to load this {what}: it holds objects other "
+                              f"than tensors and plain containers ({str(e)[:300]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+        size = path.stat().st_size
+        why = "it is empty" if size == 0 else (
+            f"it is not a complete torch checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else 'unexpected end of file'})")
+        raise CheckpointError(
+            f"{path}: cannot read this {what} ({size} bytes): {why}; it was probably cut "
+            "short by a kill or a full disk during the save"
+        ) from None
+
+
 # ----------------------------------------------------------------------- weights
 def trained_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict as detached CPU copies (saving then holds no GPU memory).
@@ -104,21 +159,21 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write the trained weights (:func:`trained_state_dict`) of ``model`` atomically."""
     sd = dict(model) if isinstance(model, Mapping) else trained_state_dict(model)
-    with atomic_path(path) as tmp:
-        torch.save(sd, tmp)
-    return Path(path)
+    return save_torch(sd, path, "weights file")
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a weights file (``model_*.pt``, ``avg_model.pt``) or the weights of a state file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_torch(path, "checkpoint")
     if isinstance(obj, Mapping) and obj.get("format") == STATE_FORMAT:
-        obj = obj["model"]
+        obj = obj.get("model")
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got "
+                              f"{type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a weights file: entries {bad[:5]} are not tensors")
     return dict(obj)
 
 

@@ -8,6 +8,7 @@ leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -19,6 +20,12 @@ from typing import Any
 import yaml
 
 from wespeaker_lap.checks import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: The UTF-8 byte-order mark as text (``"\ufeff"``) and as bytes.
+BOM = "\ufeff"
+BOM_BYTES = BOM.encode("utf-8")
 
 
 def _umask() -> int:
@@ -67,6 +74,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         yield f
 
 
+def strip_bom(first_line: str, path: str | os.PathLike) -> str:
+    """``first_line`` without a leading UTF-8 byte-order mark, with a warning naming ``path``.
+
+    Editors on Windows start UTF-8 files with the mark; read as UTF-8 it would
+    become an invisible part of the first key (``"\ufeffu1"`` is not ``"u1"``).
+
+    >>> strip_bom("u1 spk1", "utt2spk")
+    'u1 spk1'
+    """
+    if first_line.startswith(BOM):
+        logger.warning("%s starts with a UTF-8 byte-order mark; ignoring it", os.fspath(path))
+        return first_line[len(BOM):]
+    return first_line
+
+
+def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text table, the byte-order mark stripped (warned)."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            yield lineno, strip_bom(line, path) if lineno == 1 else line
+
+
 def read_table(
     path: str | os.PathLike, min_fields: int = 2, max_fields: int | None = 2
 ) -> list[list[str]]:
@@ -81,21 +110,20 @@ def read_table(
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            fields = line.split(maxsplit=1) if max_fields == 2 else line.split()
-            if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
-                want = (
-                    f"{min_fields}" if min_fields == max_fields
-                    else f"{min_fields}..{max_fields if max_fields is not None else 'n'}"
-                )
-                raise ValueError(
-                    f"{path}:{lineno}: expected {want} fields, got {len(fields)}: {line!r}"
-                )
-            rows.append(fields)
+    for lineno, line in text_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        fields = line.split(maxsplit=1) if max_fields == 2 else line.split()
+        if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
+            want = (
+                f"{min_fields}" if min_fields == max_fields
+                else f"{min_fields}..{max_fields if max_fields is not None else 'n'}"
+            )
+            raise ValueError(
+                f"{path}:{lineno}: expected {want} fields, got {len(fields)}: {line!r}"
+            )
+        rows.append(fields)
     return rows
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 
-from wespeaker_lap.io.files import atomic_path
+from wespeaker_lap.io.files import atomic_path, strip_bom
 
 _SHOW = 5  # keys shown in an error message
 
@@ -57,6 +57,21 @@ def write_xvectors(embed_dir: str | os.PathLike, embeddings: Mapping[str, np.nda
             fixed.append(f"{key} {ark}:{offset}\n")
         tmp_scp.write_text("".join(fixed), encoding="utf-8")
     return ark, scp
+
+
+def _check_text_scp(path: Path) -> None:
+    """An scp is text lines ``key ark:offset``: refuse ``.npy``, arks and other binaries early."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path}: a .npy array, not a Kaldi xvector.scp (key -> ark:offset "
+                         "lines, as extract writes)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the 4096-byte boundary
+            raise ValueError(f"{path}: binary data, not a Kaldi xvector.scp (key -> ark:offset "
+                             "text lines, as extract writes)") from None
 
 
 def check_finite(x: np.ndarray, what: str, source: str, keys: Sequence[str] | None = None) -> None:
@@ -167,11 +182,13 @@ def read_vector_scp(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such embedding scp: {path}")
+    _check_text_scp(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not a text scp file (byte {e.start} is not UTF-8); "
                          "give the xvector.scp, not the .ark or an .npy") from None
+    text = strip_bom(text, path)
     keys: list[str] = []
     locs: list[str] = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -232,13 +249,26 @@ def load_embeddings(source: EmbeddingSource) -> EmbeddingTable:
 
 
 def load_mean_vec(path: str | os.PathLike | None, dim: int | None = None) -> np.ndarray | None:
-    """Read ``mean_vec.npy`` (shape ``(D,)``); ``None`` passes through. Checks dim and NaN."""
+    """Read ``mean_vec.npy`` (shape ``(D,)``); ``None`` passes through.
+
+    Anything but a finite 1-D float vector of ``dim`` entries is a ``ValueError``
+    naming the file (a ``(4, 4)`` array is not flattened into 16 entries).
+    """
     if path is None:
         return None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such mean vector file: {path}")
-    vec = np.asarray(np.load(path), dtype=np.float32).reshape(-1)
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+    if raw.ndim != 1:
+        raise ValueError(f"{path}: a mean vector must be 1-D (D,), got shape {raw.shape}")
+    try:
+        vec = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: a mean vector must hold numbers, got {raw.dtype}") from None
     if dim is not None and vec.shape[0] != dim:
         raise ValueError(f"{path}: mean vector has dim {vec.shape[0]}, embeddings have {dim}")
     check_finite(vec, "mean vector", str(path))

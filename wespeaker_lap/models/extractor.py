@@ -4,7 +4,9 @@ Extraction, export and the CLI share :class:`SpeakerEmbeddingExtractor`. Its sta
 dict holds only what is trained: when every frontend parameter is frozen, the SSL
 model (referenced by ``frontend_args.model_name_or_path`` in the config) is left
 out of the saved state, and a state dict without frontend entries loads into an
-extractor whose frontend was built from that config.
+extractor whose frontend was built from that config. With LoRA (``lora_args``,
+:mod:`wespeaker_lap.models.lora`) the saved frontend entries are the LoRA
+matrices and the frozen model's fingerprint only.
 """
 
 from __future__ import annotations
@@ -18,8 +20,18 @@ import torch
 from torch import nn
 
 from wespeaker_lap.frontend import get_frontend
+from wespeaker_lap.frontend.ssl import DTYPE_CHOICES
 from wespeaker_lap.io.checkpoints import load_weights
 from wespeaker_lap.models.common import count_parameters
+from wespeaker_lap.models.lora import (
+    apply_lora,
+    check_lora_checkpoint,
+    fill_frozen_entries,
+    lora_state,
+    lora_state_dict_hook,
+    merge_lora,
+    parse_lora_args,
+)
 from wespeaker_lap.models.projections import PROJECTIONS, get_projection
 from wespeaker_lap.models.registry import build_speaker_model
 
@@ -66,7 +78,17 @@ class SpeakerEmbeddingExtractor(nn.Module):
         ``frontend.`` exist only when the SSL model was trained (phase 2/3): they
         are loaded into the frontend even though it is frozen now, every key
         required. Without them the frontend keeps the weights it was built with.
+
+        A LoRA extractor (``lora_args``) takes a LoRA checkpoint (its fingerprint
+        must match the SSL model built, every LoRA matrix required) and merges the
+        LoRA matrices into the SSL weights; it then runs like a plain extractor.
         """
+        if lora_state(self.frontend) is not None:
+            check_lora_checkpoint(self, state)
+            sd = {k: v for k, v in state.items() if not k.startswith("projection.")}
+            load_weights(self, sd, strict=True)
+            merge_lora(self)
+            return True
         sd = {k: v for k, v in state.items() if not k.startswith("projection.")}
         tuned = {k[len(FRONTEND_PREFIX):]: v for k, v in sd.items()
                  if k.startswith(FRONTEND_PREFIX)}
@@ -156,8 +178,13 @@ def _concat_chunks(chunks: list[tuple[torch.Tensor, torch.Tensor]], time_dim: in
 
 
 def _drop_frozen_frontend(module, state_dict, prefix, local_metadata):
-    """State-dict hook: leave a frozen frontend's tensors out of the saved state."""
-    if module.frontend_frozen:
+    """State-dict hook: leave a frozen frontend's tensors out of the saved state.
+
+    With LoRA: keep only its LoRA matrices (trained) and the frozen model's fingerprint.
+    """
+    if lora_state(module.frontend) is not None:
+        lora_state_dict_hook(module.frontend, state_dict, prefix + FRONTEND_PREFIX)
+    elif module.frontend_frozen:
         for key in [k for k in state_dict if k.startswith(prefix + FRONTEND_PREFIX)]:
             del state_dict[key]
     return state_dict
@@ -166,8 +193,14 @@ def _drop_frozen_frontend(module, state_dict, prefix, local_metadata):
 def _fill_missing_frontend(
     module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
 ):
-    """Load pre-hook: a state without frontend entries keeps the frontend as built."""
+    """Load pre-hook: a state without frontend entries keeps the frontend as built.
+
+    With LoRA, the frozen SSL weights (never saved) are always kept as built.
+    """
     head = prefix + FRONTEND_PREFIX
+    if lora_state(module.frontend) is not None:
+        fill_frozen_entries(module.frontend, state_dict, head)
+        return
     if not any(k.startswith(head) for k in state_dict):
         for key, value in module.frontend.state_dict().items():
             state_dict[head + key] = value
@@ -178,15 +211,28 @@ def build_extractor(config: Mapping[str, Any]) -> SpeakerEmbeddingExtractor:
 
     Reads ``frontend`` / ``frontend_args`` and ``model`` / ``model_args``; the
     model's ``feat_dim`` / ``num_layers`` come from the frontend (``-1`` or absent).
+    A non-empty ``lora_args`` wraps the SSL Transformer with LoRA
+    (:func:`wespeaker_lap.models.lora.apply_lora`); the frontend is then built in
+    float32 and takes ``frontend_args.dtype`` when the LoRA matrices are merged.
     """
     for key in ("frontend", "model"):
         if key not in config:
             raise ValueError(f"config has no {key!r} entry (keys: {sorted(config)})")
-    frontend = get_frontend(config["frontend"], **dict(config.get("frontend_args") or {}))
+    lora = parse_lora_args(config.get("lora_args"))
+    frontend_args = dict(config.get("frontend_args") or {})
+    merged_dtype = frontend_args.get("dtype", "float32")
+    if merged_dtype not in DTYPE_CHOICES:
+        raise ValueError(f"frontend_args.dtype must be one of {list(DTYPE_CHOICES)}, "
+                         f"got {merged_dtype!r}")
+    if lora is not None:
+        frontend_args["dtype"] = "float32"  # the fingerprint and merge need float32 weights
+    frontend = get_frontend(config["frontend"], **frontend_args)
     backend = build_speaker_model(
         config["model"], config.get("model_args"), frontend.hidden_size, frontend.num_layers
     )
     extractor = SpeakerEmbeddingExtractor(frontend, backend)
+    if lora is not None:
+        apply_lora(extractor, lora, merged_dtype=merged_dtype)
     logger.info(
         "built %s on %s frontend (%d layers x %d): %.2fM trainable backend parameters",
         config["model"], config["frontend"], frontend.num_layers, frontend.hidden_size,

@@ -21,6 +21,8 @@ import torch
 from wespeaker_lap.io.checkpoints import list_checkpoints, read_weights
 from wespeaker_lap.io.files import read_yaml
 from wespeaker_lap.models.extractor import SpeakerEmbeddingExtractor, build_extractor
+from wespeaker_lap.models.fingerprint import check_frontend_identity, resolve_frontend_args
+from wespeaker_lap.models.lora import holds_ssl_weights
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +69,34 @@ def load_trained_extractor(
     weights: str | os.PathLike | None,
     device: str | torch.device = "cpu",
     dtype: str = "float32",
+    ignore_frontend_mismatch: bool = False,
 ) -> SpeakerEmbeddingExtractor:
     """Build the extractor of a training config and load trained weights into it.
 
     See :meth:`SpeakerEmbeddingExtractor.load_trained_weights` for what the
     checkpoint may hold. With ``weights=None`` the backend keeps its initial
     weights (for tests). Returns the extractor in eval mode on ``device``.
+
+    When ``config`` is an experiment's ``config.yaml`` file, a relative
+    ``frontend_args.model_name_or_path`` is resolved against its directory and
+    the SSL model is checked against the experiment's ``frontend.json``
+    (:mod:`wespeaker_lap.models.fingerprint`): a different model is a
+    ``FrontendMismatchError`` unless ``ignore_frontend_mismatch``.
     """
-    cfg = read_yaml(config) if not isinstance(config, Mapping) else config
+    if isinstance(config, Mapping):
+        cfg, exp_dir = dict(config), None
+    else:
+        cfg, exp_dir = read_yaml(config), Path(config).parent
+        cfg["frontend_args"] = resolve_frontend_args(cfg.get("frontend_args") or {}, exp_dir,
+                                                     where=os.fspath(config))
+    sd = read_weights(weights) if weights is not None else None
+    if exp_dir is not None:
+        tuned_in_file = sd is not None and holds_ssl_weights(sd)  # LoRA alone: base matters
+        check_frontend_identity(exp_dir, cfg["frontend_args"], ignore=ignore_frontend_mismatch,
+                                weights=not tuned_in_file)
     extractor = build_extractor(inference_config(cfg, dtype))
-    if weights is not None:
-        tuned = extractor.load_trained_weights(read_weights(weights))
+    if sd is not None:
+        tuned = extractor.load_trained_weights(sd)
         logger.info("loaded %s%s", weights, " (with fine-tuned SSL weights)" if tuned else "")
     return extractor.to(device).eval()
 

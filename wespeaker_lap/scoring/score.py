@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.io.files import atomic_write
+from wespeaker_lap.io.files import BOM_BYTES, atomic_write, strip_bom
 from wespeaker_lap.io.xvectors import (
     EmbeddingSource,
     EmbeddingTable,
@@ -130,7 +130,15 @@ def _read_columns(path: Path, what: str) -> _Columns:
     if not path.is_file():
         raise FileNotFoundError(f"no such {what}: {path}")
     raw = path.read_bytes()
-    text = raw.decode("utf-8")
+    if raw.startswith(BOM_BYTES):
+        strip_bom(BOM_BYTES.decode("utf-8"), path)  # the warning
+        raw = raw[len(BOM_BYTES):]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                         f"is it a {what}?") from None
     tokens = text.split()
     if not tokens:
         return _Columns(path, 0, [], np.zeros(0, dtype=np.int64))

@@ -26,14 +26,16 @@ from torch import nn
 
 from wespeaker_lap.io.checkpoints import (
     STATE_FORMAT,
+    CheckpointError,
     checkpoint_path,
     list_checkpoints,
+    load_torch,
     parse_checkpoint_path,
     read_weights,
+    save_torch,
     save_weights,
     trained_state_dict,
 )
-from wespeaker_lap.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +112,7 @@ def save_training_state(path: str | os.PathLike, *, model: nn.Module, epoch: int
         "rng": rng_states if rng_states is not None else [get_rng_state()],
         "extra": dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
+    return save_torch(state, path, "training state")
 
 
 def _state_of(obj: Any) -> Any:
@@ -122,12 +122,36 @@ def _state_of(obj: Any) -> Any:
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read a file written by :func:`save_training_state`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training state not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, "training state")
     if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a training-state file ({STATE_FORMAT})")
+        raise CheckpointError(f"{path} is not a training-state file ({STATE_FORMAT})")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: training-state file lacks {missing}")
     return dict(state)
+
+
+#: What every file written by :func:`save_training_state` holds.
+_STATE_KEYS = ("epoch", "model", "optimizer", "rng")
+
+
+def remove_stale_tmp_files(models_dir: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.<random>.tmp`` files that a kill during a save left in ``models_dir``.
+
+    :func:`~wespeaker_lap.io.files.atomic_path` names its temporary files so; a
+    finished save renames its file, so on resume (one training run per
+    ``exp_dir``) any left over is garbage. Returns the removed paths.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    gone = sorted(p for p in models_dir.glob(".*.tmp") if p.is_file() or p.is_symlink())
+    for p in gone:
+        p.unlink(missing_ok=True)
+    if gone:
+        logger.warning("removed %d temporary file(s) left by an interrupted save in %s: %s",
+                       len(gone), models_dir, [p.name for p in gone[:5]])
+    return gone
 
 
 def resolve_resume(checkpoint: str | os.PathLike, models_dir: str | os.PathLike
@@ -142,8 +166,20 @@ def resolve_resume(checkpoint: str | os.PathLike, models_dir: str | os.PathLike
         states = list_checkpoints(models_dir, "state")
         if not states:
             raise FileNotFoundError(f"--checkpoint latest: no state_*.pt in {models_dir}")
-        epoch, state = states[-1]
-        return epoch, state, None
+        problems = []
+        for epoch, state in reversed(states):
+            try:
+                load_training_state(state)
+            except CheckpointError as e:
+                problems.append(str(e))
+                logger.warning("--checkpoint latest: skipping %s: %s", state, e)
+                continue
+            if problems:
+                logger.warning("--checkpoint latest: %d newer state file(s) unreadable; "
+                               "resuming from %s (epoch %d)", len(problems), state, epoch)
+            return epoch, state, None
+        raise CheckpointError(f"--checkpoint latest: no intact state_*.pt in {models_dir}: "
+                              + "; ".join(problems))
     path = Path(checkpoint)
     kind, epoch = parse_checkpoint_path(path)
     if not path.is_file():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import os
 import platform
 import shlex
@@ -37,7 +38,13 @@ from typing import Any
 
 import yaml
 
-from wespeaker_lap.checks import ConfigError
+from wespeaker_lap.checks import (
+    ConfigError,
+    check_bool,
+    check_int,
+    check_number,
+    check_str,
+)
 from wespeaker_lap.dataset.schema import (
     DATALOADER_ARGS_KEYS,
     DATASET_ARGS_KEYS,
@@ -47,6 +54,7 @@ from wespeaker_lap.dataset.schema import (
 from wespeaker_lap.frontend import FRONTENDS
 from wespeaker_lap.io.files import atomic_write, read_yaml, yaml_load
 from wespeaker_lap.models import PROJECTIONS, SPEAKER_MODELS
+from wespeaker_lap.models.lora import LORA_ARGS_KEYS, check_lora_config, parse_lora_args
 from wespeaker_lap.registry import Registry, accepted_keywords
 from wespeaker_lap.utils.executor import LOSSES
 from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS
@@ -106,6 +114,8 @@ TOP_LEVEL_KEYS: dict[str, str] = {
     "scheduler_args": "(section) scheduler arguments",
     "finetune_args": "(section) joint fine-tuning of the SSL model (phase 2/3): "
     "layer_decay, frontend_lr_ratio, l2sp_alpha",
+    "lora_args": "(section) LoRA on the SSL Transformer (phase 2/3, with frontend_args.frozen: "
+    "false): rank, alpha, dropout, target_modules; only LoRA and backend weights train",
 }
 
 #: Defaults filled in for header keys a config leaves out (WeSpeaker's defaults
@@ -139,11 +149,53 @@ DEFAULTS: dict[str, Any] = {
 #: Keys every config must give.
 REQUIRED_KEYS = ("exp_dir", "num_epochs", "model")
 
+#: Sections every training config must give (checked before the defaults fill them).
+REQUIRED_SECTIONS = {
+    "frontend_args": "the SSL model: model_name_or_path (a save_pretrained directory or hub id) "
+    "or config (a random model)",
+    "model_args": "the backend's sizes (embed_dim, ...)",
+    "scheduler_args": "initial_lr and final_lr",
+}
+
+
+def _optional(check: Callable[..., Any], **kw: Any) -> Callable[[str, Any], Any]:
+    return lambda where, v: None if v is None else check(where, v, **kw)
+
+
+def _path(where: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"{where}: expected a path, got {value!r}")
+    return str(value)
+
+
+#: Type and range of each header key (sections are checked by their schema).
+HEADER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "exp_dir": _path,
+    "num_epochs": lambda w, v: check_int(w, v, lo=1),
+    "num_avg": lambda w, v: check_int(w, v, lo=1),
+    "seed": lambda w, v: check_int(w, v, lo=0),
+    "save_epoch_interval": lambda w, v: check_int(w, v, lo=1),
+    "log_batch_interval": lambda w, v: check_int(w, v, lo=1),
+    "accum_grad": lambda w, v: check_int(w, v, lo=1),
+    "keep_last_states": lambda w, v: check_int(w, v, lo=1),
+    "enable_amp": check_bool,
+    "amp_dtype": lambda w, v: check_str(w, v, ("bfloat16", "float16")),
+    "data_type": lambda w, v: check_str(w, v, ("raw", "shard")),
+    "grad_clip": _optional(check_number, lo=0),
+    "lr_reference_batch": _optional(check_int, lo=1),
+    **{k: _optional(_path) for k in ("train_data", "train_label", "reverb_data", "noise_data",
+                                      "checkpoint", "model_init")},
+}
+
+#: Smallest training batch: BatchNorm in the backends needs two utterances per batch.
+MIN_TRAIN_BATCH = 2
+
 #: Sections whose valid keys are a fixed set.
 SECTION_KEYS: dict[str, Collection[str]] = {
     "dataloader_args": DATALOADER_ARGS_KEYS,
     # see wespeaker_lap.utils.schedulers.param_groups and L2SP
     "finetune_args": ("layer_decay", "frontend_lr_ratio", "l2sp_alpha"),
+    "lora_args": LORA_ARGS_KEYS,  # see wespeaker_lap.models.lora
 }
 
 
@@ -227,7 +279,92 @@ SECTION_RESOLVERS: dict[str, Callable[[Mapping[str, Any]], set[str] | None]] = {
 SECTION_CHECKS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "dataset_args": parse_dataset_args,
     "dataloader_args": parse_dataloader_args,
+    "lora_args": parse_lora_args,
 }
+
+
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),),
+}
+
+
+def _allowed_types(param: inspect.Parameter) -> tuple[type, ...] | None:
+    """The plain types a constructor argument takes, from its annotation or default.
+
+    None when the annotation is not made of int, float, bool, str and None only
+    (then nothing is checked).
+    """
+    ann = param.annotation
+    if ann is not inspect.Parameter.empty:
+        if isinstance(ann, type):
+            ann = ann.__name__
+        if not isinstance(ann, str):
+            return None
+        parts = [a.strip() for a in ann.replace("Optional[", "None | ").rstrip("]").split("|")]
+        if not all(a in _SIMPLE_TYPES for a in parts):
+            return None
+        return tuple(t for a in parts for t in _SIMPLE_TYPES[a])
+    default = param.default
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    # no annotation: lenient between numbers (an int default may stand for a float)
+    return {bool: (bool,), int: (int, float), float: (int, float), str: (str,)}.get(type(default))
+
+
+def check_section_types(cfg: Mapping[str, Any], section: str) -> None:
+    """Each value of a class-configuring section has the type its constructor argument takes.
+
+    ``model_args.heads: "4"`` is a ConfigError naming the key, before anything is
+    built (a bool is not an int; an int is a float).
+    """
+    key, _ = SECTION_CLASSES[section]
+    cls = REGISTRIES[key][_named(cfg, key)]
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    for sub, value in (cfg.get(section) or {}).items():
+        param = params.get(sub)
+        if param is None:
+            continue
+        allowed = _allowed_types(param)
+        if allowed is None:
+            continue
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            want = " or ".join(sorted({t.__name__ if t is not type(None) else "null"
+                                       for t in allowed if not (t is int and float in allowed)}))
+            raise ConfigError(f"{section}.{sub}: expected {want} (as "
+                              f"{getattr(cls, '__name__', cls)} takes it), got {value!r}")
+
+
+def check_header(cfg: Mapping[str, Any]) -> None:
+    """Types and ranges of the header keys (:data:`HEADER_CHECKS`) and of the training values
+    the trainer reads from sections (batch size, learning rates)."""
+    for key, check in HEADER_CHECKS.items():
+        if key in cfg:
+            check(key, cfg[key])
+    for section, why in REQUIRED_SECTIONS.items():
+        if section != "model_args" and not cfg.get(section):
+            raise ConfigError(f"config section {section!r} is missing or empty; it gives {why}")
+    fa = cfg["frontend_args"]
+    if fa.get("model_name_or_path") is None and fa.get("config") is None:
+        raise ConfigError("frontend_args: give model_name_or_path (a save_pretrained directory "
+                          "or hub id) or config (a random SSL model)")
+    sched = cfg["scheduler_args"]
+    for k in ("initial_lr", "final_lr"):
+        if k not in sched:
+            raise ConfigError(f"scheduler_args.{k} is required")
+    check_number("scheduler_args.initial_lr", sched["initial_lr"], lo=0, lo_open=True)
+    check_number("scheduler_args.final_lr", sched["final_lr"], lo=0)
+    if "warm_up_epoch" in sched:
+        check_number("scheduler_args.warm_up_epoch", sched["warm_up_epoch"], lo=0)
+    bs = (cfg.get("dataloader_args") or {}).get("batch_size")
+    if bs is not None:
+        check_int("dataloader_args.batch_size", bs)
+        if bs < MIN_TRAIN_BATCH:
+            raise ConfigError(f"dataloader_args.batch_size: must be >= {MIN_TRAIN_BATCH} for "
+                              f"training (BatchNorm needs two utterances per batch), got {bs}")
 
 
 def _unknown(kind: str, key: str, valid: Collection[str]) -> ConfigError:
@@ -292,6 +429,10 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
                 raise _unknown("config key", f"{key}.{sub}", {f"{key}.{v}" for v in valid})
         if key in SECTION_CHECKS:
             SECTION_CHECKS[key](value)
+        if key in SECTION_CLASSES:
+            check_section_types(cfg, key)
+    check_header(cfg)
+    check_lora_config(cfg)
 
 
 # ------------------------------------------------------------------------ overrides
@@ -387,7 +528,12 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
         raise ConfigError(f"{path}: {e}") from None
     where = f"{path} with overrides {list(overrides)}" if overrides else str(path)
     try:
-        cfg = with_defaults(merge_overrides(raw, overrides))
+        merged = merge_overrides(raw, overrides)
+        missing = [k for k in REQUIRED_SECTIONS if merged.get(k) is None]
+        if missing:
+            raise ConfigError(f"config section(s) {missing} missing; "
+                              + "; ".join(f"{k} gives {REQUIRED_SECTIONS[k]}" for k in missing))
+        cfg = with_defaults(merged)
         validate_config(cfg)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None

@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from wespeaker_lap.checks import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -90,7 +92,8 @@ def init_distributed(device: str = "auto", gpus: Any = None,
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda asked for, but CUDA is not available")
+            raise ConfigError(f"--device {device}: CUDA is not available in this torch build "
+                              f"({torch.__version__}) or on this machine; use --device cpu")
         ids = _parse_gpus(gpus)
         if ids is not None and local_rank >= len(ids):
             raise ValueError(f"local rank {local_rank} has no entry in gpus={gpus!r}")

@@ -31,6 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from wespeaker_lap.registry import Registry
 from wespeaker_lap.utils.distributed import DistInfo, all_reduce_mean, any_true
+from wespeaker_lap.utils.logging_utils import stderr_is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +145,13 @@ class _Meter:
 
 @contextlib.contextmanager
 def _progress_bar(opts: EpochOptions, info: DistInfo, epoch: int):
-    """A tqdm bar on rank 0 (log lines print above it, not through it), else None."""
-    if not (opts.progress and info.is_main):
+    """A tqdm bar on rank 0 (log lines print above it, not through it), else None.
+
+    When stderr is not a terminal there is no bar: the log rows every
+    ``log_batch_interval`` steps are the progress (a bar would fill the log file
+    with carriage-return lines).
+    """
+    if not (opts.progress and info.is_main and stderr_is_terminal()):
         yield None
         return
     with contextlib.ExitStack() as stack:

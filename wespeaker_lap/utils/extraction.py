@@ -22,16 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from wespeaker_lap.dataset.audio import BAD_AUDIO_REASONS
 from wespeaker_lap.dataset.datadir import read_data_dir
-from wespeaker_lap.dataset.dataset import build_eval_loader
-from wespeaker_lap.dataset.lists import raw_entries_from_data_dir
+from wespeaker_lap.dataset.dataset import build_eval_loader, load_entries
+from wespeaker_lap.dataset.lists import check_pipes, raw_entries_from_data_dir
 from wespeaker_lap.io.xvectors import save_npy, write_xvectors
 from wespeaker_lap.models.inference import LayerScoreSum, embed_batches, load_trained_extractor
 from wespeaker_lap.utils.distributed import DistInfo, all_gather_object, barrier
+from wespeaker_lap.utils.logging_utils import progress
 
 logger = logging.getLogger(__name__)
+
+#: Without a terminal, extraction logs one progress line every this many utterances.
+PROGRESS_EVERY = 1000
 
 
 def eval_source(data: str | None, data_list: str | None, data_type: str
@@ -54,6 +58,8 @@ class ExtractOptions:
     dtype: str = "float32"
     layer_scores: bool = False
     progress: bool = True
+    ignore_frontend_mismatch: bool = False
+    allow_pipes: bool = False
 
 
 def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | None,
@@ -64,27 +70,42 @@ def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | N
 
     Every rank embeds its share; rank 0 merges them (an utterance embedded twice
     is an error), writes the files and returns the total (other ranks return 0).
+    Bad audio (missing, unreadable, silent, below 8 kHz, or shorter than the
+    SSL model's receptive field, ``frontend.min_samples``) is skipped with a
+    warning naming the key and file, and counted by reason in the final log line.
+    Piped ``wav.scp`` entries need ``opts.allow_pipes`` (checked before the model
+    is loaded).
     """
     opts = opts or ExtractOptions()
-    extractor = load_trained_extractor(config, weights, info.device, opts.dtype)
+    entries = load_entries(source, data_type)
+    if data_type == "raw":
+        check_pipes(entries, opts.allow_pipes, str(source) if isinstance(source, str | Path)
+                    else "data")
+    extractor = load_trained_extractor(config, weights, info.device, opts.dtype,
+                                       ignore_frontend_mismatch=opts.ignore_frontend_mismatch)
+    rate = extractor.frontend.sample_rate
     loader = build_eval_loader(
-        source, data_type, sample_rate=extractor.frontend.sample_rate,
+        entries, data_type, sample_rate=rate, min_duration=extractor.frontend.min_samples / rate,
         batch_size=opts.batch_size, max_batch_seconds=opts.max_batch_seconds,
         num_workers=opts.num_workers, rank=info.rank, world_size=info.world_size,
+        allow_pipes=opts.allow_pipes,
     )
     scores = LayerScoreSum() if opts.layer_scores else None
     mine: dict[str, np.ndarray] = {}
-    bar = tqdm(desc=f"extract {Path(embed_dir).name}", unit="utt",
-               disable=not info.is_main or not opts.progress)
+    bar = progress(f"extract {Path(embed_dir).name}", unit="utt", every=PROGRESS_EVERY,
+                   enabled=info.is_main and opts.progress)
     for keys, emb in embed_batches(extractor, loader, info.device, scores):
         for k, e in zip(keys, emb, strict=True):
             if k in mine:
                 raise ValueError(f"utterance {k!r} appears twice in the input")
             mine[k] = e
-        bar.update(len(keys))
-    bar.close()
+        if bar is not None:
+            bar.update(len(keys))
+    if bar is not None:
+        bar.close()
     stats = getattr(loader, "last_stats", None) or {}
-    parts = all_gather_object((mine, scores, int(stats.get("skipped", 0))), info)
+    skipped = {r: int(stats.get(r, 0)) for r in BAD_AUDIO_REASONS if stats.get(r, 0)}
+    parts = all_gather_object((mine, scores, skipped), info)
     written = 0
     if info.is_main:
         written = _write_merged(parts, Path(embed_dir), opts.layer_scores)
@@ -95,7 +116,10 @@ def extract_embeddings(config: str | os.PathLike, weights: str | os.PathLike | N
 def _write_merged(parts: list, embed_dir: Path, layer_scores: bool) -> int:
     merged: dict[str, np.ndarray] = {}
     total = LayerScoreSum()
-    skipped = sum(p[2] for p in parts)
+    skipped: dict[str, int] = {}
+    for _, _, part_skipped in parts:
+        for reason, n in part_skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
     for part, part_scores, _ in parts:
         dup = set(part) & set(merged)
         if dup:
@@ -103,15 +127,19 @@ def _write_merged(parts: list, embed_dir: Path, layer_scores: bool) -> int:
         merged.update(part)
         if part_scores is not None:
             total.merge(part_scores)
+    reasons = ", ".join(f"{r} {n}" for r, n in skipped.items())
     if not merged:
-        raise ValueError("no embeddings were extracted (all inputs skipped?)")
+        raise ValueError("no embeddings were extracted: every input was skipped"
+                         + (f" ({reasons}; see the warnings above)" if skipped else ""))
     _, scp = write_xvectors(embed_dir, merged)
     mean = np.mean(np.stack([merged[k] for k in sorted(merged)]), axis=0)
     save_npy(embed_dir / "mean_vec.npy", mean.astype(np.float32))
     if layer_scores:
         save_npy(embed_dir / "layer_scores.npy", total.mean().astype(np.float32))
-    logger.info("wrote %d embeddings (dim %d) to %s%s", len(merged), len(mean), scp,
-                f"; {skipped} input(s) skipped as bad audio" if skipped else "")
+    n_skipped = sum(skipped.values())
+    logger.log(logging.WARNING if n_skipped else logging.INFO,
+               "wrote %d embeddings (dim %d) to %s%s", len(merged), len(mean), scp,
+               f"; {n_skipped} input(s) skipped as bad audio ({reasons})" if n_skipped else "")
     return len(merged)
 
 

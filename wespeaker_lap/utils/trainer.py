@@ -39,11 +39,21 @@ from wespeaker_lap.io.checkpoints import (
 )
 from wespeaker_lap.io.files import read_scp
 from wespeaker_lap.models import build_extractor, build_projection
+from wespeaker_lap.models.fingerprint import (
+    FINGERPRINT_FILE,
+    absolute_frontend_args,
+    compare_fingerprints,
+    frontend_fingerprint,
+    read_fingerprint,
+    write_fingerprint,
+)
+from wespeaker_lap.models.lora import check_lora_checkpoint
 from wespeaker_lap.utils.checkpoint import (
     get_rng_state,
     link_final_model,
     load_training_state,
     prune_states,
+    remove_stale_tmp_files,
     resolve_resume,
     save_training_state,
     set_rng_state,
@@ -93,6 +103,9 @@ def read_train_label(cfg: Mapping[str, Any]) -> tuple[dict[str, int], int]:
         raise ConfigError("train_label (utt2spk of the training set) is required")
     if not cfg.get("train_data"):
         raise ConfigError("train_data (raw.list or shard.list) is required")
+    for key in ("train_data", "train_label", "model_init", "noise_data", "reverb_data"):
+        if cfg.get(key) and not Path(cfg[key]).is_file():
+            raise FileNotFoundError(f"{key}: no such file: {cfg[key]}")
     utt2spk = read_scp(cfg["train_label"])
     if not utt2spk:
         raise ValueError(f"train_label {cfg['train_label']} is empty")
@@ -144,7 +157,7 @@ def prepare_data(cfg: Mapping[str, Any], info: DistInfo, sample_rate: int,
     loader = build_train_loader(
         cfg["train_data"], cfg["data_type"], spk2id, ds_cfg, dl_cfg, sample_rate=sample_rate,
         noise_list=cfg.get("noise_data"), rir_list=cfg.get("reverb_data"), seed=cfg["seed"],
-        rank=info.rank, world_size=info.world_size,
+        rank=info.rank, world_size=info.world_size, utt2spk=cfg["train_label"],
     )
     epoch_iter = compute_epoch_iter(num_utts, dl_cfg.batch_size, accum,
                                     ds_cfg.sample_num_per_epoch, info, loader)
@@ -175,9 +188,17 @@ def adapt_projection(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> Non
 
 
 def build_model(cfg: Mapping[str, Any], num_class: int) -> torch.nn.Module:
-    """Extractor (frontend + backend) with the training head added as ``.projection``."""
-    model = build_extractor(cfg)
-    model.add_module("projection", build_projection(cfg, model.embed_dim, num_class))
+    """Extractor (frontend + backend) with the training head added as ``.projection``.
+
+    A constructor that refuses its arguments (a value of the wrong type the
+    config schema could not see) is a :class:`ConfigError` naming the sections.
+    """
+    try:
+        model = build_extractor(cfg)
+        model.add_module("projection", build_projection(cfg, model.embed_dim, num_class))
+    except TypeError as e:
+        raise ConfigError(f"cannot build {cfg.get('model')} from frontend_args / model_args / "
+                          f"projection_args: {e}") from None
     return model
 
 
@@ -189,6 +210,7 @@ def initialise(model: torch.nn.Module, cfg: Mapping[str, Any], resuming: bool) -
     """Load ``model_init`` (phase 2/3 start from the previous phase) unless resuming."""
     if cfg.get("model_init") and not resuming:
         sd = read_weights(cfg["model_init"])
+        check_lora_checkpoint(model, sd, where=f"model_init {cfg['model_init']}")
         adapt_projection(sd, model)
         load_weights(model, sd, strict=False)
         logger.info("initialised from %s", cfg["model_init"])
@@ -256,11 +278,13 @@ def restore(resume: tuple[int, Path | None, Path | None] | None, model: torch.nn
         return 1, None
     done, state_file, weights_file = resume
     if state_file is None:
+        check_lora_checkpoint(model, read_weights(weights_file), where=str(weights_file))
         load_weights(model, weights_file, strict=True)
         logger.warning("no state_%d.pt beside %s: resuming from the weights only (optimizer "
                        "and RNG start afresh, not an exact resume)", done, weights_file)
         return done + 1, None
     state = load_training_state(state_file)
+    check_lora_checkpoint(model, state["model"], where=str(state_file))
     load_weights(model, state["model"], strict=True)
     opt.optimizer.load_state_dict(state["optimizer"])
     if state.get("scheduler") is not None:
@@ -308,10 +332,14 @@ def _file_log(exp_dir: Path, info: DistInfo) -> logging.Handler | None:
 
 
 def record_config(cfg: Mapping[str, Any], exp_dir: Path, info: DistInfo, data: TrainData,
-                  argv: Sequence[str] | None) -> None:
-    """Save the merged config with the derived sizes as a comment header (rank 0)."""
+                  argv: Sequence[str] | None,
+                  fingerprint: Mapping[str, Any] | None = None) -> None:
+    """Save the merged config with the derived sizes as a comment header (rank 0), and the
+    SSL model's fingerprint as ``frontend.json`` (see :mod:`wespeaker_lap.models.fingerprint`)."""
     if not info.is_main:
         return
+    if fingerprint is not None:
+        write_fingerprint(exp_dir, fingerprint)
     accum = int(cfg["accum_grad"])
     derived = (f"# derived: world_size={info.world_size} num_class={data.num_class} "
                f"epoch_iter={data.epoch_iter} "
@@ -367,29 +395,55 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
         )
     resume = resolve_resume(checkpoint, models_dir) if checkpoint is not None else None
     spk2id, num_utts = read_train_label(cfg)
+    cfg = {**cfg, "frontend_args": absolute_frontend_args(cfg["frontend_args"])}
+    fingerprint = frontend_fingerprint(cfg["frontend_args"]) if info.is_main else None
+    if resume is not None and info.is_main:
+        check_resumed_frontend(exp_dir, fingerprint)
+    # Everything that can fail on a bad config runs before anything is written.
+    seed_everything(int(cfg["seed"]))  # the model first, identical on every rank
+    model = build_model(cfg, parse_dataset_args(cfg["dataset_args"]).num_classes(len(spk2id)))
+    model = model.to(info.device)
+    # the frontend reports the sample rate the loader resamples to
+    data = prepare_data(cfg, info, model.frontend.sample_rate, spk2id, num_utts)
+    initialise(model, cfg, resuming=resume is not None)
+    opt = build_optimization(cfg, model, info, data)
     if info.is_main:
         models_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            remove_stale_tmp_files(models_dir)
+            remove_stale_tmp_files(exp_dir)
     barrier(info)
     handler = _file_log(exp_dir, info)
     try:
-        return _run(cfg, info, argv, exp_dir, models_dir, resume, spk2id, num_utts)
+        return _run(cfg, info, argv, exp_dir, models_dir, resume, model, data, opt, fingerprint)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
 
 
+def check_resumed_frontend(exp_dir: Path, fingerprint: Mapping[str, Any] | None) -> None:
+    """A resumed run must train on the SSL model its ``frontend.json`` records."""
+    recorded = read_fingerprint(exp_dir)
+    if recorded is None or fingerprint is None:
+        return
+    diffs = compare_fingerprints(recorded, fingerprint)
+    if diffs:
+        raise ConfigError(
+            f"cannot resume {exp_dir}: its SSL model's {' and '.join(diffs)} differ from "
+            f"{exp_dir / FINGERPRINT_FILE}: trained with "
+            f"{recorded.get('model_name_or_path') or 'a random model from config'} (weights "
+            f"sha256 {str(recorded.get('weights_sha256'))[:16]}), now "
+            f"{fingerprint.get('model_name_or_path') or 'a random model from config'} (weights "
+            f"sha256 {str(fingerprint.get('weights_sha256'))[:16]})"
+        )
+
+
 def _run(cfg, info: DistInfo, argv, exp_dir: Path, models_dir: Path, resume,
-         spk2id: Mapping[str, int], num_utts: int) -> TrainResult:
-    # the model first, identical on every rank: its frontend reports the sample rate
-    seed_everything(int(cfg["seed"]))
-    model = build_model(cfg, parse_dataset_args(cfg["dataset_args"]).num_classes(len(spk2id)))
-    model = model.to(info.device)
-    data = prepare_data(cfg, info, model.frontend.sample_rate, spk2id, num_utts)
-    initialise(model, cfg, resuming=resume is not None)
-    opt = build_optimization(cfg, model, info, data)
+         model: torch.nn.Module, data: TrainData, opt: Optimization,
+         fingerprint: Mapping[str, Any] | None) -> TrainResult:
     start_epoch, state = restore(resume, model, opt)
-    record_config(cfg, exp_dir, info, data, argv)
+    record_config(cfg, exp_dir, info, data, argv, fingerprint)
     writer = tensorboard_writer(exp_dir, info)
     seed_training(cfg, info, state)
 

@@ -1,0 +1,358 @@
+"""HuBERT-style masked prediction of discrete units with a ``transformers.HubertModel``.
+
+Follows Hsu et al., "HuBERT: Self-Supervised Speech Representation Learning by
+Masked Prediction of Hidden Units", IEEE/ACM TASLP 2021:
+
+* the CNN features of a crop, after the projection, are replaced by a learned
+  mask embedding on spans of ``mask_length`` frames (``mask_prob * T /
+  mask_length`` span starts drawn without replacement, as wav2vec 2.0 and
+  transformers' ``mask_time_prob`` do: about half the frames for 0.8 and 10);
+* the Transformer output ``h`` (B, T, D) is projected to ``proj_dim``; the logit
+  of unit ``k`` is ``cos(W h_t, e_k) / temperature`` with a learned embedding
+  ``e_k`` per unit;
+* the loss is the cross-entropy of the frame's unit over the *masked* frames
+  only (HuBERT's alpha = 1 setting); no negatives, no codebook, no diversity
+  loss.
+
+Chance levels are logged beside the loss: ``ln K`` and ``1 / K`` for a
+uniform guess, and the unigram entropy and majority-unit accuracy of the
+corpus' own unit frequencies (the best a model that ignores the audio can do).
+The encoder is saved with ``save_pretrained`` (plus ``preprocessor_config.json``)
+so that ``SSLFrontend(<dir>)`` loads it like a hub checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+
+from wespeaker_lap.frontend.ssl import default_do_normalize, save_preprocessing
+from wespeaker_lap.pretrain.features import HOP_SAMPLES, Corpus, num_frames
+
+logger = logging.getLogger(__name__)
+
+#: train_args and their defaults (every key of a config's train_args must be one of these).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 1000,  # optimiser steps (a --max_minutes budget may stop earlier)
+    "batch_size": 8,
+    "crop_seconds": 2.0,
+    "lr": 2.0e-3,  # peak learning rate (AdamW, betas 0.9 / 0.98)
+    "warmup_steps": 80,  # linear warm-up (at most 20 % of the steps), then cosine decay to 0
+    "weight_decay": 0.01,
+    "grad_clip": 5.0,
+    "mask_prob": 0.8,  # span starts = mask_prob * T / mask_length (about half the frames)
+    "mask_length": 10,  # frames per masked span
+    "num_units": 100,  # k-means clusters (HuBERT iteration 1: 100)
+    "units_from": "mfcc",  # "mfcc", or an earlier model's directory (iteration 2)
+    "units_layer": 3,  # hidden state of that model to cluster (0: CNN projection)
+    "kmeans_max_frames": 200000,  # frames sampled to fit k-means
+    "proj_dim": 64,  # projection of the output and unit embedding size
+    "temperature": 0.1,  # cosine logits are divided by it
+    "min_seconds": 1.0,  # shorter files are skipped (counted in the log)
+    "log_every": 25,
+}
+
+
+def check_train_args(train_args: dict[str, Any]) -> dict[str, Any]:
+    """train_args merged over :data:`TRAIN_DEFAULTS`; unknown keys and bad values are errors."""
+    unknown = sorted(set(train_args) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown train_args {unknown}; valid: {sorted(TRAIN_DEFAULTS)}")
+    t = {**TRAIN_DEFAULTS, **train_args}
+    if int(t["steps"]) < 0:
+        raise ValueError(f"train_args.steps must be >= 0 (0 saves the random init), "
+                         f"got {t['steps']}")
+    for k in ("batch_size", "mask_length", "proj_dim", "log_every"):
+        if int(t[k]) < 1:
+            raise ValueError(f"train_args.{k} must be >= 1, got {t[k]}")
+    if int(t["num_units"]) < 2:
+        raise ValueError(f"train_args.num_units must be >= 2, got {t['num_units']}")
+    if not 0.0 < float(t["mask_prob"]) <= 1.0:
+        raise ValueError(f"train_args.mask_prob must be in (0, 1], got {t['mask_prob']}")
+    if float(t["temperature"]) <= 0 or float(t["crop_seconds"]) <= 0.1:
+        raise ValueError("train_args.temperature must be > 0 and crop_seconds > 0.1, got "
+                         f"{t['temperature']} and {t['crop_seconds']}")
+    return t
+
+
+def build_config(model_args: dict[str, Any]) -> transformers.HubertConfig:
+    """A ``HubertConfig`` from ``model_args``; unknown fields are an error."""
+    known = set(transformers.HubertConfig().to_dict())
+    unknown = sorted(set(model_args) - known)
+    if unknown:
+        raise ValueError(f"unknown HubertConfig field(s) {unknown} in model_args")
+    return transformers.HubertConfig(**model_args)
+
+
+class HubertPretrainModel(nn.Module):
+    """A ``HubertModel`` with HuBERT's unit-prediction head (projection + unit embeddings).
+
+    forward: wavs (B, N) float, mask (B, T) bool -> logits (B, T, K). Only
+    :attr:`hubert` is saved for the frontend; the head is dropped.
+
+    >>> cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=[16] * 7,
+    ...     num_conv_pos_embedding_groups=4, num_conv_pos_embeddings=16)
+    >>> m = HubertPretrainModel(cfg, num_units=10, proj_dim=8)
+    >>> m(torch.randn(2, 8000), torch.zeros(2, 24, dtype=torch.bool)).shape
+    torch.Size([2, 24, 10])
+    """
+
+    def __init__(self, config: transformers.HubertConfig, num_units: int, proj_dim: int = 64,
+                 temperature: float = 0.1):
+        super().__init__()
+        self.hubert = transformers.HubertModel(config)
+        self.proj = nn.Linear(config.hidden_size, proj_dim)
+        self.unit_embed = nn.Parameter(torch.randn(num_units, proj_dim) / math.sqrt(proj_dim))
+        self.temperature = temperature
+
+    def forward(self, wavs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.hubert(wavs, mask_time_indices=mask).last_hidden_state  # (B, T, D)
+        z = nn.functional.normalize(self.proj(h), dim=-1)
+        e = nn.functional.normalize(self.unit_embed, dim=-1)
+        return z @ e.t() / self.temperature
+
+
+def span_mask(rng: np.random.Generator, batch: int, frames: int, prob: float,
+              length: int) -> np.ndarray:
+    """Boolean (B, T): ``int(prob * T / length + u)`` spans of ``length`` frames per row.
+
+    Span starts are drawn without replacement (spans may overlap); at least one
+    frame per row is masked and at least one is left visible.
+    """
+    mask = np.zeros((batch, frames), dtype=bool)
+    length = min(length, max(1, frames - 1))
+    n_starts = frames - length + 1
+    for b in range(batch):
+        n = int(prob * frames / length + rng.random())
+        n = min(max(n, 1), n_starts)
+        for s in rng.choice(n_starts, size=n, replace=False):
+            mask[b, s : s + length] = True
+        if mask[b].all():
+            mask[b, int(rng.integers(frames))] = False
+    return mask
+
+
+def sample_batch(corpus: Corpus, units: list[np.ndarray], rng: np.random.Generator,
+                 batch: int, crop_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random frame-aligned crops and their units: (B, N) float32, (B, T) int64.
+
+    A crop starts on a multiple of the CNN hop, so frame ``t`` of the crop is
+    frame ``start / hop + t`` of the utterance. The crop length is the smaller of
+    ``crop_samples`` and the shortest drawn utterance.
+    """
+    idx = rng.integers(0, len(corpus.wavs), size=batch)
+    n = min(crop_samples, min(len(corpus.wavs[i]) for i in idx))
+    frames = num_frames(n)
+    wavs = np.zeros((batch, n), dtype=np.float32)
+    labels = np.zeros((batch, frames), dtype=np.int64)
+    for b, i in enumerate(idx):
+        total = units[i].shape[0]
+        max_start = min(total - frames, (len(corpus.wavs[i]) - n) // HOP_SAMPLES)
+        j = int(rng.integers(0, max_start + 1))
+        wavs[b] = corpus.audio(i)[j * HOP_SAMPLES : j * HOP_SAMPLES + n]
+        labels[b] = units[i][j : j + frames]
+    return torch.from_numpy(wavs), torch.from_numpy(labels)
+
+
+@torch.no_grad()
+def layer_features(model: nn.Module, corpus: Corpus, layer: int,
+                   chunk_seconds: float = 20.0) -> list[np.ndarray]:
+    """Hidden state ``layer`` of a transformers SSL model for every utterance: (T_i, D) each.
+
+    Used for HuBERT's second iteration (units from an earlier model's layer).
+    Utterances are run one at a time (no padding), in eval mode.
+    """
+    model.eval()
+    n_layers = model.config.num_hidden_layers
+    if not 0 <= layer <= n_layers:
+        raise ValueError(f"units_layer {layer} out of range: the model has hidden states "
+                         f"0..{n_layers}")
+    out = []
+    for i in range(len(corpus.wavs)):
+        x = torch.from_numpy(corpus.audio(i))[None]
+        hs = model(x, output_hidden_states=True).hidden_states[layer][0]
+        out.append(hs.numpy().astype(np.float32))
+    return out
+
+
+@dataclass
+class History:
+    """Per-step training record plus the chance levels it is judged against."""
+
+    num_units: int
+    unigram_entropy: float = float("nan")
+    majority_acc: float = float("nan")
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+
+    @property
+    def chance_loss(self) -> float:
+        return math.log(self.num_units)
+
+    @property
+    def chance_acc(self) -> float:
+        return 1.0 / self.num_units
+
+    def mean(self, what: str, first: bool, n: int = 20) -> float:
+        v = getattr(self, what)
+        v = v[:n] if first else v[-n:]
+        return float(np.mean(v)) if v else float("nan")
+
+    def to_tsv(self) -> str:
+        head = (f"# chance: loss ln K = {self.chance_loss:.4f}, acc 1/K = {self.chance_acc:.4f}; "
+                f"unigram entropy {self.unigram_entropy:.4f}, majority acc "
+                f"{self.majority_acc:.4f}\nstep\tloss\tmasked_acc\tlr\n")
+        return head + "".join(f"{s}\t{a:.5f}\t{b:.5f}\t{c:.3e}\n"
+                              for s, a, b, c in zip(self.step, self.loss, self.acc, self.lr,
+                                                    strict=True))
+
+
+def cosine_lr(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
+          train_args: dict[str, Any], seed: int, max_minutes: float | None = None,
+          on_log: Callable[[History], None] | None = None) -> History:
+    """Masked unit prediction for ``train_args['steps']`` steps (or ``max_minutes``).
+
+    With ``max_minutes`` the cosine decay advances by the larger of the step
+    fraction and the elapsed-time fraction, so the rate reaches ~0 by the budget
+    whatever the machine's speed (the run is then not bit-reproducible).
+
+    units: per utterance (T_i,) int64, aligned with :func:`features.num_frames`.
+    Returns the :class:`History` (loss and masked-unit accuracy per step).
+    """
+    t = train_args
+    k = int(t["num_units"])
+    if len(units) != len(corpus.wavs):
+        raise ValueError(f"{len(units)} unit sequences for {len(corpus.wavs)} utterances")
+    freq = np.bincount(np.concatenate(units), minlength=k) / sum(len(u) for u in units)
+    nz = freq[freq > 0]
+    hist = History(k, float(-np.sum(nz * np.log(nz))), float(freq.max()))
+    rng = np.random.default_rng([seed, 1])
+    steps, peak = int(t["steps"]), float(t["lr"])
+    warm = min(int(t["warmup_steps"]), max(1, steps // 5))  # short runs warm up for 20 %
+    crop = int(round(float(t["crop_seconds"]) * 16000))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name or name == "unit_embed" else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": float(t["weight_decay"])},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=peak, betas=(0.9, 0.98), eps=1e-6,
+    )
+    model.train()
+    t0 = time.time()
+    logger.info("masked unit prediction: %d steps, batch %d x %.1f s, K %d; chance: loss "
+                "ln K %.3f, acc 1/K %.4f; unigram entropy %.3f, majority acc %.4f",
+                steps, int(t["batch_size"]), crop / 16000, k, hist.chance_loss,
+                hist.chance_acc, hist.unigram_entropy, hist.majority_acc)
+    for step in range(steps):
+        if max_minutes is not None and time.time() - t0 > 60.0 * max_minutes:
+            logger.info("time budget of %.1f min reached at step %d of %d", max_minutes,
+                        step, steps)
+            break
+        # with a time budget, the schedule follows whichever runs out first: the steps
+        # or the minutes (so a slow machine still decays the rate before it stops)
+        at = step
+        if max_minutes is not None and step >= warm:
+            frac = (time.time() - t0) / (60.0 * max_minutes)
+            at = max(step, warm + int(frac * (steps - warm)))
+        lr = cosine_lr(at, peak, warm, steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        wavs, labels = sample_batch(corpus, units, rng, int(t["batch_size"]), crop)
+        mask = torch.from_numpy(span_mask(rng, labels.shape[0], labels.shape[1],
+                                          float(t["mask_prob"]), int(t["mask_length"])))
+        logits = model(wavs, mask)
+        if logits.shape[1] != labels.shape[1]:
+            raise RuntimeError(f"model gives {logits.shape[1]} frames, units {labels.shape[1]}: "
+                               "the CNN must have a 25 ms window and a 20 ms hop")
+        loss = nn.functional.cross_entropy(logits[mask], labels[mask])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
+        opt.step()
+        with torch.no_grad():
+            acc = float((logits[mask].argmax(-1) == labels[mask]).float().mean())
+        hist.step.append(step)
+        hist.loss.append(float(loss.detach()))
+        hist.acc.append(acc)
+        hist.lr.append(lr)
+        if step % int(t["log_every"]) == 0 or step == steps - 1:
+            n = int(t["log_every"])
+            logger.info("step %d/%d loss %.3f (chance %.3f) masked acc %.4f (chance %.4f) "
+                        "masked %.0f%% lr %.2e %.1f s", step, steps,
+                        float(np.mean(hist.loss[-n:])), hist.chance_loss,
+                        float(np.mean(hist.acc[-n:])), hist.chance_acc,
+                        100.0 * float(mask.float().mean()), lr, time.time() - t0)
+            if on_log is not None:
+                on_log(hist)
+    if hist.step:
+        logger.info("pre-training done: %d steps in %.1f s; loss %.3f -> %.3f (chance ln K "
+                    "%.3f); masked acc %.4f -> %.4f (chance 1/K %.4f, majority %.4f)",
+                    len(hist.step), time.time() - t0, hist.mean("loss", True),
+                    hist.mean("loss", False), hist.chance_loss, hist.mean("acc", True),
+                    hist.mean("acc", False), hist.chance_acc, hist.majority_acc)
+    return hist
+
+
+def clean_stale_tmp(out_dir: str | os.PathLike) -> int:
+    """Remove temporary siblings ``.<name>.*`` left by an interrupted :func:`save_atomic`."""
+    out = Path(out_dir)
+    n = 0
+    if out.parent.is_dir():
+        for p in out.parent.glob(f".{out.name}.*"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+    if n:
+        logger.info("removed %d half-written directory(ies) of an interrupted run beside %s",
+                    n, out)
+    return n
+
+
+def save_atomic(encoder: transformers.PreTrainedModel, out_dir: str | os.PathLike,
+                extra: Callable[[Path], None] | None = None) -> None:
+    """``save_pretrained`` + preprocessor file (+ ``extra(tmp_dir)``) into a temporary
+    sibling directory, then rename it to ``out_dir`` (replacing an old one)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        encoder.save_pretrained(tmp)
+        save_preprocessing(tmp, 16000, default_do_normalize(encoder.config))
+        if extra is not None:
+            extra(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("saved the pre-trained encoder to %s", out)
