@@ -29,6 +29,11 @@ from wespeaker_lap.export.runtime import OnnxEmbedder  # noqa: E402
 from wespeaker_lap.frontend import tiny_ssl_config  # noqa: E402
 from wespeaker_lap.io.checkpoints import save_weights  # noqa: E402
 from wespeaker_lap.models import build_extractor  # noqa: E402
+from wespeaker_lap.models.fingerprint import (  # noqa: E402
+    FINGERPRINT_FILE,
+    frontend_fingerprint,
+    write_fingerprint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -252,3 +257,26 @@ def test_audio_longer_than_the_pytorch_window_is_embedded_whole_with_a_warning(
         emb = OnnxEmbedder(out)([str(long)])
     assert emb.shape == (1, 16) and np.isfinite(emb).all()
     assert "longer than 20 s" in caplog.text and "one pass" in caplog.text
+
+
+def test_export_of_a_directory_without_a_model_is_a_clear_error(tmp_path, capsys):
+    assert export_onnx.main(["--model_dir", str(tmp_path), "--out",
+                             str(tmp_path / "x.onnx")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    assert export_onnx.main(["--model_dir", str(tmp_path), "--opset", "13"]) == 2
+    assert "--opset must be >= 17" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_refuses_a_model_whose_frozen_ssl_model_changed(tmp_path, capsys):
+    d = tmp_path / "exp"
+    (d / "models").mkdir(parents=True)
+    cfg = tiny_config()
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    save_weights(trained(cfg), d / "models" / "avg_model.pt")
+    # training recorded another frozen SSL model than the one the config now builds
+    other = {"config": tiny_ssl_config("wavlm"), "init_seed": 5}
+    write_fingerprint(d, frontend_fingerprint(other))
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(d / "x.onnx")]) == 2
+    assert FINGERPRINT_FILE in capsys.readouterr().err
+    assert not (d / "x.onnx").exists()

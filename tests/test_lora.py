@@ -11,6 +11,8 @@ from train_helpers import make_corpus, tiny_config, write_config
 
 from wespeaker_lap.bin import merge_lora as merge_bin
 from wespeaker_lap.checks import ConfigError
+from wespeaker_lap.export.exporter import export_model_dir
+from wespeaker_lap.export.runtime import OnnxEmbedder
 from wespeaker_lap.frontend import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import checkpoint_path, read_weights, save_weights
 from wespeaker_lap.models import build_extractor
@@ -320,3 +322,17 @@ def test_merge_tool_refuses_a_model_without_lora(trained, tmp_path):
                  plain / "avg_model.pt")
     assert merge_bin.main(["--model_dir", str(plain)]) == 1
     assert not (tmp_path / "plain_merged").exists()
+
+
+def test_a_lora_experiment_exports_to_onnx_merged(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    tmp, _, _, _ = trained
+    exp = tmp / "lora"
+    save_weights(read_weights(checkpoint_path(exp / "models", 1)), exp / "models" / "avg_model.pt")
+    out = export_model_dir(exp, tmp_path / "x.onnx")  # verifies onnxruntime against PyTorch
+    wavs, lengths = _batch()
+    ref = load_trained_extractor(exp / "config.yaml", exp / "models" / "avg_model.pt")
+    with torch.no_grad():
+        want = ref(wavs, lengths).numpy()
+    got = OnnxEmbedder(out, model_dir=exp).embed_waveforms(wavs.numpy(), lengths.numpy())
+    assert abs(got - want).max() < 1e-4
