@@ -23,6 +23,7 @@ help_message="Usage: bash local/compare_backends.sh [--seeds \"1 2 3\"] [--syste
 # shellcheck source=../tools/parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../tools/parse_options.sh"  # before the cd: it reads $0
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=../path.sh
 . ./path.sh
 
 log() { echo "$(date '+%F %T') (compare_backends.sh) $*"; }
