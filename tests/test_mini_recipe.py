@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 def run_recipe(workdir: Path, *opts: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(["bash", str(RECIPE), "--quick", "--workdir", str(workdir), *opts],
-                          capture_output=True, text=True, env=env, timeout=900)
+                          capture_output=True, text=True, env=env, timeout=1800)
 
 
 @pytest.mark.slow
