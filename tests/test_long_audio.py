@@ -64,3 +64,20 @@ def test_long_utterance_alone_equals_it_in_a_batch():
     torch.testing.assert_close(both[0], alone[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(both[1], ext.embed(short[None], window=1.0)[0], atol=1e-5,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation, masked", [("relu_bn", True), ("tanh", False)])
+def test_astp_pools_long_utterances_in_blocks_like_in_one_pass(activation, masked):
+    from wespeaker_lap.models.pooling import ASTP
+
+    torch.manual_seed(0)
+    pool = ASTP(16, activation=activation).eval()
+    with torch.no_grad():
+        if pool.attn_norm is not None:
+            pool.attn_norm.running_mean.uniform_(-1, 1)
+            pool.attn_norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 1000, 16) * 3
+    mask = torch.arange(1000)[None, :] < torch.tensor([[1000], [613]]) if masked else None
+    whole = pool(x, mask)
+    pool.eval_block_frames = 128  # 8 blocks, the last one partly padded
+    torch.testing.assert_close(pool(x, mask), whole, atol=1e-5, rtol=1e-5)

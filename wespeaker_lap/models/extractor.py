@@ -139,6 +139,7 @@ class SpeakerEmbeddingExtractor(nn.Module):
             if return_layer_scores and s is not None:
                 scores.append((s, n))
         frames, total = _concat_chunks(feats, time_dim=1)
+        del feats  # the joined copy is all the pooling needs
         emb = self.backend.pool_frames(frames, total)
         if not return_layer_scores:
             return emb

@@ -80,9 +80,15 @@ class ASTP(nn.Module):
         self.attn_norm = nn.BatchNorm1d(bottleneck_dim) if activation == "relu_bn" else None
         self.attn_out = nn.Linear(bottleneck_dim, in_dim)
 
+    #: In eval mode, utterances longer than this many frames are pooled in blocks of it
+    #: (an online softmax over time), so memory does not hold several (T, C) temporaries.
+    eval_block_frames = 8192
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
         assert c == self.in_dim, f"ASTP built for {self.in_dim} channels got {c}"
+        if not self.training and t > self.eval_block_frames:
+            return self._forward_blocks(x, mask)
         if self.global_context:
             mean, std = masked_mean_std(x, mask, self.eps, unbiased=True)
             w = self.attn_in.weight  # (K, 3C)
@@ -109,6 +115,63 @@ class ASTP(nn.Module):
         alpha = torch.softmax(logits, dim=1)
         mu = (alpha * x).sum(1)  # (B, C)
         var = (alpha * x * x).sum(1) - mu * mu
+        return torch.cat([mu, torch.sqrt(var.clamp(min=self.eps))], dim=1)
+
+    def _logits(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+        """Eval-mode attention logits of frames (B, t, C) -> (B, t, C)."""
+        c = self.in_dim
+        if ctx is not None:
+            h = F.linear(x, self.attn_in.weight[:, :c]) + ctx[:, None, :]
+        else:
+            h = self.attn_in(x)
+        if self.attn_norm is not None:
+            h = masked_batch_norm(torch.relu(h), self.attn_norm, None)
+        else:
+            h = torch.tanh(h)
+        return self.attn_out(h)
+
+    def _forward_blocks(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Eval-mode pooling of long utterances, ``eval_block_frames`` frames at a time.
+
+        The same function as :meth:`forward` in eval mode (equal to rounding): the
+        global mean and std are sums over blocks, and the softmax over time is an
+        online one (a running maximum per channel rescales the running sums).
+        """
+        b, t, c = x.shape
+        step = self.eval_block_frames
+        valid = torch.ones(b, t, dtype=torch.bool, device=x.device) if mask is None else mask
+        n = valid.sum(1, keepdim=True).to(x.dtype)  # (B, 1)
+        ctx = None
+        if self.global_context:
+            total = x.new_zeros(b, c)
+            for s in range(0, t, step):
+                total += (x[:, s:s + step] * valid[:, s:s + step, None]).sum(1)
+            mean = total / n
+            sq = x.new_zeros(b, c)
+            for s in range(0, t, step):
+                d = (x[:, s:s + step] - mean[:, None, :]) * valid[:, s:s + step, None]
+                sq += (d * d).sum(1)
+            std = torch.sqrt((sq / (n - 1).clamp(min=1)).clamp(min=self.eps))
+            ctx = F.linear(torch.cat([mean, std], dim=1), self.attn_in.weight[:, c:],
+                           self.attn_in.bias)
+        run_max = x.new_full((b, c), float("-inf"))
+        den = x.new_zeros(b, c)
+        sum_x = x.new_zeros(b, c)
+        sum_xx = x.new_zeros(b, c)
+        for s in range(0, t, step):
+            xb = x[:, s:s + step]
+            logits = self._logits(xb, ctx)
+            logits = logits.masked_fill(~valid[:, s:s + step, None], float("-inf"))
+            new_max = torch.maximum(run_max, logits.amax(1))
+            safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+            scale = torch.exp(run_max - safe)  # exp(-inf) = 0 before the first valid frame
+            w = torch.exp(logits - safe[:, None, :])
+            den = den * scale + w.sum(1)
+            sum_x = sum_x * scale + (w * xb).sum(1)
+            sum_xx = sum_xx * scale + (w * xb * xb).sum(1)
+            run_max = new_max
+        mu = sum_x / den
+        var = sum_xx / den - mu * mu
         return torch.cat([mu, torch.sqrt(var.clamp(min=self.eps))], dim=1)
 
 
