@@ -52,7 +52,6 @@ from wespeaker_lap.frontend.fbank import (
     FRAME_SHIFT,
     MEL_FLOOR,
     PREEMPHASIS,
-    VAR_EPS,
     StackedFbank,
 )
 from wespeaker_lap.frontend.ssl import SSLFrontend, normalize_waveforms
@@ -135,18 +134,7 @@ class TraceableFbank(StackedFbank):
         return torch.log(torch.clamp(spec @ self.mel, min=MEL_FLOOR))
 
     def forward(self, wavs: torch.Tensor, lengths: torch.Tensor):
-        feats = self.log_mel(wavs)  # (B, F, M)
-        n_frames = self.fbank_frames(lengths)
-        valid = (torch.arange(feats.shape[1], device=feats.device)[None, :]
-                 < n_frames[:, None])[..., None]
-        feats = feats * valid
-        if self.normalize:
-            cnt = n_frames[:, None, None].to(feats.dtype)
-            mean = feats.sum(1, keepdim=True) / cnt
-            centered = (feats - mean) * valid
-            var = centered.square().sum(1, keepdim=True) / (cnt - 1).clamp(min=1)
-            feats = centered * torch.rsqrt(var + VAR_EPS)
-        frame_lengths = torch.div(n_frames, self.stride, rounding_mode="floor")
+        feats, frame_lengths = self.normalized_log_mel(wavs, lengths)
         # frames k, k + stride, ...: the last phase has the fewest (F // stride) frames
         last = feats[:, self.stride - 1 :: self.stride]
         parts = [feats[:, k :: self.stride][:, : last.shape[1]] for k in range(self.stride)]

@@ -124,12 +124,11 @@ class StackedFbank(nn.Module):
         spec = torch.fft.rfft(emph * self.window, n=FFT_LENGTH).abs().square()  # (B, F, 257)
         return torch.log(torch.clamp(spec @ self.mel, min=MEL_FLOOR))
 
-    def forward(
-        self, wavs: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if wavs.shape[1] < FRAME_LENGTH:
-            raise ValueError(f"waveforms of {wavs.shape[1]} samples are shorter than one "
-                             f"{FRAME_LENGTH}-sample fbank frame")
+    def normalized_log_mel(self, wavs: torch.Tensor, lengths: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel frames of the valid samples, padding zeroed and (with ``normalize``)
+        each mel bin normalised over the utterance's frames:
+        ``(B, N), (B,) -> (B, F, M), stacked frame counts (B,)``."""
         feats = self.log_mel(wavs)  # (B, F, M)
         n_frames = self.fbank_frames(lengths)
         valid = (torch.arange(feats.shape[1], device=feats.device)[None, :]
@@ -141,7 +140,15 @@ class StackedFbank(nn.Module):
             centered = (feats - mean) * valid
             var = centered.square().sum(1, keepdim=True) / (cnt - 1).clamp(min=1)
             feats = centered * torch.rsqrt(var + VAR_EPS)
-        frame_lengths = torch.div(n_frames, self.stride, rounding_mode="floor")
+        return feats, torch.div(n_frames, self.stride, rounding_mode="floor")
+
+    def forward(
+        self, wavs: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if wavs.shape[1] < FRAME_LENGTH:
+            raise ValueError(f"waveforms of {wavs.shape[1]} samples are shorter than one "
+                             f"{FRAME_LENGTH}-sample fbank frame")
+        feats, frame_lengths = self.normalized_log_mel(wavs, lengths)
         t = int(frame_lengths.max())
         b, _, m = feats.shape
         stacked = feats[:, : t * self.stride].reshape(b, t, self.stride * m)
