@@ -54,7 +54,7 @@ from wespeaker_lap.frontend.fbank import (
     PREEMPHASIS,
     StackedFbank,
 )
-from wespeaker_lap.frontend.ssl import SSLFrontend, normalize_waveforms
+from wespeaker_lap.frontend.ssl import SSLFrontend
 from wespeaker_lap.io.files import atomic_path
 from wespeaker_lap.models.extractor import LONG_AUDIO_WINDOW, SpeakerEmbeddingExtractor
 from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
@@ -206,26 +206,9 @@ class TraceableExtractor(nn.Module):
         hidden, frame_lengths = self._ssl_hidden(fe, wavs, lengths)
         return self.extractor.backend(hidden, frame_lengths)
 
-    @staticmethod
-    def _model_inputs(fe: SSLFrontend, wavs: torch.Tensor, lengths: torch.Tensor):
-        """(model input, its attention mask, frame_lengths): the frontend's own when it has
-        one (``_model_inputs``), else the waveform path of ``SSLFrontend._forward``."""
-        if hasattr(fe, "_model_inputs"):
-            return fe._model_inputs(wavs, lengths)
-        n = wavs.shape[1]
-        sample_mask = torch.arange(n, device=wavs.device)[None, :] < lengths[:, None]
-        x = wavs.float() * sample_mask
-        if fe.do_normalize:
-            x = normalize_waveforms(x, lengths)
-        if fe._groupnorm is not None:
-            first = fe.model.feature_extractor.conv_layers[0].conv
-            k, s = first.kernel_size[0], first.stride[0]
-            fe._groupnorm.valid_frames = torch.div(lengths - k, s, rounding_mode="floor") + 1
-        return x, sample_mask, fe.frame_lengths(lengths)
-
     def _ssl_hidden(self, fe: SSLFrontend, wavs: torch.Tensor, lengths: torch.Tensor):
         """SSLFrontend._forward with shape-sized masks: -> (B, L, T, D), (B,)."""
-        x, input_mask, frame_lengths = self._model_inputs(fe, wavs, lengths)
+        x, input_mask, frame_lengths = fe._model_inputs(wavs, lengths)
         # The positional-conv hooks slice this mask to their output length; sized by the
         # input axis, it is longer than any frame axis and needs no frame count.
         fe._frame_mask = (torch.arange(x.shape[1], device=wavs.device)[None, :]
