@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,16 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_frontend import BASE_PLUS  # noqa: E402 - sibling script, not a package
+from bench_train import _peak_mib  # noqa: E402
 
 MODES = ("frozen", "full", "lora")
-
-
-def _peak_mib(device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_one(args: argparse.Namespace) -> dict:
