@@ -24,6 +24,7 @@ import torch
 
 from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.dataset import (
+    DatasetConfig,
     SpeakerDataLoader,
     build_train_loader,
     make_spk2id,
@@ -147,9 +148,14 @@ class TrainData:
 
 
 def prepare_data(cfg: Mapping[str, Any], info: DistInfo, sample_rate: int,
-                 spk2id: Mapping[str, int], num_utts: int) -> TrainData:
-    """The training loader at the model's ``sample_rate``, steps per epoch and the lr scale."""
-    ds_cfg = parse_dataset_args(cfg["dataset_args"])
+                 spk2id: Mapping[str, int], num_utts: int,
+                 ds_cfg: DatasetConfig | None = None) -> TrainData:
+    """The training loader at the model's ``sample_rate``, steps per epoch and the lr scale.
+
+    ``ds_cfg``: ``dataset_args`` already parsed (else they are parsed here).
+    """
+    if ds_cfg is None:
+        ds_cfg = parse_dataset_args(cfg["dataset_args"])
     dl_cfg = parse_dataloader_args(cfg["dataloader_args"])
     accum = int(cfg["accum_grad"])
     scale = lr_scale_ratio(info.world_size, dl_cfg.batch_size, accum,
@@ -404,10 +410,10 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
         check_resumed_frontend(exp_dir, fingerprint)
     # Everything that can fail on a bad config runs before anything is written.
     seed_everything(int(cfg["seed"]))  # the model first, identical on every rank
-    model = build_model(cfg, parse_dataset_args(cfg["dataset_args"]).num_classes(len(spk2id)))
-    model = model.to(info.device)
+    ds_cfg = parse_dataset_args(cfg["dataset_args"])
+    model = build_model(cfg, ds_cfg.num_classes(len(spk2id))).to(info.device)
     # the frontend reports the sample rate the loader resamples to
-    data = prepare_data(cfg, info, model.frontend.sample_rate, spk2id, num_utts)
+    data = prepare_data(cfg, info, model.frontend.sample_rate, spk2id, num_utts, ds_cfg)
     initialise(model, cfg, resuming=resume is not None)
     opt = build_optimization(cfg, model, info, data)
     if info.is_main:
