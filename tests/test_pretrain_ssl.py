@@ -154,6 +154,21 @@ def test_zero_steps_saves_the_seeded_random_init_without_reading_audio(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_unmasked_weight_adds_the_unmasked_frames_loss(tmp_path, wav_scp):
+    with pytest.raises(ValueError, match="unmasked_weight must be in \\[0, 1\\]"):
+        hubert.check_train_args({"unmasked_weight": 1.5})
+    outs = {}
+    for w in (0.0, 1.0):
+        hist = pretrain_ssl.pretrain(tiny(steps=2, unmasked_weight=w), [wav_scp],
+                                     str(tmp_path / f"w{w}"), seed=0)
+        outs[w] = (hist, SSLFrontend(tmp_path / f"w{w}").state_dict())
+    # the logged loss is the masked frames' loss either way: the first step (before any
+    # update) logs the same number; the update differs once the unmasked loss joins
+    assert outs[0.0][0].loss[0] == pytest.approx(outs[1.0][0].loss[0])
+    a, b = outs[0.0][1], outs[1.0][1]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
 def test_unknown_keys_are_errors(tmp_path, wav_scp):
     bad = tiny()
     bad["train_args"]["stpes"] = 3
