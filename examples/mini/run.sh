@@ -56,8 +56,8 @@ exp_dir=$exp/$(basename "$config" .yaml)$suffix  # one experiment per config (+ 
 ssl_dir=${ssl_model:-$exp/ssl}            # the SSL model the backends pool over
 if $quick; then
   synth_opts=(--quick)
-  pretrain_opts=(--steps 60)
-  train_opts=(--num_epochs 8 --margin_update.fix_start_epoch 4 --log_batch_interval 5)
+  pretrain_opts=(--steps 250)
+  train_opts=(--log_batch_interval 5)
 else
   synth_opts=()
   pretrain_opts=()
