@@ -10,7 +10,10 @@ of x (all of them for S-norm). The normalised score is
 Vectorised: the statistics are computed once per utterance from an
 ``(utterances, cohort)`` score matrix, built in chunks of rows so that 50k
 utterances x 6k cohort never sit in memory at once; the top-N uses
-``np.partition``. The trials then only gather per-utterance statistics.
+``np.partition``, one thread per CPU. The trials then only gather
+per-utterance statistics. :func:`normalize_score_files` computes the
+statistics of every evaluation embedding (as WeSpeaker's ``score_norm.py``
+does) in a background thread while it parses the first score file.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -27,9 +30,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from wespeaker_lap.io.files import read_scp
 from wespeaker_lap.io.xvectors import (
@@ -111,19 +116,32 @@ def build_cohort(
     return normalize_rows(spk_means)
 
 
+def _cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def cohort_stats(
     emb: np.ndarray,
     cohort: np.ndarray,
     top_n: int | None = 300,
-    chunk_size: int = 4096,
+    chunk_size: int = 2048,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of each row's top-N cohort scores: ``(U, D), (C, D) -> (U,), (U,)``.
 
     ``emb`` and ``cohort`` must already be mean-subtracted and L2-normalised
     (:func:`normalize_rows`, :func:`build_cohort`). ``top_n=None`` (or ``>= C``)
     uses the whole cohort (S-norm). The std is the population std (ddof 0).
-    Memory: one ``(chunk_size, C)`` float32 block at a time; the top-N is
-    selected in place with ``np.partition`` (faster here than ``torch.topk``).
+
+    Rows go in chunks of ``chunk_size`` to ``workers`` threads (default: one per
+    CPU); each thread multiplies its chunk by the cohort with a one-thread BLAS
+    and selects the top-N in place with ``np.partition`` (which releases the GIL,
+    so the selection, single-threaded in numpy, uses every core too). Memory: one
+    ``(chunk_size, C)`` float32 block per thread.
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     cohort = np.asarray(cohort, dtype=np.float32)
@@ -136,20 +154,30 @@ def cohort_stats(
         raise ValueError(f"top_n must be at least 2 (the std of one score is 0), got {top_n}")
     if top_n is not None and top_n > n_coh:
         logger.warning("top_n %d is larger than the cohort (%d); using all of it", top_n, n_coh)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     k = n_coh if top_n is None else min(top_n, n_coh)
     coh_t = np.ascontiguousarray(cohort.T)  # (D, C)
     n = emb.shape[0]
     mean = np.empty(n, dtype=np.float64)
     std = np.empty(n, dtype=np.float64)
-    buf = np.empty((min(chunk_size, n), n_coh), dtype=np.float32)
-    for s in range(0, n, chunk_size):
-        block = buf[: min(chunk_size, n - s)]
-        np.matmul(emb[s : s + chunk_size], coh_t, out=block)
+
+    def one_chunk(s: int) -> None:
+        block = emb[s : s + chunk_size] @ coh_t
         if k < n_coh:
             block.partition(n_coh - k, axis=1)  # the k largest now sit in the last k columns
         top = block[:, n_coh - k :].astype(np.float64)
         mean[s : s + len(block)] = top.mean(axis=1)
         std[s : s + len(block)] = top.std(axis=1)
+
+    starts = range(0, n, chunk_size)
+    workers = min(_cpu_count() if workers is None else max(1, workers), len(starts))
+    if workers <= 1:
+        for s in starts:
+            one_chunk(s)
+    else:
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as ex:
+            list(ex.map(one_chunk, starts))
     return mean, std
 
 
@@ -179,7 +207,7 @@ class CohortStats:
         cohort: np.ndarray,
         mean_vec: np.ndarray | None = None,
         top_n: int | None = 300,
-        chunk_size: int = 4096,
+        chunk_size: int = 2048,
     ):
         self.table = table
         self.cohort = cohort
@@ -188,6 +216,10 @@ class CohortStats:
         self.chunk_size = chunk_size
         self.mean = np.full(len(table), np.nan)
         self.std = np.full(len(table), np.nan)
+
+    def compute_all(self) -> None:
+        """The statistics of every row of the table (what a full trial list needs)."""
+        self.get(np.arange(len(self.table)))
 
     def get(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) for table ``rows``, computing the ones not seen yet."""
@@ -209,7 +241,7 @@ def normalize_scores(
     top_n: int | None = 300,
     method: str = "asnorm",
     allow_missing: bool = False,
-    chunk_size: int = 4096,
+    chunk_size: int = 2048,
     stats: CohortStats | None = None,
 ) -> tuple[Trials, np.ndarray]:
     """AS-norm or S-norm of raw trial scores -> (kept trials, normalised scores).
@@ -283,6 +315,8 @@ def normalize_score_files(
     The evaluation embeddings, the cohort and the per-utterance cohort
     statistics are loaded or computed once for all files.
     """
+    if not score_paths:
+        raise ValueError("no score files to normalise")
     outs = norm_output_paths(score_paths, method, top_n, output_dir)
     table = load_embeddings(embeddings)
     if mean_vec is not None and not isinstance(mean_vec, np.ndarray):
@@ -290,8 +324,14 @@ def normalize_score_files(
     cohort = build_cohort(cohort_embeddings, mean_vec, cohort_utt2spk, allow_missing)
     top = top_n if NORM_METHODS[method] else None
     stats = CohortStats(table, cohort, mean_vec, top)
-    for sp, out in zip(score_paths, outs, strict=True):
-        trials, scores = read_scores(sp)
+    # the numpy work (matrix product, partition) releases the GIL: it runs while the
+    # first score file is parsed
+    with ThreadPoolExecutor(1) as ex:
+        pending = ex.submit(stats.compute_all)
+        first = read_scores(score_paths[0])
+        pending.result()
+    for i, (sp, out) in enumerate(zip(score_paths, outs, strict=True)):
+        trials, scores = first if i == 0 else read_scores(sp)
         kept, normed = normalize_scores(
             trials, scores, table, cohort, method=method, allow_missing=allow_missing,
             stats=stats,
