@@ -89,6 +89,12 @@ def test_cohort_stats_do_not_depend_on_chunk_size():
     m2, s2 = cohort_stats(emb, coh, 10, chunk_size=1000)
     np.testing.assert_allclose(m1, m2, atol=1e-7)
     np.testing.assert_allclose(s1, s2, atol=1e-7)
+    # chunks shared out to threads land in their own rows
+    m3, s3 = cohort_stats(emb, coh, 10, chunk_size=3, workers=4)
+    np.testing.assert_allclose(m3, m1, atol=1e-7)
+    np.testing.assert_allclose(s3, s1, atol=1e-7)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        cohort_stats(emb, coh, 10, chunk_size=0)
 
 
 def test_cached_cohort_stats_give_the_same_scores_across_trial_lists(setup):
@@ -116,6 +122,8 @@ def test_normalize_score_files_from_scp_matches_in_memory_result(setup, tmp_path
         tmp_path / "mean_vec.npy", top_n=5,
     )
     assert out.name == "vox.asnorm5.score"
+    with pytest.raises(ValueError, match="no score files"):
+        normalize_score_files([], tmp_path / "eval.scp", tmp_path / "cohort.scp")
     back, normed = read_scores(out)
     assert back.enroll == trials.enroll and back.labels.tolist() == trials.labels.tolist()
     _, file_scores = read_scores(tmp_path / "vox.score")
