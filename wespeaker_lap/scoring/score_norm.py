@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -162,8 +163,13 @@ def cohort_stats(
     mean = np.empty(n, dtype=np.float64)
     std = np.empty(n, dtype=np.float64)
 
+    local = threading.local()  # one block per thread, reused: no page faults per chunk
+
     def one_chunk(s: int) -> None:
-        block = emb[s : s + chunk_size] @ coh_t
+        if not hasattr(local, "buf"):
+            local.buf = np.empty((min(chunk_size, n), n_coh), dtype=np.float32)
+        block = local.buf[: min(chunk_size, n - s)]
+        np.matmul(emb[s : s + chunk_size], coh_t, out=block)
         if k < n_coh:
             block.partition(n_coh - k, axis=1)  # the k largest now sit in the last k columns
         top = block[:, n_coh - k :].astype(np.float64)
