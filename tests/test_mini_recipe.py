@@ -60,13 +60,16 @@ def test_quick_recipe_runs_stages_1_to_6_and_learns_something(tmp_path):
     assert (exp / "layer_attention.png").stat().st_size > 0
     table = (exp / "results.md").read_text().splitlines()
     assert len(table) == 4 and "AS-norm" in table[-1]
-    # pre-training ran its 60 steps and drew its curve (that it learns is
-    # tests/test_pretrain_ssl.py's job: 60 steps are too few to judge here)
+    # pre-training ran its 250 steps, drew its curve, and learned: the masked frames'
+    # loss of the last 20 steps is below the unigram entropy, the best a model that
+    # ignores the audio can do (measured: 4.38 against 4.54; chance ln K = 4.61)
     ssl = tmp_path / "exp_quick" / "ssl"
     assert (ssl / "pretrain_curve.png").stat().st_size > 0
-    log = [line.split("\t") for line in (ssl / "pretrain_log.tsv").read_text().splitlines()
-           if line[:1].isdigit()]
-    assert len(log) == 60 and all(0.0 <= float(r[2]) <= 1.0 for r in log)
+    text = (ssl / "pretrain_log.tsv").read_text()
+    log = [line.split("\t") for line in text.splitlines() if line[:1].isdigit()]
+    assert len(log) == 250 and all(0.0 <= float(r[2]) <= 1.0 for r in log)
+    unigram = float(text.split("unigram entropy ")[1].split(",")[0])
+    assert sum(float(r[1]) for r in log[-20:]) / 20 < unigram, (log[-20:], unigram)
     # the per-stage time table
     assert "| 2 lists + SSL pre-training |" in r.stdout and "| total |" in r.stdout
 
