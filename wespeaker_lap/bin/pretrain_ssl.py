@@ -10,7 +10,8 @@ Masked Prediction of Hidden Units", IEEE/ACM TASLP 2021 (see
 2. units: k-means (MiniBatchKMeans, ``num_units`` clusters) over 39-d MFCC +
    deltas (iteration 1), or over hidden state ``units_layer`` of an earlier
    model given as ``units_from`` (iteration 2);
-3. train a ``transformers.HubertModel`` to predict the units of masked frames;
+3. train a ``transformers.HubertModel`` to predict the units of masked frames (and,
+   with ``unmasked_weight`` > 0, of the unmasked frames too);
 4. save the encoder with ``save_pretrained`` (plus ``preprocessor_config.json``)
    so ``SSLFrontend(<out>)`` loads it like a hub checkpoint, together with
    ``pretrain_log.tsv`` (loss and masked-unit accuracy per step, chance levels
