@@ -333,15 +333,14 @@ def normalize_score_files(
     # the numpy work (matrix product, partition) releases the GIL: it runs while the
     # first score file is parsed
     with ThreadPoolExecutor(1) as ex:
-        pending = ex.submit(stats.compute_all)
-        first = read_scores(score_paths[0])
-        pending.result()
-    for i, (sp, out) in enumerate(zip(score_paths, outs, strict=True)):
-        trials, scores = first if i == 0 else read_scores(sp)
-        kept, normed = normalize_scores(
-            trials, scores, table, cohort, method=method, allow_missing=allow_missing,
-            stats=stats,
-        )
-        write_scores(out, kept, normed)
-        logger.info("%s: %d trials of %s -> %s", method, len(kept), sp, out)
+        all_stats = ex.submit(stats.compute_all)
+        for sp, out in zip(score_paths, outs, strict=True):
+            trials, scores = read_scores(sp)
+            all_stats.result()
+            kept, normed = normalize_scores(
+                trials, scores, table, cohort, method=method, allow_missing=allow_missing,
+                stats=stats,
+            )
+            write_scores(out, kept, normed)
+            logger.info("%s: %d trials of %s -> %s", method, len(kept), sp, out)
     return outs
