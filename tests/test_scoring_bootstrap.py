@@ -74,6 +74,6 @@ def test_bad_inputs_are_errors():
         bootstrap_metrics(s2, lab, se, st)
     with pytest.raises(ValueError, match="num_boot"):
         bootstrap_metrics(s, lab, se, st, num_boot=1)
-    with pytest.raises(ValueError, match="both target and non-target"):
+    with pytest.raises(ValueError, match="both target and nontarget"):
         m = lab == 1
         bootstrap_metrics(s[m], lab[m], se[m], st[m])

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from wespeaker_lap.scoring.metrics import check_scores_labels
+
 P_TARGETS = (0.01, 0.05)
 
 
@@ -76,29 +78,19 @@ def min_dcf_from_rates(p_miss: np.ndarray, p_fa: np.ndarray, p_target: float) ->
 
 
 def _check(scores, labels, enroll_spk, test_spk):
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
     enroll_spk = np.asarray(enroll_spk).reshape(-1)
     test_spk = np.asarray(test_spk).reshape(-1)
-    n = scores.size
-    if not (labels.size == enroll_spk.size == test_spk.size == n):
-        raise ValueError(f"{n} scores, {labels.size} labels, {enroll_spk.size} enroll and "
+    n, n_labels = np.asarray(scores).size, np.asarray(labels).size
+    if not (n_labels == enroll_spk.size == test_spk.size == n):
+        raise ValueError(f"{n} scores, {n_labels} labels, {enroll_spk.size} enroll and "
                          f"{test_spk.size} test speakers: need one of each per trial")
-    if n == 0:
-        raise ValueError("no trials")
-    if not np.isfinite(scores).all():
-        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or inf")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError("labels must be 1 (target) or 0 (nontarget)")
-    labels = labels.astype(bool)
+    scores, labels = check_scores_labels(scores, labels)
     same = enroll_spk == test_spk
     if (same != labels).any():
         i = int(np.flatnonzero(same != labels)[0])
         raise ValueError(f"trial {i}: label {'target' if labels[i] else 'nontarget'} but "
                          f"speakers {enroll_spk[i]!r} / {test_spk[i]!r}: labels and speakers "
                          "disagree")
-    if labels.all() or not labels.any():
-        raise ValueError("need both target and non-target trials")
     return scores, labels, enroll_spk, test_spk
 
 

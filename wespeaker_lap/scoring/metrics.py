@@ -24,7 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_scores_labels(scores: np.ndarray, labels: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float64 scores and bool labels; empty, non-finite, non-0/1 or one-class
+    input is a ``ValueError``."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
     if scores.shape != labels.shape:
@@ -52,7 +55,7 @@ def det_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     accepts everything (``-inf``), the last rejects everything (``+inf``).
     ``p_miss`` rises and ``p_fa`` falls along the arrays. One ``O(n log n)`` sort.
     """
-    scores, labels = _check(scores, labels)
+    scores, labels = check_scores_labels(scores, labels)
     order = np.argsort(scores, kind="stable")
     s = scores[order]
     lab = labels[order]
@@ -117,7 +120,7 @@ def compute_min_dcf(
 
 def compute_cllr(llrs: np.ndarray, labels: np.ndarray) -> float:
     """Log-likelihood-ratio cost in bits (natural-log LLRs); 1.0 for an uninformative system."""
-    llrs, labels = _check(llrs, labels)
+    llrs, labels = check_scores_labels(llrs, labels)
     tar = np.logaddexp(0.0, -llrs[labels]).mean()
     non = np.logaddexp(0.0, llrs[~labels]).mean()
     return float(0.5 * (tar + non) / np.log(2.0))
@@ -135,7 +138,7 @@ def compute_metrics(
     Returns ``{"eer": %, "eer_threshold", "min_dcf_0.01", "min_dcf_0.01_threshold", ...,
     "n_target", "n_nontarget"}``.
     """
-    scores, labels = _check(scores, labels)
+    scores, labels = check_scores_labels(scores, labels)
     curve = det_curve(scores, labels)
     eer, eer_thr = _eer_from_curve(*curve)
     out: dict[str, float] = {"eer": 100.0 * eer, "eer_threshold": eer_thr}
