@@ -89,18 +89,10 @@ class ASTP(nn.Module):
         assert c == self.in_dim, f"ASTP built for {self.in_dim} channels got {c}"
         if not self.training and t > self.eval_block_frames:
             return self._forward_blocks(x, mask)
+        ctx = None
         if self.global_context:
-            mean, std = masked_mean_std(x, mask, self.eps, unbiased=True)
-            w = self.attn_in.weight  # (K, 3C)
-            ctx = F.linear(torch.cat([mean, std], dim=1), w[:, c:], self.attn_in.bias)  # (B, K)
-            h = F.linear(x, w[:, :c]) + ctx[:, None, :]  # (B, T, K)
-        else:
-            h = self.attn_in(x)
-        if self.attn_norm is not None:
-            h = masked_batch_norm(torch.relu(h), self.attn_norm, mask)
-        else:
-            h = torch.tanh(h)
-        logits = self.attn_out(h)  # (B, T, C)
+            ctx = self._context(*masked_mean_std(x, mask, self.eps, unbiased=True))
+        logits = self._logits(x, ctx, mask)  # (B, T, C)
 
         keep = mask
         if self.training and self.frame_dropout > 0:
@@ -117,15 +109,23 @@ class ASTP(nn.Module):
         var = (alpha * x * x).sum(1) - mu * mu
         return torch.cat([mu, torch.sqrt(var.clamp(min=self.eps))], dim=1)
 
-    def _logits(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
-        """Eval-mode attention logits of frames (B, t, C) -> (B, t, C)."""
+    def _context(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """The global context's part of ``attn_in`` (with its bias): (B, C) x 2 -> (B, K)."""
+        return F.linear(torch.cat([mean, std], dim=1), self.attn_in.weight[:, self.in_dim:],
+                        self.attn_in.bias)
+
+    def _logits(self, x: torch.Tensor, ctx: torch.Tensor | None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention logits of frames (B, t, C) -> (B, t, C); ``ctx`` (B, K) is the
+        global context's part of ``attn_in`` (with its bias), ``mask`` the frames the
+        batch norm's statistics use in training."""
         c = self.in_dim
         if ctx is not None:
-            h = F.linear(x, self.attn_in.weight[:, :c]) + ctx[:, None, :]
+            h = F.linear(x, self.attn_in.weight[:, :c]) + ctx[:, None, :]  # (B, t, K)
         else:
             h = self.attn_in(x)
         if self.attn_norm is not None:
-            h = masked_batch_norm(torch.relu(h), self.attn_norm, None)
+            h = masked_batch_norm(torch.relu(h), self.attn_norm, mask)
         else:
             h = torch.tanh(h)
         return self.attn_out(h)
@@ -152,8 +152,7 @@ class ASTP(nn.Module):
                 d = (x[:, s:s + step] - mean[:, None, :]) * valid[:, s:s + step, None]
                 sq += (d * d).sum(1)
             std = torch.sqrt((sq / (n - 1).clamp(min=1)).clamp(min=self.eps))
-            ctx = F.linear(torch.cat([mean, std], dim=1), self.attn_in.weight[:, c:],
-                           self.attn_in.bias)
+            ctx = self._context(mean, std)
         run_max = x.new_full((b, c), float("-inf"))
         den = x.new_zeros(b, c)
         sum_x = x.new_zeros(b, c)
