@@ -223,3 +223,54 @@ def test_conf_ssl_configs_build(tmp_path):
         m = hubert.HubertPretrainModel(hubert.build_config(cfg["model_args"]),
                                        t["num_units"], t["proj_dim"], t["temperature"])
         assert m.hubert.config.conv_stride == [5, 2, 2, 2, 2, 2, 2], p  # 20 ms frames
+
+
+def test_nt_xent_rewards_picking_the_partner_crop():
+    u = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    pairs = torch.repeat_interleave(u, 2, dim=0)  # rows 2i and 2i+1 identical
+    loss_pairs, acc_pairs = hubert.nt_xent(pairs, 0.1)
+    shuffled = pairs[torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])]  # partners no longer adjacent
+    loss_shuf, acc_shuf = hubert.nt_xent(shuffled, 0.1)
+    assert float(acc_pairs) == 1.0 and float(acc_shuf) == 0.0
+    assert float(loss_pairs) < float(loss_shuf)
+
+
+def test_pairs_are_two_crops_of_one_utterance(wav_scp):
+    corpus = features.load_corpus([wav_scp])
+    units = [np.arange(features.num_frames(len(w))) % 4 for w in corpus.wavs]
+    wavs, labels = hubert.sample_batch(corpus, units, np.random.default_rng(0), 6, 8000,
+                                       pairs=True)
+    # each crop is a slice of some utterance; rows 2i and 2i+1 come from the same one
+    audio = [corpus.audio(i) for i in range(len(corpus.wavs))]
+
+    def source(row):
+        x = wavs[row].numpy()
+        return next(i for i, a in enumerate(audio)
+                    if any(np.array_equal(a[s:s + len(x)], x)
+                           for s in range(0, len(a) - len(x) + 1, features.HOP_SAMPLES)))
+
+    src = [source(r) for r in range(6)]
+    assert src[0::2] == src[1::2]
+    noisy = hubert.gain_and_noise(wavs, np.random.default_rng(0), (20.0, 20.0), gain_db=0.0)
+    snr = 10 * torch.log10(wavs.pow(2).mean(1) / (noisy - wavs).pow(2).mean(1))
+    assert torch.allclose(snr, torch.full_like(snr, 20.0), atol=0.5)
+
+
+def test_contrast_weight_trains_the_utterance_head_and_saves_a_plain_model(tmp_path, wav_scp,
+                                                                          caplog):
+    with pytest.raises(ValueError, match="batch_size must be even and >= 4"):
+        hubert.check_train_args({"contrast_weight": 1.0, "batch_size": 3})
+    with pytest.raises(ValueError, match="contrast_snr_db must be"):
+        hubert.check_train_args({"contrast_weight": 1.0, "contrast_snr_db": 20})
+    caplog.set_level("INFO")
+    cfg = tiny(steps=2, batch_size=4, contrast_weight=1.0)
+    pretrain_ssl.pretrain(cfg, [wav_scp], str(tmp_path / "c"), seed=0)
+    assert "utterance contrast loss" in caplog.text and "partner acc" in caplog.text
+    tsv = (tmp_path / "c" / "pretrain_log.tsv").read_text().splitlines()
+    assert tsv[1].endswith("contrast_loss\tpartner_acc") and len(tsv[2].split("\t")) == 6
+    assert (tmp_path / "c" / "pretrain_curve.png").stat().st_size > 0
+    fe = SSLFrontend(tmp_path / "c")  # the head is dropped: a standard HubertModel
+    assert not any("utt_proj" in k for k in fe.state_dict())
+    pretrain_ssl.pretrain(tiny(steps=2, batch_size=4), [wav_scp], str(tmp_path / "p"), seed=0)
+    a, b = fe.state_dict(), SSLFrontend(tmp_path / "p").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)

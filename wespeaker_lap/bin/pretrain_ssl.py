@@ -84,8 +84,9 @@ def pretrain(cfg: dict[str, Any], wav_scps: list[str], out_dir: str, seed: int,
     config = build_config(dict(cfg.get("model_args") or {}))
     clean_stale_tmp(out_dir)
     torch.manual_seed(seed)
+    contrast_dim = int(t["proj_dim"]) if float(t["contrast_weight"]) > 0 else 0
     model = HubertPretrainModel(config, int(t["num_units"]), int(t["proj_dim"]),
-                                float(t["temperature"]))
+                                float(t["temperature"]), contrast_dim)
     n_params = sum(p.numel() for p in model.hubert.parameters())
     logger.info("HuBERT encoder: %d layers x %d, %.2fM parameters", config.num_hidden_layers,
                 config.hidden_size, n_params / 1e6)

@@ -25,7 +25,8 @@ def _smooth(v: list[float], n: int) -> np.ndarray:
 
 def plot_history(hist: History, out_png: str | os.PathLike, title: str = "") -> None:
     """Two panels: cross-entropy (with ln K and the unigram entropy) and masked-unit
-    accuracy (with 1/K and the majority-unit accuracy), each a running mean over 20 steps."""
+    accuracy (with 1/K and the majority-unit accuracy), each a running mean over 20 steps;
+    with the utterance contrast on, its loss and partner accuracy against their chance."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -37,6 +38,13 @@ def plot_history(hist: History, out_png: str | os.PathLike, title: str = "") -> 
     ax1.axhline(hist.chance_loss, color="k", ls="--", lw=1, label=f"ln K = {hist.chance_loss:.2f}")
     ax1.axhline(hist.unigram_entropy, color="grey", ls=":", lw=1,
                 label=f"unigram entropy {hist.unigram_entropy:.2f}")
+    if hist.contrast_loss:
+        loss0, acc0 = hist.contrast_chance
+        ax1.plot(steps, _smooth(hist.contrast_loss, 20), label="utterance contrast loss")
+        ax1.axhline(loss0, color="C1", ls="--", lw=1, label=f"ln(B-1) = {loss0:.2f}")
+        ax2.plot(steps, 100 * _smooth(hist.contrast_acc, 20), label="partner-crop accuracy")
+        ax2.axhline(100 * acc0, color="C1", ls="--", lw=1,
+                    label=f"1/(B-1) = {100 * acc0:.1f} %")
     ax1.set_xlabel("step")
     ax1.set_ylabel("cross-entropy (nats)")
     ax1.legend(fontsize=8)

@@ -14,7 +14,15 @@ Masked Prediction of Hidden Units", IEEE/ACM TASLP 2021:
   plus ``unmasked_weight`` times that over the unmasked frames (0: HuBERT's
   alpha = 1 setting; 1: alpha = 0.5, which leaves the chance loss much sooner
   on a CPU budget); no negatives, no codebook, no diversity loss. The logged
-  loss and accuracy are the masked frames' alone.
+  loss and accuracy are the masked frames' alone;
+* optionally (``contrast_weight`` > 0) an utterance-level contrastive term, the
+  unlabeled speaker objective of Zhang, Zou and Wang, "Contrastive
+  Self-Supervised Learning for Text-Independent Speaker Verification", ICASSP
+  2021: each batch holds two crops of each of ``batch_size / 2`` utterances,
+  each crop with its own gain and white noise; the time-mean of the last hidden
+  state, projected and L2-normalised, must pick out its partner crop among the
+  batch (NT-Xent at ``contrast_temperature``). Only the utterance identity is
+  used, never a speaker label.
 
 Chance levels are logged beside the loss: ``ln K`` and ``1 / K`` for a
 uniform guess, and the unigram entropy and majority-unit accuracy of the
@@ -64,6 +72,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "proj_dim": 64,  # projection of the output and unit embedding size
     "temperature": 0.1,  # cosine logits are divided by it
     "unmasked_weight": 0.0,  # loss = masked + w * unmasked frames' (HuBERT's alpha = 1/(1+w))
+    "contrast_weight": 0.0,  # + w * NT-Xent between two crops of each utterance (0: off)
+    "contrast_temperature": 0.1,
+    "contrast_snr_db": [10.0, 30.0],  # white noise added to each crop (contrast on), dB range
     "min_seconds": 1.0,  # shorter files are skipped (counted in the log)
     "log_every": 25,
 }
@@ -88,6 +99,20 @@ def check_train_args(train_args: dict[str, Any]) -> dict[str, Any]:
     if not 0.0 <= float(t["unmasked_weight"]) <= 1.0:
         raise ValueError(f"train_args.unmasked_weight must be in [0, 1], got "
                          f"{t['unmasked_weight']}")
+    if float(t["contrast_weight"]) < 0:
+        raise ValueError(f"train_args.contrast_weight must be >= 0, got {t['contrast_weight']}")
+    if float(t["contrast_weight"]) > 0:
+        if int(t["batch_size"]) < 4 or int(t["batch_size"]) % 2:
+            raise ValueError("train_args.batch_size must be even and >= 4 with contrast_weight "
+                             f"> 0 (two crops per utterance), got {t['batch_size']}")
+        snr = t["contrast_snr_db"]
+        if (not isinstance(snr, list | tuple) or len(snr) != 2
+                or not float(snr[0]) <= float(snr[1])):
+            raise ValueError("train_args.contrast_snr_db must be [low, high] in dB, got "
+                             f"{snr!r}")
+        if float(t["contrast_temperature"]) <= 0:
+            raise ValueError("train_args.contrast_temperature must be > 0, got "
+                             f"{t['contrast_temperature']}")
     if float(t["temperature"]) <= 0 or float(t["crop_seconds"]) <= 0.1:
         raise ValueError("train_args.temperature must be > 0 and crop_seconds > 0.1, got "
                          f"{t['temperature']} and {t['crop_seconds']}")
@@ -106,8 +131,10 @@ def build_config(model_args: dict[str, Any]) -> transformers.HubertConfig:
 class HubertPretrainModel(nn.Module):
     """A ``HubertModel`` with HuBERT's unit-prediction head (projection + unit embeddings).
 
-    forward: wavs (B, N) float, mask (B, T) bool -> logits (B, T, K). Only
-    :attr:`hubert` is saved for the frontend; the head is dropped.
+    forward: wavs (B, N) float, mask (B, T) bool -> logits (B, T, K), and with
+    ``contrast_dim`` also the (B, contrast_dim) L2-normalised utterance vectors
+    (time-mean of the last hidden state, projected). Only :attr:`hubert` is
+    saved for the frontend; the heads are dropped.
 
     >>> cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1,
     ...     num_attention_heads=2, intermediate_size=64, conv_dim=[16] * 7,
@@ -118,18 +145,38 @@ class HubertPretrainModel(nn.Module):
     """
 
     def __init__(self, config: transformers.HubertConfig, num_units: int, proj_dim: int = 64,
-                 temperature: float = 0.1):
+                 temperature: float = 0.1, contrast_dim: int = 0):
         super().__init__()
         self.hubert = transformers.HubertModel(config)
         self.proj = nn.Linear(config.hidden_size, proj_dim)
         self.unit_embed = nn.Parameter(torch.randn(num_units, proj_dim) / math.sqrt(proj_dim))
         self.temperature = temperature
+        self.utt_proj = nn.Linear(config.hidden_size, contrast_dim) if contrast_dim else None
 
-    def forward(self, wavs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, wavs: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = self.hubert(wavs, mask_time_indices=mask).last_hidden_state  # (B, T, D)
         z = nn.functional.normalize(self.proj(h), dim=-1)
         e = nn.functional.normalize(self.unit_embed, dim=-1)
-        return z @ e.t() / self.temperature
+        logits = z @ e.t() / self.temperature
+        if self.utt_proj is None:
+            return logits
+        return logits, nn.functional.normalize(self.utt_proj(h.mean(dim=1)), dim=-1)
+
+
+def nt_xent(u: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent of (2M, P) unit vectors whose rows 2i and 2i+1 are two crops of one utterance.
+
+    Each row must pick its partner among the other 2M - 1 rows: returns the mean
+    cross-entropy and the partner's top-1 rate (chance ``1 / (2M - 1)``).
+    """
+    n = u.shape[0]
+    sim = (u @ u.t()) / temperature
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=u.device), float("-inf"))
+    partner = torch.arange(n, device=u.device) ^ 1
+    loss = nn.functional.cross_entropy(sim, partner)
+    acc = (sim.argmax(dim=1) == partner).float().mean()
+    return loss, acc
 
 
 def span_mask(rng: np.random.Generator, batch: int, frames: int, prob: float,
@@ -153,14 +200,19 @@ def span_mask(rng: np.random.Generator, batch: int, frames: int, prob: float,
 
 
 def sample_batch(corpus: Corpus, units: list[np.ndarray], rng: np.random.Generator,
-                 batch: int, crop_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 batch: int, crop_samples: int, pairs: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random frame-aligned crops and their units: (B, N) float32, (B, T) int64.
 
     A crop starts on a multiple of the CNN hop, so frame ``t`` of the crop is
     frame ``start / hop + t`` of the utterance. The crop length is the smaller of
-    ``crop_samples`` and the shortest drawn utterance.
+    ``crop_samples`` and the shortest drawn utterance. With ``pairs``, rows 2i and
+    2i+1 are two independent crops of the same utterance (``batch`` even).
     """
-    idx = rng.integers(0, len(corpus.wavs), size=batch)
+    if pairs:
+        idx = np.repeat(rng.integers(0, len(corpus.wavs), size=batch // 2), 2)
+    else:
+        idx = rng.integers(0, len(corpus.wavs), size=batch)
     n = min(crop_samples, min(len(corpus.wavs[i]) for i in idx))
     frames = num_frames(n)
     wavs = np.zeros((batch, n), dtype=np.float32)
@@ -172,6 +224,19 @@ def sample_batch(corpus: Corpus, units: list[np.ndarray], rng: np.random.Generat
         wavs[b] = corpus.audio(i)[j * HOP_SAMPLES : j * HOP_SAMPLES + n]
         labels[b] = units[i][j : j + frames]
     return torch.from_numpy(wavs), torch.from_numpy(labels)
+
+
+def gain_and_noise(wavs: torch.Tensor, rng: np.random.Generator, snr_db: tuple[float, float],
+                   gain_db: float = 6.0) -> torch.Tensor:
+    """Each row scaled by a gain drawn in +-``gain_db`` and given white noise at an SNR
+    drawn in ``snr_db`` (relative to the row's own power): (B, N) -> (B, N)."""
+    b, n = wavs.shape
+    power = wavs.pow(2).mean(dim=1, keepdim=True).clamp_min(1e-10)
+    snr = torch.from_numpy(rng.uniform(snr_db[0], snr_db[1], size=(b, 1))).float()
+    noise = torch.from_numpy(rng.standard_normal((b, n)).astype(np.float32))
+    noisy = wavs + noise * torch.sqrt(power / 10.0 ** (snr / 10.0))
+    gain = torch.from_numpy(rng.uniform(-gain_db, gain_db, size=(b, 1))).float()
+    return noisy * 10.0 ** (gain / 20.0)
 
 
 @torch.no_grad()
@@ -206,10 +271,18 @@ class History:
     loss: list[float] = field(default_factory=list)
     acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    contrast_batch: int = 0  # crops per batch of the utterance contrast (0: off)
+    contrast_loss: list[float] = field(default_factory=list)
+    contrast_acc: list[float] = field(default_factory=list)
 
     @property
     def chance_loss(self) -> float:
         return math.log(self.num_units)
+
+    @property
+    def contrast_chance(self) -> tuple[float, float]:
+        """Chance loss ln(B - 1) and partner accuracy 1 / (B - 1) of the contrast term."""
+        return math.log(self.contrast_batch - 1), 1.0 / (self.contrast_batch - 1)
 
     @property
     def chance_acc(self) -> float:
@@ -223,10 +296,17 @@ class History:
     def to_tsv(self) -> str:
         head = (f"# chance: loss ln K = {self.chance_loss:.4f}, acc 1/K = {self.chance_acc:.4f}; "
                 f"unigram entropy {self.unigram_entropy:.4f}, majority acc "
-                f"{self.majority_acc:.4f}\nstep\tloss\tmasked_acc\tlr\n")
-        return head + "".join(f"{s}\t{a:.5f}\t{b:.5f}\t{c:.3e}\n"
-                              for s, a, b, c in zip(self.step, self.loss, self.acc, self.lr,
-                                                    strict=True))
+                f"{self.majority_acc:.4f}")
+        cols = "step\tloss\tmasked_acc\tlr"
+        rows = [f"{s}\t{a:.5f}\t{b:.5f}\t{c:.3e}"
+                for s, a, b, c in zip(self.step, self.loss, self.acc, self.lr, strict=True)]
+        if self.contrast_loss:
+            loss0, acc0 = self.contrast_chance
+            head += f"; contrast chance: loss {loss0:.4f}, partner acc {acc0:.4f}"
+            cols += "\tcontrast_loss\tpartner_acc"
+            rows = [f"{r}\t{a:.5f}\t{b:.5f}" for r, a, b in
+                    zip(rows, self.contrast_loss, self.contrast_acc, strict=True)]
+        return f"{head}\n{cols}\n" + "".join(r + "\n" for r in rows)
 
 
 def cosine_lr(step: int, peak: float, warmup: int, total: int) -> float:
@@ -256,11 +336,16 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
     freq = np.bincount(np.concatenate(units), minlength=k) / sum(len(u) for u in units)
     nz = freq[freq > 0]
     hist = History(k, float(-np.sum(nz * np.log(nz))), float(freq.max()))
+    w_con = float(t["contrast_weight"])
+    if w_con > 0:
+        hist.contrast_batch = int(t["batch_size"])
     rng = np.random.default_rng([seed, 1])
     steps, peak = int(t["steps"]), float(t["lr"])
     warm = min(int(t["warmup_steps"]), max(1, steps // 5))  # short runs warm up for 20 %
     crop = int(round(float(t["crop_seconds"]) * 16000))
     w_unmasked = float(t["unmasked_weight"])
+    if w_con > 0 and getattr(model, "utt_proj", None) is None:
+        raise ValueError("contrast_weight > 0 needs a model built with contrast_dim > 0")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "norm" in name or name == "unit_embed" else decay).append(p)
@@ -275,6 +360,10 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
                 "ln K %.3f, acc 1/K %.4f; unigram entropy %.3f, majority acc %.4f",
                 steps, int(t["batch_size"]), crop / 16000, k, hist.chance_loss,
                 hist.chance_acc, hist.unigram_entropy, hist.majority_acc)
+    if w_con > 0:
+        logger.info("utterance contrast: weight %.2f, two crops of %d utterances a batch; "
+                    "chance: loss ln(B-1) %.3f, partner acc 1/(B-1) %.4f", w_con,
+                    int(t["batch_size"]) // 2, *hist.contrast_chance)
     for step in range(steps):
         if max_minutes is not None and time.time() - t0 > 60.0 * max_minutes:
             logger.info("time budget of %.1f min reached at step %d of %d", max_minutes,
@@ -289,10 +378,14 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
         lr = cosine_lr(at, peak, warm, steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        wavs, labels = sample_batch(corpus, units, rng, int(t["batch_size"]), crop)
+        wavs, labels = sample_batch(corpus, units, rng, int(t["batch_size"]), crop,
+                                    pairs=w_con > 0)
+        if w_con > 0:
+            wavs = gain_and_noise(wavs, rng, tuple(t["contrast_snr_db"]))
         mask = torch.from_numpy(span_mask(rng, labels.shape[0], labels.shape[1],
                                           float(t["mask_prob"]), int(t["mask_length"])))
-        logits = model(wavs, mask)
+        out = model(wavs, mask)
+        logits, utt = out if isinstance(out, tuple) else (out, None)
         if logits.shape[1] != labels.shape[1]:
             raise RuntimeError(f"model gives {logits.shape[1]} frames, units {labels.shape[1]}: "
                                "the CNN must have a 25 ms window and a 20 ms hop")
@@ -300,6 +393,11 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
         loss = masked_loss
         if w_unmasked > 0:
             loss = loss + w_unmasked * nn.functional.cross_entropy(logits[~mask], labels[~mask])
+        if w_con > 0:
+            c_loss, c_acc = nt_xent(utt, float(t["contrast_temperature"]))
+            loss = loss + w_con * c_loss
+            hist.contrast_loss.append(float(c_loss.detach()))
+            hist.contrast_acc.append(float(c_acc))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
@@ -317,6 +415,12 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
                         float(np.mean(hist.loss[-n:])), hist.chance_loss,
                         float(np.mean(hist.acc[-n:])), hist.chance_acc,
                         100.0 * float(mask.float().mean()), lr, time.time() - t0)
+            if w_con > 0:
+                loss0, acc0 = hist.contrast_chance
+                logger.info("step %d/%d utterance contrast loss %.3f (chance %.3f) partner "
+                            "acc %.3f (chance %.3f)", step, steps,
+                            hist.mean("contrast_loss", False, n), loss0,
+                            hist.mean("contrast_acc", False, n), acc0)
             if on_log is not None:
                 on_log(hist)
     if hist.step:
