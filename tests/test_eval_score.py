@@ -190,3 +190,33 @@ def test_read_trials_accepts_tabs_crlf_blank_lines_and_unicode_spaces(tmp_path):
     path.write_text("a b target\n\n\nc d nontarget extra\n")
     with pytest.raises(ValueError, match=r"t:4: expected 3 fields \(as on line 1\), got 4"):
         read_trials(path)
+
+
+def test_scp_over_several_arks_with_mixed_entries_reads_like_kaldiio(tmp_path):
+    """The vectorised reader: two arks, keys of many lengths (so vectors start at every
+    byte alignment), float64 vectors and a matrix among the float32 ones (read by kaldiio)."""
+    rng = np.random.default_rng(7)
+    parts = []
+    for a in range(2):
+        emb = {"k" * (1 + i % 5) + f"{a}_{i}": rng.normal(size=16).astype(np.float32)
+               for i in range(23)}
+        emb[f"double{a}"] = rng.normal(size=16)  # float64: kaldiio writes a double vector
+        emb[f"matrix{a}"] = rng.normal(size=(2, 8)).astype(np.float32)
+        with kaldiio.WriteHelper(f"ark,scp:{tmp_path / f'x{a}.ark'},{tmp_path / f'x{a}.scp'}") as w:
+            for k, v in emb.items():
+                w(k, v)
+        parts.append(emb)
+    scp = tmp_path / "all.scp"
+    scp.write_text((tmp_path / "x0.scp").read_text() + (tmp_path / "x1.scp").read_text())
+    table = EmbeddingTable.from_scp(scp)
+    expect = {k: v for p in parts for k, v in p.items()}
+    assert table.keys == list(expect)
+    np.testing.assert_array_equal(
+        table.matrix, np.stack([np.asarray(v, np.float32).reshape(-1) for v in expect.values()]))
+    assert table.matrix.dtype == np.float32 and table.matrix.flags.c_contiguous
+    # vectors of two sizes in one ark are an error naming the scp
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'm.ark'},{tmp_path / 'm.scp'}") as w:
+        w("a", np.ones(4, np.float32))
+        w("b", np.ones(5, np.float32))
+    with pytest.raises(ValueError, match=r"m\.scp: embeddings of different sizes: \[4, 5\]"):
+        EmbeddingTable.from_scp(tmp_path / "m.scp")

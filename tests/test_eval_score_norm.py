@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from wespeaker_lap.io.xvectors import EmbeddingTable
+from wespeaker_lap.scoring import arrow_scores
 from wespeaker_lap.scoring.score import Trials, cosine_score, read_scores, write_scores
 from wespeaker_lap.scoring.score_norm import (
     CohortStats,
@@ -12,6 +13,7 @@ from wespeaker_lap.scoring.score_norm import (
     cohort_stats,
     normalize_score_files,
     normalize_scores,
+    top_k_stats,
 )
 
 
@@ -150,3 +152,141 @@ def test_cohort_utt2spk_naming_missing_embeddings_is_an_error(setup):
     with pytest.raises(KeyError, match="1 of 2 cohort utterances have no embedding"):
         build_cohort(cohort, mean, utt2spk)
     assert build_cohort(cohort, mean, utt2spk, allow_missing=True).shape == (1, 12)
+
+
+# ------------------------------------------------------------------ the fast paths
+def _sorted_stats(block, k):
+    top = np.sort(block.astype(np.float64), axis=1)[:, -k:]
+    return top.mean(axis=1), top.std(axis=1)
+
+
+def test_top_k_stats_is_exact_including_rows_that_defeat_the_sample():
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=(64, 4000)).astype(np.float32)
+    block[1] = 0.5  # all tied: more than 4 k pass the threshold
+    block[2] = 0.0
+    block[2, ::8][:57] = 10.0  # only sampled columns are high: fewer than k pass
+    block[3] = np.round(block[3], 1)  # many ties at the threshold
+    block[4, 1::8] = 5.0  # the k largest all sit in columns the sample skips
+    expect = _sorted_stats(block, 300)
+    got = top_k_stats(block.copy(), 300)
+    np.testing.assert_allclose(got[0], expect[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[1], expect[1], rtol=0, atol=1e-12)
+    # a k too large for the sample, and the whole row (S-norm), take the plain partition
+    for k in (1000, 4000):
+        np.testing.assert_allclose(top_k_stats(block.copy(), k), _sorted_stats(block, k),
+                                   rtol=0, atol=1e-12)
+
+
+def _large_setup(tmp_path, labels="kaldi"):
+    """600 cohort utterances, top 30: large enough for the sampled top-k."""
+    rng = np.random.default_rng(5)
+    emb = {f"spk{i % 7}-utt{i}": rng.normal(size=16).astype(np.float32) for i in range(80)}
+    cohort = {f"c{i}": rng.normal(size=16).astype(np.float32) for i in range(600)}
+    for name, table in (("eval", emb), ("cohort", cohort)):
+        with kaldiio.WriteHelper(f"ark,scp:{tmp_path / name}.ark,{tmp_path / name}.scp") as w:
+            for k, v in table.items():
+                w(k, v)
+    keys = list(emb)
+    trials = Trials([keys[i] for i in rng.integers(0, 80, 500)],
+                    [keys[i] for i in rng.integers(0, 80, 500)], rng.integers(0, 2, 500))
+    trials, scores = cosine_score(emb, trials)
+    return emb, cohort, trials, scores
+
+
+def _both_paths(monkeypatch, tmp_path, score_file, **kw):
+    """normalize_score_files through Arrow and through the Python reader/writer."""
+    out = {}
+    for name in ("arrow", "python"):
+        with monkeypatch.context() as m:
+            if name == "python":
+                m.setattr(arrow_scores, "pa", None)
+            try:
+                (path,) = normalize_score_files(
+                    [score_file], tmp_path / "eval.scp", tmp_path / "cohort.scp", top_n=30,
+                    output_dir=tmp_path / name, **kw)
+                out[name] = path.read_bytes()
+            except Exception as e:  # the same error either way
+                out[name] = (type(e), str(e))
+    return out
+
+
+def test_arrow_score_path_writes_the_same_bytes_as_the_python_path(tmp_path, monkeypatch):
+    emb, cohort, trials, scores = _large_setup(tmp_path)
+    write_scores(tmp_path / "vox.score", trials, scores)
+    used = []
+    real = arrow_scores.write_score_columns
+    monkeypatch.setattr(arrow_scores, "write_score_columns",
+                        lambda *a: used.append(1) or real(*a))
+    out = _both_paths(monkeypatch, tmp_path, tmp_path / "vox.score")
+    assert used == [1] and isinstance(out["arrow"], bytes)
+    assert out["arrow"] == out["python"]
+    _, normed = read_scores(tmp_path / "arrow" / "vox.asnorm30.score")
+    _, file_scores = read_scores(tmp_path / "vox.score")  # rounded to 6 decimals
+    expect = _loop_norm(trials, file_scores, emb, [_unit(v) for v in cohort.values()], 0, 30)
+    np.testing.assert_allclose(normed, expect, atol=1e-5)  # float32 product, 6 decimals
+
+
+@pytest.mark.parametrize("case", [
+    "labels_1_0", "unlabeled", "crlf", "tabs", "double_space", "bom", "bad_line", "nan",
+    "unknown_label", "unknown_key", "unknown_key_allowed", "blank_lines", "empty", "plain",
+])
+def test_arrow_score_path_gives_what_the_python_path_gives(case, tmp_path, monkeypatch):
+    """Every file the fast reader is unsure of goes to the Python reader: same bytes out,
+    or the same error naming file and line."""
+    _, _, trials, scores = _large_setup(tmp_path)
+    lines = [f"{e} {t} {s:.6f} {'target' if lab else 'nontarget'}"
+             for e, t, s, lab in zip(trials.enroll, trials.test, scores, trials.labels,
+                                     strict=True)]
+    kw = {}
+    if case == "labels_1_0":
+        lines = [ln.replace("nontarget", "0").replace("target", "1") for ln in lines]
+    elif case == "unlabeled":
+        lines = [ln.rsplit(" ", 1)[0] for ln in lines]
+    elif case == "tabs":
+        lines[10] = lines[10].replace(" ", "\t")
+    elif case == "double_space":
+        lines[10] = lines[10].replace(" ", "  ", 1)
+    elif case == "bad_line":
+        lines[10] = lines[10].rsplit(" ", 1)[0]
+    elif case == "nan":
+        lines[10] = lines[10].replace(lines[10].split()[2], "nan")
+    elif case == "unknown_label":
+        lines[10] = lines[10].rsplit(" ", 1)[0] + " maybe"
+    elif case.startswith("unknown_key"):
+        lines[10] = "nobody " + lines[10].split(" ", 1)[1]
+        kw = {"allow_missing": case.endswith("allowed")}
+    elif case == "blank_lines":
+        lines[10:10] = ["", "   "]
+    elif case == "empty":
+        lines = []
+    text = "\r\n".join(lines) if case == "crlf" else "\n".join(lines)
+    raw = text.encode() + (b"\n" if lines else b"")
+    if case == "bom":
+        raw = b"\xef\xbb\xbf" + raw
+    (tmp_path / "vox.score").write_bytes(raw)
+    used = []
+    real = arrow_scores.write_score_columns
+    monkeypatch.setattr(arrow_scores, "write_score_columns",
+                        lambda *a: used.append(1) or real(*a))
+    out = _both_paths(monkeypatch, tmp_path, tmp_path / "vox.score", **kw)
+    assert out["arrow"] == out["python"]
+    assert bool(used) == (case in {"plain", "labels_1_0", "unlabeled", "crlf"})
+    failing = {"bad_line", "nan", "unknown_label", "unknown_key", "empty"}
+    assert isinstance(out["arrow"], tuple) == (case in failing), out["arrow"]
+
+
+def test_arrow_score_format_is_percent_6f_byte_for_byte(tmp_path):
+    rng = np.random.default_rng(1)
+    values = np.concatenate([
+        rng.normal(size=5000) * 10.0 ** rng.integers(-8, 9, 5000),
+        (np.arange(-50, 50) + 0.5) * 1e-6, [0.0, -0.0, -1e-9, -4.9e-7, 5e-7, -5e-7, 1e14, -1e14],
+    ])
+    text = arrow_scores.format_scores(values).to_pylist()
+    assert text == [f"{v:.6f}" for v in values.tolist()]
+    # too large for the decimal cast: the writer declines, and the Python writer is used
+    keys = [f"u{i}" for i in range(3)]
+    cols = arrow_scores.ScoreColumns(arrow_scores.pa.array(keys), arrow_scores.pa.array(keys),
+                                     np.zeros(3), None, "<memory>")
+    assert not arrow_scores.write_score_columns(tmp_path / "x", cols, np.array([1.0, 2e15, 3]))
+    assert not (tmp_path / "x").exists()

@@ -173,7 +173,7 @@ def read_vector_scp(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """``(keys, (N, D) float32)`` of a Kaldi vector scp (``key ark_path:offset`` lines).
 
     Binary float32 vectors (what :func:`write_xvectors` and Kaldi write) are read
-    straight from each ark with one ``np.frombuffer`` per entry; any other entry
+    straight from each ark, all entries of an ark at once; any other entry
     (double vectors, matrices, compressed data, pipes) goes through kaldiio.
     A line that is not ``key location``, a missing ark, a location past the end of
     its ark (a truncated file) or vectors of different sizes are errors naming
@@ -201,39 +201,80 @@ def read_vector_scp(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         locs.append(fields[1])
     if not keys:
         return [], np.zeros((0, 0), dtype=np.float32)
-    rows: list[np.ndarray | None] = [None] * len(keys)
-    arks: dict[str, bytes | None] = {}
+    # binary float32 vectors, gathered per ark: (entry indices, (n, dim) block)
+    blocks: list[tuple[np.ndarray, np.ndarray]] = []
+    by_ark: dict[str, list[int]] = {}
     for i, loc in enumerate(locs):
         ark, _, off = loc.rpartition(":")
         if ark and off.isdigit() and not loc.endswith("|"):
-            if ark not in arks:
-                ark_path = Path(ark)
-                arks[ark] = ark_path.read_bytes() if ark_path.is_file() else None
-                if arks[ark] is None:
-                    raise FileNotFoundError(f"{path}: {keys[i]}: no such ark file: {ark}")
-            data = arks[ark]
-            o = int(off)
-            if o + 10 > len(data):
-                raise ValueError(f"{path}: {keys[i]}: offset {o} is past the end of {ark} "
-                                 f"({len(data)} bytes): a truncated or overwritten ark")
-            if data[o : o + 6] == _FV_HEAD:
-                dim = int.from_bytes(data[o + 6 : o + 10], "little", signed=True)
-                end = o + 10 + 4 * dim
-                if dim < 0 or end > len(data):
-                    raise ValueError(f"{path}: {keys[i]}: vector of {dim} floats at byte {o} "
-                                     f"runs past the end of {ark} ({len(data)} bytes): a "
-                                     "truncated ark")
-                rows[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=o + 10)
-                continue
+            by_ark.setdefault(ark, []).append(i)
+    for ark, entries in by_ark.items():
+        ark_path = Path(ark)
+        if not ark_path.is_file():
+            raise FileNotFoundError(f"{path}: {keys[entries[0]]}: no such ark file: {ark}")
+        offs = np.array([locs[i].rpartition(":")[2] for i in entries], dtype=np.int64)
+        blocks += _read_float_vectors(path, ark, ark_path.read_bytes(),
+                                      np.array(entries, dtype=np.int64), offs, keys)
+    done = np.zeros(len(keys), dtype=bool)
+    for idx, _ in blocks:
+        done[idx] = True
+    # anything else (double vectors, matrices, compressed data, pipes): kaldiio, one by one
+    for i in np.flatnonzero(~done).tolist():
         try:
-            rows[i] = np.asarray(kaldiio.load_mat(loc), dtype=np.float32).reshape(-1)
+            row = np.asarray(kaldiio.load_mat(locs[i]), dtype=np.float32).reshape(-1)
         except Exception as e:  # kaldiio raises many types on bad data
-            raise ValueError(f"{path}: {keys[i]}: cannot read {loc}: {e}") from None
-    dims = {len(r) for r in rows}
+            raise ValueError(f"{path}: {keys[i]}: cannot read {locs[i]}: {e}") from None
+        blocks.append((np.array([i]), row[None, :]))
+    dims = {b.shape[1] for _, b in blocks}
     if len(dims) > 1:
         raise ValueError(f"{path}: embeddings of different sizes: {sorted(dims)}")
-    return keys, np.stack(rows).astype(np.float32, copy=False)
+    out = np.empty((len(keys), dims.pop()), dtype=np.float32)
+    for idx, block in blocks:
+        out[idx] = block
+    return keys, out
 
+
+def _read_float_vectors(scp: Path, ark: str, data: bytes, entries: np.ndarray, offs: np.ndarray,
+                        keys: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The binary float32 vectors at ``offs`` of one ark: ``[(entries, (n, dim) block)]``.
+
+    Vectorised: the headers of all entries are checked at once and the vectors
+    of one size and byte alignment are gathered in one fancy index over a
+    sliding-window view of the ark. Entries of another type are left
+    out (for kaldiio). An offset or a vector past the end of the ark is an error.
+    """
+    past = np.flatnonzero(offs + 10 > len(data))
+    if past.size:
+        i = int(entries[past[0]])
+        raise ValueError(f"{scp}: {keys[i]}: offset {offs[past[0]]} is past the end of {ark} "
+                         f"({len(data)} bytes): a truncated or overwritten ark")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    head = buf[offs[:, None] + np.arange(10)]
+    is_fv = (head[:, :6] == np.frombuffer(_FV_HEAD, dtype=np.uint8)).all(axis=1)
+    dims = np.ascontiguousarray(head[:, 6:]).view("<i4").reshape(-1).astype(np.int64)
+    ends = offs + 10 + 4 * dims
+    bad = np.flatnonzero(is_fv & ((dims < 0) | (ends > len(data))))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(f"{scp}: {keys[entries[j]]}: vector of {dims[j]} floats at byte "
+                         f"{offs[j]} runs past the end of {ark} ({len(data)} bytes): a "
+                         "truncated ark")
+    starts = offs + 10
+    found = []
+    for dim in np.unique(dims[is_fv]):
+        for align in range(4):
+            sel = np.flatnonzero(is_fv & (dims == dim) & (starts % 4 == align))
+            if not sel.size:
+                continue
+            if dim == 0:
+                block = np.zeros((sel.size, 0), dtype=np.float32)
+            else:
+                floats = np.frombuffer(data, dtype="<f4", offset=align,
+                                       count=(len(data) - align) // 4)
+                windows = np.lib.stride_tricks.sliding_window_view(floats, int(dim))
+                block = windows[(starts[sel] - align) // 4]
+            found.append((entries[sel], block))
+    return found
 
 
 EmbeddingSource = EmbeddingTable | Mapping[str, np.ndarray] | str | os.PathLike | Sequence[str]

@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from wespeaker_lap.io.xvectors import (
     load_embeddings,
     load_mean_vec,
 )
+from wespeaker_lap.scoring import arrow_scores
 from wespeaker_lap.scoring.score import (
     MissingEmbeddingError,
     Trials,
@@ -129,7 +130,7 @@ def cohort_stats(
     emb: np.ndarray,
     cohort: np.ndarray,
     top_n: int | None = 300,
-    chunk_size: int = 2048,
+    chunk_size: int = 256,
     workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of each row's top-N cohort scores: ``(U, D), (C, D) -> (U,), (U,)``.
@@ -170,11 +171,7 @@ def cohort_stats(
             local.buf = np.empty((min(chunk_size, n), n_coh), dtype=np.float32)
         block = local.buf[: min(chunk_size, n - s)]
         np.matmul(emb[s : s + chunk_size], coh_t, out=block)
-        if k < n_coh:
-            block.partition(n_coh - k, axis=1)  # the k largest now sit in the last k columns
-        top = block[:, n_coh - k :].astype(np.float64)
-        mean[s : s + len(block)] = top.mean(axis=1)
-        std[s : s + len(block)] = top.std(axis=1)
+        mean[s : s + len(block)], std[s : s + len(block)] = top_k_stats(block, k)
 
     starts = range(0, n, chunk_size)
     workers = min(_cpu_count() if workers is None else max(1, workers), len(starts))
@@ -184,6 +181,56 @@ def cohort_stats(
     else:
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as ex:
             list(ex.map(one_chunk, starts))
+    return mean, std
+
+
+#: Sampling step and margin of :func:`top_k_stats`' candidate threshold.
+_SAMPLE_STEP = 8
+_SAMPLE_MARGIN = 20
+
+
+def _partition_stats(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each row's ``k`` largest values by a full ``np.partition`` (in place)."""
+    n = block.shape[1]
+    if k < n:
+        block.partition(n - k, axis=1)  # the k largest now sit in the last k columns
+    top = block[:, n - k :].astype(np.float64)
+    return top.mean(axis=1), top.std(axis=1)
+
+
+def top_k_stats(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) std of the ``k`` largest values of each row: ``(R, C) -> (R,), (R,)``.
+
+    Exact, and about 1.6x faster than partitioning whole rows when ``k`` is a
+    small part of ``C`` (300 of 6,000): a threshold is taken from every 8th
+    column (a little below the sample's own top ``k / 8``), the values at or
+    above it (about 1.5 ``k`` a row) are packed into a narrow matrix, and only
+    that is partitioned. A row where fewer than ``k`` or more than ``4 k``
+    values pass (an unlucky sample, many ties) is partitioned whole. ``block``
+    may be overwritten.
+    """
+    rows, n = block.shape
+    q = k // _SAMPLE_STEP + _SAMPLE_MARGIN
+    m = -(-n // _SAMPLE_STEP)
+    if k >= n or q >= m or 4 * k >= n:
+        return _partition_stats(block, min(k, n))
+    sample = block[:, ::_SAMPLE_STEP].copy()
+    sample.partition(m - q, axis=1)
+    mask = block >= sample[:, m - q, None]
+    count = np.count_nonzero(mask, axis=1)
+    bad = np.flatnonzero((count < k) | (count > 4 * k))
+    if bad.size:
+        mask[bad] = False
+        count[bad] = 0
+    width = max(int(count.max()), k)
+    packed = np.full((rows, width), -np.inf, dtype=block.dtype)
+    values = block[mask]  # row by row, left to right
+    first = np.repeat(np.cumsum(count) - count, count)
+    packed[np.repeat(np.arange(rows), count), np.arange(values.size) - first] = values
+    packed[bad] = 0.0  # computed below; finite meanwhile
+    mean, std = _partition_stats(packed, k)
+    if bad.size:
+        mean[bad], std[bad] = _partition_stats(block[bad], k)
     return mean, std
 
 
@@ -324,17 +371,27 @@ def normalize_score_files(
     if not score_paths:
         raise ValueError("no score files to normalise")
     outs = norm_output_paths(score_paths, method, top_n, output_dir)
-    table = load_embeddings(embeddings)
-    if mean_vec is not None and not isinstance(mean_vec, np.ndarray):
-        mean_vec = load_mean_vec(mean_vec, table.dim)
-    cohort = build_cohort(cohort_embeddings, mean_vec, cohort_utt2spk, allow_missing)
-    top = top_n if NORM_METHODS[method] else None
-    stats = CohortStats(table, cohort, mean_vec, top)
-    # the numpy work (matrix product, partition) releases the GIL: it runs while the
-    # first score file is parsed
-    with ThreadPoolExecutor(1) as ex:
+    table_keys = None
+    # Arrow's parser and the numpy work (matrix product, partition) release the GIL: the
+    # first score file is parsed while the embeddings load, the statistics are computed
+    # while the trials are looked up
+    with ThreadPoolExecutor(2) as ex:
+        first = ex.submit(arrow_scores.read_score_columns, score_paths[0])
+        table = load_embeddings(embeddings)
+        if mean_vec is not None and not isinstance(mean_vec, np.ndarray):
+            mean_vec = load_mean_vec(mean_vec, table.dim)
+        cohort = build_cohort(cohort_embeddings, mean_vec, cohort_utt2spk, allow_missing)
+        top = top_n if NORM_METHODS[method] else None
+        stats = CohortStats(table, cohort, mean_vec, top)
         all_stats = ex.submit(stats.compute_all)
-        for sp, out in zip(score_paths, outs, strict=True):
+        for i, (sp, out) in enumerate(zip(score_paths, outs, strict=True)):
+            cols = first.result() if i == 0 else arrow_scores.read_score_columns(sp)
+            if cols is not None:
+                if table_keys is None:
+                    table_keys = arrow_scores.pa.array(table.keys)
+                if _normalize_columns(cols, table_keys, stats, all_stats, out):
+                    logger.info("%s: %d trials of %s -> %s", method, len(cols.scores), sp, out)
+                    continue
             trials, scores = read_scores(sp)
             all_stats.result()
             kept, normed = normalize_scores(
@@ -344,3 +401,22 @@ def normalize_score_files(
             write_scores(out, kept, normed)
             logger.info("%s: %d trials of %s -> %s", method, len(kept), sp, out)
     return outs
+
+
+def _normalize_columns(cols: arrow_scores.ScoreColumns, table_keys: object, stats: CohortStats,
+                       all_stats: Future, out: Path) -> bool:
+    """The fast path of :func:`normalize_score_files` for one file; ``False`` to fall back.
+
+    It gives up (and the Python path takes over, with its messages and
+    ``allow_missing``) when a key is not in the table or a score is too large
+    to format through a decimal.
+    """
+    idx_e = arrow_scores.lookup(cols.enroll, table_keys)
+    idx_t = arrow_scores.lookup(cols.test, table_keys) if idx_e is not None else None
+    if idx_t is None:
+        return False
+    all_stats.result()
+    normed = apply_norm(cols.scores, stats.mean[idx_e], stats.std[idx_e],
+                        stats.mean[idx_t], stats.std[idx_t])
+    check_finite(normed, "normalised scores", cols.source)
+    return arrow_scores.write_score_columns(out, cols, normed)
