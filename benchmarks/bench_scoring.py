@@ -40,9 +40,10 @@ SIZES = {
 }
 DIM = 256
 TOP_N = 300
-# WeSpeaker's scripts on the project's 2-core machine (an earlier measurement)
+# WeSpeaker's scripts on the project's 2-core machine, measured on other days (the machine's
+# speed varies between sessions: compare with a side-by-side run, benchmarks/README.md)
 REFERENCE = {
-    "asnorm_files": "full-scale reference: WeSpeaker score_norm.py 16.7 s, 2.8 GB",
+    "asnorm_files": "full-scale reference: WeSpeaker score_norm.py 20.6 s, 2.8 GB (2026-11-30)",
     "metrics_files": "full-scale reference: WeSpeaker compute_metrics.py 3.6 s (600k trials)",
 }
 
