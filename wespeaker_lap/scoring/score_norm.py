@@ -9,11 +9,13 @@ of x (all of them for S-norm). The normalised score is
 
 Vectorised: the statistics are computed once per utterance from an
 ``(utterances, cohort)`` score matrix, built in chunks of rows so that 50k
-utterances x 6k cohort never sit in memory at once; the top-N uses
-``np.partition``, one thread per CPU. The trials then only gather
-per-utterance statistics. :func:`normalize_score_files` computes the
-statistics of every evaluation embedding (as WeSpeaker's ``score_norm.py``
-does) in a background thread while it parses the first score file.
+utterances x 6k cohort never sit in memory at once; the top-N is exact, found
+through a sampled threshold (:func:`top_k_stats`), one thread per CPU. The
+trials then only gather per-utterance statistics. :func:`normalize_score_files`
+computes the statistics of every evaluation embedding (as WeSpeaker's
+``score_norm.py`` does) in a background thread while it looks up the trials, and
+reads and writes plain score files through Arrow
+(:mod:`~wespeaker_lap.scoring.arrow_scores`).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
