@@ -16,7 +16,6 @@ that the Python reader would reject, and never changes a result.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +31,10 @@ try:  # an optional speed-up: everything works without it
 except ImportError:  # pragma: no cover - pyarrow is in the package's dependencies
     pa = None
 
-logger = logging.getLogger(__name__)
-
 _LABELS = ("target", "nontarget", "1", "0")
 _TARGET = ("target", "1")
 #: Beyond this magnitude the decimal cast is not used (``%.6f`` of it needs > 38 digits).
 _MAX_DECIMAL = 1e15
-
-
-def available() -> bool:
-    """Whether pyarrow can be imported (the fast path exists)."""
-    return pa is not None
 
 
 @dataclass
