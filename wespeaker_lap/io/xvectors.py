@@ -203,18 +203,20 @@ def read_vector_scp(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         return [], np.zeros((0, 0), dtype=np.float32)
     # binary float32 vectors, gathered per ark: (entry indices, (n, dim) block)
     blocks: list[tuple[np.ndarray, np.ndarray]] = []
-    by_ark: dict[str, list[int]] = {}
+    by_ark: dict[str, tuple[list[int], list[str]]] = {}  # ark -> (entries, offsets)
     for i, loc in enumerate(locs):
         ark, _, off = loc.rpartition(":")
         if ark and off.isdigit() and not loc.endswith("|"):
-            by_ark.setdefault(ark, []).append(i)
-    for ark, entries in by_ark.items():
+            entries, offs = by_ark.setdefault(ark, ([], []))
+            entries.append(i)
+            offs.append(off)
+    for ark, (entries, offs) in by_ark.items():
         ark_path = Path(ark)
         if not ark_path.is_file():
             raise FileNotFoundError(f"{path}: {keys[entries[0]]}: no such ark file: {ark}")
-        offs = np.array([locs[i].rpartition(":")[2] for i in entries], dtype=np.int64)
         blocks += _read_float_vectors(path, ark, ark_path.read_bytes(),
-                                      np.array(entries, dtype=np.int64), offs, keys)
+                                      np.array(entries, dtype=np.int64),
+                                      np.array(offs, dtype=np.int64), keys)
     done = np.zeros(len(keys), dtype=bool)
     for idx, _ in blocks:
         done[idx] = True

@@ -118,10 +118,13 @@ def lookup(keys: object, table_keys: object) -> np.ndarray | None:
 def format_scores(scores: np.ndarray) -> object:
     """``%.6f`` of each score as a ``pyarrow`` string array (``-0.000000`` kept)."""
     text = pc.cast(pc.cast(pa.array(scores), pa.decimal128(38, 6), safe=False), pa.string())
-    neg_zero = np.signbit(scores) & (np.abs(scores) < 1e-6)
-    if neg_zero.any():  # the decimal drops the sign of a negative score that rounds to zero
-        text = pc.if_else(pa.array(neg_zero & (text.to_numpy(zero_copy_only=False)
-                                                == "0.000000")), "-0.000000", text)
+    # the decimal drops the sign of a negative score that rounds to zero: look only at
+    # the few candidates, not at every string
+    near = np.flatnonzero(np.signbit(scores) & (np.abs(scores) < 1e-6))
+    if near.size:
+        fix = np.zeros(len(scores), dtype=bool)
+        fix[near] = np.array(text.take(pa.array(near)).to_pylist()) == "0.000000"
+        text = pc.if_else(pa.array(fix), "-0.000000", text)
     return text
 
 

@@ -143,9 +143,10 @@ def cohort_stats(
 
     Rows go in chunks of ``chunk_size`` to ``workers`` threads (default: one per
     CPU); each thread multiplies its chunk by the cohort with a one-thread BLAS
-    and selects the top-N in place with ``np.partition`` (which releases the GIL,
-    so the selection, single-threaded in numpy, uses every core too). Memory: one
-    ``(chunk_size, C)`` float32 block per thread.
+    and selects the top-N with :func:`top_k_stats` (``np.partition`` releases the
+    GIL, so the selection, single-threaded in numpy, uses every core too). Memory:
+    one ``(chunk_size, C)`` float32 block per thread, and the selection's
+    temporaries of the same order.
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     cohort = np.asarray(cohort, dtype=np.float32)
