@@ -6,7 +6,7 @@ import kaldiio
 import numpy as np
 import pytest
 
-from wespeaker_lap.io.xvectors import EmbeddingTable, load_mean_vec
+from wespeaker_lap.io.xvectors import EmbeddingTable, load_mean_vec, write_xvectors
 from wespeaker_lap.scoring.score import (
     MissingEmbeddingError,
     Trials,
@@ -220,3 +220,21 @@ def test_scp_over_several_arks_with_mixed_entries_reads_like_kaldiio(tmp_path):
         w("b", np.ones(5, np.float32))
     with pytest.raises(ValueError, match=r"m\.scp: embeddings of different sizes: \[4, 5\]"):
         EmbeddingTable.from_scp(tmp_path / "m.scp")
+
+
+def test_scp_read_from_a_mapped_ark_owns_its_data_and_names_an_empty_or_cut_ark(tmp_path):
+    """The ark is memory-mapped: the table must not keep a view into it (the ark may be
+    rewritten later), and an empty or truncated ark is an error naming scp, key and ark."""
+    rng = np.random.default_rng(1)
+    emb = {f"u{i}": rng.normal(size=8).astype(np.float32) for i in range(5)}
+    ark, scp = write_xvectors(tmp_path, emb)
+    table = EmbeddingTable.from_scp(scp)
+    ark.write_bytes(b"")  # the ark cut while the table lives (a view would now crash)
+    np.testing.assert_array_equal(table.matrix, np.stack(list(emb.values())))
+    with pytest.raises(ValueError, match=r"xvector\.scp: u0: offset \d+ is past the end of .*"
+                                         r"\(0 bytes\)"):
+        EmbeddingTable.from_scp(scp)
+    ark.write_bytes(b"u0 \0BFV \4\x08\0\0\0" + b"\0" * 12)  # a vector cut short
+    scp.write_text(f"u0 {ark}:3\n")
+    with pytest.raises(ValueError, match=r"u0: vector of 8 floats .* runs past the end"):
+        EmbeddingTable.from_scp(scp)

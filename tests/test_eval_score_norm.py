@@ -6,7 +6,13 @@ import pytest
 
 from wespeaker_lap.io.xvectors import EmbeddingTable
 from wespeaker_lap.scoring import arrow_scores
-from wespeaker_lap.scoring.score import Trials, cosine_score, read_scores, write_scores
+from wespeaker_lap.scoring.score import (
+    Trials,
+    cosine_score,
+    normalize_rows,
+    read_scores,
+    write_scores,
+)
 from wespeaker_lap.scoring.score_norm import (
     CohortStats,
     build_cohort,
@@ -97,6 +103,29 @@ def test_cohort_stats_do_not_depend_on_chunk_size():
     np.testing.assert_allclose(s3, s1, atol=1e-7)
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         cohort_stats(emb, coh, 10, chunk_size=0)
+
+
+def test_cohort_stats_normalising_each_chunk_equals_normalising_all_rows_first():
+    """The raw table normalised chunk by chunk in the threads gives the very same bits."""
+    rng = np.random.default_rng(5)
+    raw = (rng.normal(size=(300, 16)) * rng.uniform(0.1, 30, size=(300, 1))).astype(np.float32)
+    mean = rng.normal(size=16).astype(np.float32)
+    coh = build_cohort(rng.normal(size=(60, 16)))
+    want = cohort_stats(normalize_rows(raw, mean), coh, 9, chunk_size=300, workers=1)
+    for chunk, workers in ((7, 1), (64, 3), (300, 2)):
+        got = cohort_stats(raw, coh, 9, chunk_size=chunk, workers=workers, normalize=True,
+                           mean_vec=mean)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    # normalize_rows works in place on its own copy: the input is left as it was
+    before = raw.copy()
+    out = normalize_rows(raw, mean)
+    np.testing.assert_array_equal(raw, before)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out, (raw - mean) / np.linalg.norm(raw - mean, axis=1,
+                                                                   keepdims=True), rtol=1e-6)
+    with pytest.raises(ValueError, match="mean vector has dim 3"):
+        cohort_stats(raw, coh, 9, normalize=True, mean_vec=mean[:3])
 
 
 def test_cached_cohort_stats_give_the_same_scores_across_trial_lists(setup):

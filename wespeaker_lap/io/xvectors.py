@@ -15,6 +15,7 @@ half-written ark, scp or npy under its final name.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -214,7 +215,7 @@ def read_vector_scp(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         ark_path = Path(ark)
         if not ark_path.is_file():
             raise FileNotFoundError(f"{path}: {keys[entries[0]]}: no such ark file: {ark}")
-        blocks += _read_float_vectors(path, ark, ark_path.read_bytes(),
+        blocks += _read_float_vectors(path, ark, _map_file(ark_path),
                                       np.array(entries, dtype=np.int64),
                                       np.array(offs, dtype=np.int64), keys)
     done = np.zeros(len(keys), dtype=bool)
@@ -230,14 +231,27 @@ def read_vector_scp(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     dims = {b.shape[1] for _, b in blocks}
     if len(dims) > 1:
         raise ValueError(f"{path}: embeddings of different sizes: {sorted(dims)}")
+    if len(blocks) == 1 and len(blocks[0][0]) == len(keys):  # one ark, in scp order
+        return keys, np.ascontiguousarray(blocks[0][1], dtype=np.float32)
     out = np.empty((len(keys), dims.pop()), dtype=np.float32)
     for idx, block in blocks:
         out[idx] = block
     return keys, out
 
 
-def _read_float_vectors(scp: Path, ark: str, data: bytes, entries: np.ndarray, offs: np.ndarray,
-                        keys: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _map_file(path: Path) -> mmap.mmap | bytes:
+    """A file's bytes, memory-mapped read-only: the page cache is read in place, not copied.
+
+    The map closes when the last array made from it is gone.
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""  # mmap refuses an empty file
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _read_float_vectors(scp: Path, ark: str, data: bytes | mmap.mmap, entries: np.ndarray,
+                        offs: np.ndarray, keys: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """The binary float32 vectors at ``offs`` of one ark: ``[(entries, (n, dim) block)]``.
 
     Vectorised: the headers of all entries are checked at once and the vectors

@@ -299,8 +299,15 @@ def normalize_rows(x: np.ndarray, mean_vec: np.ndarray | None = None) -> np.ndar
                 f"mean vector has dim {mean_vec.shape[0]}, embeddings have {x.shape[1]}"
             )
         x = x - mean_vec
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
+    else:
+        x = x.copy()
+    # in place on one new array, norms in blocks of rows: a 50k x 256 table costs 51 MB
+    # of fresh pages, not 150 (the same values as one np.linalg.norm over all rows)
+    norms = np.empty((len(x), 1), dtype=np.float32)
+    for s in range(0, len(x), 4096):
+        norms[s : s + 4096] = np.linalg.norm(x[s : s + 4096], axis=1, keepdims=True)
+    x /= np.maximum(norms, np.float32(1e-12))
+    return x
 
 
 # ---------------------------------------------------------------------------

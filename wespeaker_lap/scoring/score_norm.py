@@ -134,12 +134,17 @@ def cohort_stats(
     top_n: int | None = 300,
     chunk_size: int = 256,
     workers: int | None = None,
+    normalize: bool = False,
+    mean_vec: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of each row's top-N cohort scores: ``(U, D), (C, D) -> (U,), (U,)``.
 
-    ``emb`` and ``cohort`` must already be mean-subtracted and L2-normalised
-    (:func:`normalize_rows`, :func:`build_cohort`). ``top_n=None`` (or ``>= C``)
-    uses the whole cohort (S-norm). The std is the population std (ddof 0).
+    ``cohort`` must already be mean-subtracted and L2-normalised
+    (:func:`build_cohort`); so must ``emb``, unless ``normalize``: then each
+    chunk of raw rows is normalised (minus ``mean_vec``) by the thread that
+    scores it, which gives the same values as :func:`normalize_rows` over all
+    rows without a second copy of the table. ``top_n=None`` (or ``>= C``) uses
+    the whole cohort (S-norm). The std is the population std (ddof 0).
 
     Rows go in chunks of ``chunk_size`` to ``workers`` threads (default: one per
     CPU); each thread multiplies its chunk by the cohort with a one-thread BLAS
@@ -173,7 +178,10 @@ def cohort_stats(
         if not hasattr(local, "buf"):
             local.buf = np.empty((min(chunk_size, n), n_coh), dtype=np.float32)
         block = local.buf[: min(chunk_size, n - s)]
-        np.matmul(emb[s : s + chunk_size], coh_t, out=block)
+        rows = emb[s : s + chunk_size]
+        if normalize:
+            rows = normalize_rows(rows, mean_vec)
+        np.matmul(rows, coh_t, out=block)
         mean[s : s + len(block)], std[s : s + len(block)] = top_k_stats(block, k)
 
     starts = range(0, n, chunk_size)
@@ -220,7 +228,7 @@ def top_k_stats(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     sample = block[:, ::_SAMPLE_STEP].copy()
     sample.partition(m - q, axis=1)
     mask = block >= sample[:, m - q, None]
-    count = np.count_nonzero(mask, axis=1)
+    count = mask.view(np.uint8).sum(axis=1, dtype=np.intp)  # faster than count_nonzero
     bad = np.flatnonzero((count < k) | (count > 4 * k))
     if bad.size:
         mask[bad] = False
@@ -228,8 +236,10 @@ def top_k_stats(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     width = max(int(count.max()), k)
     packed = np.full((rows, width), -np.inf, dtype=block.dtype)
     values = block[mask]  # row by row, left to right
-    first = np.repeat(np.cumsum(count) - count, count)
-    packed[np.repeat(np.arange(rows), count), np.arange(values.size) - first] = values
+    # value i of row r goes to packed's flat position r * width + (i - first value of r)
+    flat = np.repeat(np.arange(rows) * width - (np.cumsum(count) - count), count)
+    flat += np.arange(values.size)
+    packed.ravel()[flat] = values
     packed[bad] = 0.0  # computed below; finite meanwhile
     mean, std = _partition_stats(packed, k)
     if bad.size:
@@ -263,7 +273,7 @@ class CohortStats:
         cohort: np.ndarray,
         mean_vec: np.ndarray | None = None,
         top_n: int | None = 300,
-        chunk_size: int = 2048,
+        chunk_size: int = 256,
     ):
         self.table = table
         self.cohort = cohort
@@ -281,9 +291,10 @@ class CohortStats:
         """(mean, std) for table ``rows``, computing the ones not seen yet."""
         todo = np.unique(rows[np.isnan(self.mean[rows])])
         if todo.size:
-            emb = normalize_rows(self.table.matrix[todo], self.mean_vec)
+            matrix = self.table.matrix
             self.mean[todo], self.std[todo] = cohort_stats(
-                emb, self.cohort, self.top_n, self.chunk_size
+                matrix if todo.size == len(matrix) else matrix[todo], self.cohort,
+                self.top_n, self.chunk_size, normalize=True, mean_vec=self.mean_vec,
             )
         return self.mean[rows], self.std[rows]
 
@@ -297,7 +308,7 @@ def normalize_scores(
     top_n: int | None = 300,
     method: str = "asnorm",
     allow_missing: bool = False,
-    chunk_size: int = 2048,
+    chunk_size: int = 256,
     stats: CohortStats | None = None,
 ) -> tuple[Trials, np.ndarray]:
     """AS-norm or S-norm of raw trial scores -> (kept trials, normalised scores).

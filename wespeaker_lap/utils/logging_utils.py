@@ -6,8 +6,6 @@ import logging
 import sys
 import time
 
-from tqdm import tqdm
-
 
 def setup_logging(level: int | str = logging.INFO, rank: int = 0) -> None:
     """Configure the root logger for a command-line entry point.
@@ -69,5 +67,7 @@ def progress(desc: str, total: int | None = None, unit: str = "it", every: int =
     if not enabled:
         return None
     if stderr_is_terminal():
+        from tqdm import tqdm  # here: 20 ms of import that short commands need not pay
+
         return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
     return LogProgress(desc, every, total, unit)
