@@ -57,7 +57,9 @@ ssl_dir=${ssl_model:-$exp/ssl}            # the SSL model the backends pool over
 if $quick; then
   synth_opts=(--quick)
   pretrain_opts=(--steps 250)
-  train_opts=(--log_batch_interval 5)
+  # 6 utterances a speaker (the default corpus has 12): twice the epochs, as before
+  train_opts=(--log_batch_interval 5 --num_epochs 10 --margin_update.increase_start_epoch 5
+              --margin_update.fix_start_epoch 8)
 else
   synth_opts=()
   pretrain_opts=()
