@@ -60,6 +60,10 @@ def test_quick_recipe_runs_stages_1_to_6_and_learns_something(tmp_path):
     assert (exp / "layer_attention.png").stat().st_size > 0
     table = (exp / "results.md").read_text().splitlines()
     assert len(table) == 4 and "AS-norm" in table[-1]
+    breakdown = (exp / "results_breakdown.md").read_text()
+    for row in ("| test | all trials |", "| test | both sides clean |",
+                "| test | targets vs non-targets of other source voices |"):
+        assert row in breakdown, breakdown
     # pre-training ran its 250 steps, drew its curve, and learned: the masked frames'
     # loss of the last 20 steps is below the unigram entropy, the best a model that
     # ignores the audio can do (measured: 4.38 against 4.54; chance ln K = 4.61)
@@ -125,3 +129,50 @@ def test_score_ci_and_compare_table_summarise_seeds(tmp_path):
     assert r.returncode == 0, r.stderr
     row = [line for line in r.stdout.splitlines() if line.startswith("| lap_astp |")]
     assert len(row) == 1 and "| 2 |" in row[0] and "+-" in row[0]
+
+
+def test_trial_breakdown_finds_the_hard_subset(tmp_path):
+    """Non-targets of one source voice score high: their row's EER is the bad one."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    spks = {f"spk{i}": ("flite", "rms" if i < 4 else "awb") for i in range(8)}
+    (tmp_path / "speakers.tsv").write_text(
+        "spk\tset\tengine\tvoice\tvariant\n"
+        + "".join(f"{s}\ttest\t{e}\t{v}\t-\n" for s, (e, v) in spks.items()))
+    data = tmp_path / "test"
+    data.mkdir()
+    utts = [f"{s}-{u}" for s in spks for u in range(4)]
+    (data / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in utts))
+    (data / "utt2channel").write_text(
+        "".join(f"{u} {'clean' if i % 2 else 'reverb'}\n" for i, u in enumerate(utts)))
+    lines = []
+    for i, a in enumerate(utts):
+        for b in utts[i + 1:]:
+            sa, sb = a.split("-")[0], b.split("-")[0]
+            same_voice = spks[sa][1] == spks[sb][1]
+            s = 3.0 if sa == sb else (2.5 if same_voice else 0.0)
+            lines.append(f"{a} {b} {s + 0.5 * rng.normal():.4f} "
+                         f"{'target' if sa == sb else 'nontarget'}\n")
+    (tmp_path / "s.score").write_text("".join(lines))
+    r = subprocess.run([sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),
+                        "--speakers", str(tmp_path / "speakers.tsv"), "--min_nontargets", "10",
+                        "--set", "test", str(data), str(tmp_path / "s.score")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    eer = {line.split(" | ")[1]: float(line.split(" | ")[4].rstrip(" |"))
+           for line in r.stdout.splitlines()[2:]}
+    assert eer["targets vs non-targets of other source voices"] < 1.0
+    assert eer["targets vs non-targets of the same source voice"] > 20.0
+    assert eer["within flite:rms"] > 20.0 and eer["within flite:awb"] > 20.0
+    assert {"both sides clean", "one side degraded", "both sides degraded"} <= set(eer)
+    # an utterance the data dir does not know is named
+    (data / "utt2channel").write_text("spk0-0 clean\n")
+    r = subprocess.run([sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),
+                        "--speakers", str(tmp_path / "speakers.tsv"),
+                        "--set", "test", str(data), str(tmp_path / "s.score")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode != 0 and "utt2channel" in r.stderr

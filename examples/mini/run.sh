@@ -141,6 +141,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "Stage 6: AS-norm of stage 5's scores (top $top_n of the train speakers' means); plots; results"
   # the score files of every set, cosine (stage 5) and AS-norm, as python names them
   ci_args=()
+  breakdown_args=()
   for x in "${test_sets[@]}"; do
     d=$scores; [ "$x" = test ] || d=$scores/$x
     extra=(); [ "$x" = test ] && extra=(--det_png "$scores/det.png")
@@ -152,6 +153,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     for f in $cosine $normed; do
       ci_args+=(--set "$x" "$data/$x/utt2spk" "$f")
     done
+    breakdown_args+=(--set "$x" "$data/$x" "$normed")
   done
   superb=$exp/superb_astp/embeddings/test/layer_scores.npy  # beside it when that exp exists
   compare=()
@@ -166,6 +168,11 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   # EER with speaker-bootstrap 95% intervals and minDCF, both test sets
   python local/score_ci.py --json "$scores/metrics_ci.json" "${ci_args[@]}" \
     | tee "$exp_dir/results_ci.md"
+  # AS-norm EER on subsets: same / other source voice, clean / degraded sides, per voice
+  if [ -f "$corpus/speakers.tsv" ]; then
+    python local/trial_breakdown.py --speakers "$corpus/speakers.tsv" "${breakdown_args[@]}" \
+      > "$exp_dir/results_breakdown.md"
+  fi
   stage_done "6 AS-norm, plots, intervals"
 fi
 
