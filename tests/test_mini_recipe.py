@@ -169,6 +169,14 @@ def test_trial_breakdown_finds_the_hard_subset(tmp_path):
     assert eer["targets vs non-targets of the same source voice"] > 20.0
     assert eer["within flite:rms"] > 20.0 and eer["within flite:awb"] > 20.0
     assert {"both sides clean", "one side degraded", "both sides degraded"} <= set(eer)
+    # without utt2channel (a corpus from before it): the other rows, no channel rows
+    (data / "utt2channel").unlink()
+    r = subprocess.run([sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),
+                        "--speakers", str(tmp_path / "speakers.tsv"),
+                        "--set", "test", str(data), str(tmp_path / "s.score")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and "utt2channel: missing" in r.stderr, r.stderr
+    assert "| test | all trials |" in r.stdout and "clean" not in r.stdout
     # an utterance the data dir does not know is named
     (data / "utt2channel").write_text("spk0-0 clean\n")
     r = subprocess.run([sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),

@@ -5,7 +5,8 @@
         --set test_unseen corpus/data/test_unseen exp/x/scores/test_unseen/...score
 
 Each ``--set NAME DATA_DIR SCORES`` names a test set, its data dir (``utt2spk`` and
-the corpus's ``utt2channel``: ``clean`` or the degradations applied) and a labelled
+the corpus's ``utt2channel``: ``clean`` or the degradations applied; without it the
+clean / degraded rows are left out) and a labelled
 score file (``enroll test score target|nontarget``). Prints, per set, the EER of:
 
 - all trials;
@@ -52,18 +53,19 @@ def subset_rows(enroll, test, labels, utt_voice, channel
                 ) -> list[tuple[str, Callable[[int], bool]]]:
     """(row name, trial index -> in the subset) for one set's trials."""
     voice = [(utt_voice[a], utt_voice[b]) for a, b in zip(enroll, test, strict=True)]
-    clean = [(channel[a] == "clean", channel[b] == "clean") for a, b in zip(enroll, test,
-                                                                         strict=True)]
     rows: list[tuple[str, Callable[[int], bool]]] = [
         ("all trials", lambda i: True),
         ("targets vs non-targets of other source voices",
          lambda i: labels[i] == 1 or voice[i][0] != voice[i][1]),
         ("targets vs non-targets of the same source voice",
          lambda i: labels[i] == 1 or voice[i][0] == voice[i][1]),
-        ("both sides clean", lambda i: all(clean[i])),
-        ("one side degraded", lambda i: clean[i][0] != clean[i][1]),
-        ("both sides degraded", lambda i: not any(clean[i])),
     ]
+    if channel is not None:
+        clean = [(channel[a] == "clean", channel[b] == "clean")
+                 for a, b in zip(enroll, test, strict=True)]
+        rows += [("both sides clean", lambda i: all(clean[i])),
+                 ("one side degraded", lambda i: clean[i][0] != clean[i][1]),
+                 ("both sides degraded", lambda i: not any(clean[i]))]
     for v in sorted({a for a, _ in voice}):
         rows.append((f"within {v}", lambda i, v=v: voice[i][0] == v and voice[i][1] == v))
     return rows
@@ -83,14 +85,14 @@ def main(argv=None) -> int:
     for name, data_dir, score_path in args.set:
         utt2spk = dict(read_table(Path(data_dir) / "utt2spk"))
         chan_file = Path(data_dir) / "utt2channel"
-        if not chan_file.is_file():
-            raise SystemExit(f"{chan_file}: missing (the synthesized corpus writes it)")
-        channel = {k: v for k, v in read_table(chan_file)}
+        channel = dict(read_table(chan_file)) if chan_file.is_file() else None
+        if channel is None:  # a corpus from before utt2channel: no clean/degraded rows
+            print(f"{chan_file}: missing, so no clean / degraded rows", file=sys.stderr)
         enroll, test, scores, labels = read_labelled_scores(Path(score_path))
         for u in enroll + test:
-            if u not in utt2spk or u not in channel:
+            if u not in utt2spk or (channel is not None and u not in channel):
                 raise SystemExit(f"{score_path}: utterance {u!r} not in {data_dir}/utt2spk "
-                                 "and utt2channel")
+                                 "or utt2channel")
             if utt2spk[u] not in voices:
                 raise SystemExit(f"{score_path}: speaker {utt2spk[u]!r} of {u!r} not in "
                                  f"{args.speakers}")
