@@ -158,10 +158,15 @@ def test_trial_breakdown_finds_the_hard_subset(tmp_path):
             lines.append(f"{a} {b} {s + 0.5 * rng.normal():.4f} "
                          f"{'target' if sa == sb else 'nontarget'}\n")
     (tmp_path / "s.score").write_text("".join(lines))
-    r = subprocess.run([sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),
-                        "--speakers", str(tmp_path / "speakers.tsv"), "--min_nontargets", "10",
-                        "--set", "test", str(data), str(tmp_path / "s.score")],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    def breakdown(*opts: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),
+             "--speakers", str(tmp_path / "speakers.tsv"), *opts,
+             "--set", "test", str(data), str(tmp_path / "s.score")],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    r = breakdown("--min_nontargets", "10")
     assert r.returncode == 0, r.stderr
     eer = {line.split(" | ")[1]: float(line.split(" | ")[4].rstrip(" |"))
            for line in r.stdout.splitlines()[2:]}
@@ -171,16 +176,10 @@ def test_trial_breakdown_finds_the_hard_subset(tmp_path):
     assert {"both sides clean", "one side degraded", "both sides degraded"} <= set(eer)
     # without utt2channel (a corpus from before it): the other rows, no channel rows
     (data / "utt2channel").unlink()
-    r = subprocess.run([sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),
-                        "--speakers", str(tmp_path / "speakers.tsv"),
-                        "--set", "test", str(data), str(tmp_path / "s.score")],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = breakdown()
     assert r.returncode == 0 and "utt2channel: missing" in r.stderr, r.stderr
     assert "| test | all trials |" in r.stdout and "clean" not in r.stdout
     # an utterance the data dir does not know is named
     (data / "utt2channel").write_text("spk0-0 clean\n")
-    r = subprocess.run([sys.executable, str(ROOT / "examples/mini/local/trial_breakdown.py"),
-                        "--speakers", str(tmp_path / "speakers.tsv"),
-                        "--set", "test", str(data), str(tmp_path / "s.score")],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = breakdown()
     assert r.returncode != 0 and "utt2channel" in r.stderr

@@ -18,24 +18,17 @@ import numpy as np
 
 from wespeaker_lap.io.files import atomic_write, read_table
 from wespeaker_lap.scoring.bootstrap import bootstrap_metrics
+from wespeaker_lap.scoring.score import read_scores
 
 
 def read_labelled_scores(path: Path):
-    enroll, test, scores, labels = [], [], [], []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        f = line.split()
-        if not f:
-            continue
-        if len(f) != 4 or f[3] not in ("target", "nontarget", "1", "0"):
-            raise SystemExit(f"{path}:{i}: expected 'enroll test score target|nontarget', "
-                             f"got {line!r}")
-        enroll.append(f[0])
-        test.append(f[1])
-        scores.append(float(f[2]))
-        labels.append(1 if f[3] in ("target", "1") else 0)
-    if not scores:
-        raise SystemExit(f"{path}: no trials")
-    return enroll, test, np.array(scores), np.array(labels)
+    """(enroll keys, test keys, scores, 0/1 labels) of a labelled score file; a bad
+    file exits naming file and line (``wespeaker_lap.scoring.score.read_scores``)."""
+    try:
+        trials, scores = read_scores(path, require_labels=True)
+    except (OSError, ValueError) as e:
+        raise SystemExit(str(e)) from None
+    return trials.enroll, trials.test, scores, trials.labels.astype(np.int64)
 
 
 def main(argv=None) -> int:

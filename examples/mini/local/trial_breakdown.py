@@ -24,7 +24,6 @@ A row with no target or no non-target trial is left out.
 import argparse
 import csv
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,25 +48,21 @@ def source_voices(speakers_tsv: Path) -> dict[str, str]:
     return out
 
 
-def subset_rows(enroll, test, labels, utt_voice, channel
-                ) -> list[tuple[str, Callable[[int], bool]]]:
-    """(row name, trial index -> in the subset) for one set's trials."""
-    voice = [(utt_voice[a], utt_voice[b]) for a, b in zip(enroll, test, strict=True)]
-    rows: list[tuple[str, Callable[[int], bool]]] = [
-        ("all trials", lambda i: True),
-        ("targets vs non-targets of other source voices",
-         lambda i: labels[i] == 1 or voice[i][0] != voice[i][1]),
-        ("targets vs non-targets of the same source voice",
-         lambda i: labels[i] == 1 or voice[i][0] == voice[i][1]),
-    ]
+def subset_masks(enroll, test, labels, utt_voice, channel) -> list[tuple[str, np.ndarray]]:
+    """(row name, boolean mask over the trials) for one set's trials."""
+    v_e = np.array([utt_voice[u] for u in enroll])
+    v_t = np.array([utt_voice[u] for u in test])
+    target = labels == 1
+    rows = [("all trials", np.ones(len(labels), bool)),
+            ("targets vs non-targets of other source voices", target | (v_e != v_t)),
+            ("targets vs non-targets of the same source voice", target | (v_e == v_t))]
     if channel is not None:
-        clean = [(channel[a] == "clean", channel[b] == "clean")
-                 for a, b in zip(enroll, test, strict=True)]
-        rows += [("both sides clean", lambda i: all(clean[i])),
-                 ("one side degraded", lambda i: clean[i][0] != clean[i][1]),
-                 ("both sides degraded", lambda i: not any(clean[i]))]
-    for v in sorted({a for a, _ in voice}):
-        rows.append((f"within {v}", lambda i, v=v: voice[i][0] == v and voice[i][1] == v))
+        n_clean = (np.array([channel[u] == "clean" for u in enroll], int)
+                   + np.array([channel[u] == "clean" for u in test], int))
+        rows += [("both sides clean", n_clean == 2), ("one side degraded", n_clean == 1),
+                 ("both sides degraded", n_clean == 0)]
+    for v in sorted(set(v_e)):
+        rows.append((f"within {v}", (v_e == v) & (v_t == v)))
     return rows
 
 
@@ -97,8 +92,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"{score_path}: speaker {utt2spk[u]!r} of {u!r} not in "
                                  f"{args.speakers}")
         utt_voice = {u: voices[utt2spk[u]] for u in set(enroll + test)}
-        for row, member in subset_rows(enroll, test, labels, utt_voice, channel):
-            m = np.fromiter((member(i) for i in range(len(scores))), bool, len(scores))
+        for row, m in subset_masks(enroll, test, labels, utt_voice, channel):
             n_tar = int(labels[m].sum())
             n_non = int(m.sum()) - n_tar
             if n_tar == 0 or n_non == 0 or (row.startswith("within ")
