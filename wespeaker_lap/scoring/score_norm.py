@@ -145,8 +145,8 @@ def cohort_stats(
     ``cohort`` must already be mean-subtracted and L2-normalised
     (:func:`build_cohort`); so must ``emb``, unless ``normalize``: then each
     chunk of raw rows is normalised (minus ``mean_vec``) by the thread that
-    scores it, which gives the same values as :func:`normalize_rows` over all
-    rows without a second copy of the table. ``top_n=None`` (or ``>= C``) uses
+    scores it, which gives the values of :func:`normalize_rows` over all rows
+    without a second copy of the table. ``top_n=None`` (or ``>= C``) uses
     the whole cohort (S-norm). The std is the population std (ddof 0).
 
     Rows go in chunks of ``chunk_size`` to ``workers`` threads (default: one per
@@ -155,6 +155,12 @@ def cohort_stats(
     GIL, so the selection, single-threaded in numpy, uses every core too). Memory:
     one ``(chunk_size, C)`` float32 block per thread, and the selection's
     temporaries of the same order.
+
+    Chunking changes the statistics only within float32 rounding (about 1e-7
+    relative), not bit for bit: BLAS may run another kernel for a 7-row block
+    than for a 256-row one (OpenBLAS's Haswell kernels do), and the kernels sum
+    the products in different orders. For one ``chunk_size`` the result does not
+    depend on ``workers``: each row's scores come from the same block shape.
     """
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     cohort = np.asarray(cohort, dtype=np.float32)
