@@ -44,6 +44,27 @@ def test_generated_data_dir_is_valid_and_reads_back(data_dir):
     assert d.spk2utt["id10001"] == sorted(k for k, s in d.utt2spk.items() if s == "id10001")
 
 
+@pytest.mark.parametrize("table", ["wav.scp", "utt2spk", "spk2utt"])
+def test_validate_and_read_agree_on_a_byte_order_mark(data_dir, table, caplog):
+    """A BOM-prefixed table is valid for validate as for read (both strip it with a warning)."""
+    path = data_dir / table
+    path.write_bytes("\ufeff".encode() + path.read_bytes())
+    with caplog.at_level("WARNING"):
+        assert validate_data_dir(data_dir) == []
+    assert "byte-order mark" in caplog.text and str(path) in caplog.text
+    d = read_data_dir(data_dir)
+    assert len(d.wav) == 9 and not any(k.startswith("\ufeff") for k in (*d.wav, *d.spk2utt))
+
+
+def test_validate_names_a_line_that_is_not_utf8(data_dir):
+    path = data_dir / "utt2spk"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join([lines[0], b"caf\xe9 id10000\n", *lines[1:]]))
+    assert _has(validate_data_dir(data_dir), "utt2spk:2", "not UTF-8")
+    with pytest.raises(ValueError, match="utt2spk:2: not UTF-8"):
+        read_data_dir(data_dir)
+
+
 def test_validate_rejects_unsorted_wav_scp_naming_the_line(data_dir):
     lines = _lines(data_dir / "wav.scp")
     lines[1], lines[2] = lines[2], lines[1]

@@ -40,7 +40,7 @@ from wespeaker_lap.dataset.audio import (
     read_bytes,
     truncation,
 )
-from wespeaker_lap.io.files import read_scp, read_table, read_utt2dur, write_table
+from wespeaker_lap.io.files import read_scp, read_table, read_utt2dur, text_lines, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -74,41 +74,6 @@ def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
-# ------------------------------------------------------------------ text
-def utf8_error(path: str | os.PathLike) -> ValueError | None:
-    """A ValueError naming the first line of ``path`` that is not UTF-8 (None if all are)."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return ValueError(
-                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
-                    f"{e.start + 1}); re-encode the file, e.g. `iconv -f latin1 -t utf-8`"
-                )
-    return None
-
-
-def text_lines(path: str | os.PathLike):
-    """(lineno, line) of a UTF-8 text file; a line in another encoding is a ValueError naming it."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(
-                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
-                    f"{e.start + 1}); re-encode the file, e.g. `iconv -f latin1 -t utf-8`"
-                ) from None
-
-
-def _read_scp(path: Path) -> dict[str, str]:
-    try:
-        return read_scp(path)
-    except UnicodeDecodeError:
-        raise utf8_error(path) or ValueError(f"{path}: not UTF-8 text") from None
-
-
 def read_data_dir(path: str | os.PathLike) -> DataDir:
     """Read a data dir strictly: malformed lines and duplicate keys raise ValueError.
 
@@ -118,22 +83,16 @@ def read_data_dir(path: str | os.PathLike) -> DataDir:
     path = Path(path)
     if not path.is_dir():
         raise NotADirectoryError(f"no such data dir: {path}")
-    wav = _read_scp(path / "wav.scp")
-    utt2spk = _read_scp(path / "utt2spk")
+    wav = read_scp(path / "wav.scp")
+    utt2spk = read_scp(path / "utt2spk")
     for utt, spk in utt2spk.items():
         if len(spk.split()) != 1:
             raise ValueError(f"{path / 'utt2spk'}: utterance {utt!r}: speaker {spk!r} has spaces")
     if (path / "spk2utt").is_file():
-        err = utf8_error(path / "spk2utt")
-        if err is not None:
-            raise err
         spk2utt = {row[0]: row[1:] for row in read_table(path / "spk2utt", 2, None)}
     else:
         spk2utt = utt2spk_to_spk2utt(utt2spk)
-    try:
-        utt2dur = read_utt2dur(path / "utt2dur") if (path / "utt2dur").is_file() else None
-    except UnicodeDecodeError:
-        raise utf8_error(path / "utt2dur") or ValueError(f"{path}: not UTF-8") from None
+    utt2dur = read_utt2dur(path / "utt2dur") if (path / "utt2dur").is_file() else None
     return DataDir(path, wav, utt2spk, spk2utt, utt2dur)
 
 

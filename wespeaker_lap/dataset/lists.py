@@ -33,8 +33,15 @@ from wespeaker_lap.dataset.audio import (
     is_piped,
     read_bytes,
 )
-from wespeaker_lap.dataset.datadir import DataDir, text_lines
-from wespeaker_lap.io.files import atomic_path, atomic_write, read_scp, read_table, write_table
+from wespeaker_lap.dataset.datadir import DataDir
+from wespeaker_lap.io.files import (
+    atomic_path,
+    atomic_write,
+    read_scp,
+    read_table,
+    text_lines,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 
