@@ -280,3 +280,15 @@ def test_export_refuses_a_model_whose_frozen_ssl_model_changed(tmp_path, capsys)
     assert export_onnx.main(["--model_dir", str(d), "--out", str(d / "x.onnx")]) == 2
     assert FINGERPRINT_FILE in capsys.readouterr().err
     assert not (d / "x.onnx").exists()
+
+
+def test_export_takes_rate_and_shortest_input_from_the_frontend_not_a_fallback():
+    from wespeaker_lap.export.exporter import audio_contract
+
+    ext = build_extractor(tiny_config())
+    assert audio_contract(ext) == (ext.frontend.sample_rate, ext.frontend.min_samples)
+    ext.frontend.sample_rate = 8000  # what the frontend reports is what the export records
+    assert audio_contract(ext)[0] == 8000
+    del ext.frontend.sample_rate
+    with pytest.raises(AttributeError, match="sample_rate"):
+        audio_contract(ext)  # no silent 16000

@@ -228,6 +228,12 @@ class TraceableExtractor(nn.Module):
         return hidden * frame_mask[:, None, :, None], frame_lengths
 
 
+def audio_contract(extractor: nn.Module) -> tuple[int, int]:
+    """``(sample rate, shortest input in samples)``, as the extractor's frontend reports them."""
+    fe = extractor.frontend
+    return int(fe.sample_rate), int(fe.min_samples)
+
+
 def example_input(sample_rate: int, min_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The traced input: two utterances of different lengths (1 s and 0.6 s), zero-padded.
 
@@ -251,12 +257,9 @@ def export_extractor(extractor: SpeakerEmbeddingExtractor, out: str | os.PathLik
     """
     onnx = _onnx()
     out = Path(out)
-    fe = extractor.frontend
     extractor = extractor.to("cpu").eval()
     wrapped = TraceableExtractor(extractor).eval()
-    sample_rate = int(getattr(fe, "sample_rate", 16000))
-    min_samples = int(getattr(fe, "min_samples", 400))
-    wavs, lengths = example_input(sample_rate, min_samples)
+    wavs, lengths = example_input(*audio_contract(extractor))
     with atomic_path(out) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             # the trace warns about every Python-side int()/bool() it freezes; those are
@@ -299,9 +302,7 @@ def verify_onnx(extractor: SpeakerEmbeddingExtractor, onnx_path: str | os.PathLi
     different lengths padded together. A difference above ``atol`` is a
     ``RuntimeError``.
     """
-    fe = extractor.frontend
-    rate = int(getattr(fe, "sample_rate", 16000))
-    shortest = int(getattr(fe, "min_samples", 400))
+    rate, shortest = audio_contract(extractor)
     if length_sets is None:
         length_sets = [[int(1.7 * rate)], [int(1.3 * rate), int(0.45 * rate), shortest + 77]]
     session = OnnxEmbedder(onnx_path)
@@ -342,9 +343,9 @@ def export_model_dir(model_dir: str | os.PathLike, out: str | os.PathLike | None
     out = Path(out) if out is not None else model_dir / "extractor.onnx"
     extractor = load_trained_extractor(config, weights, "cpu", "float32")
     fe = extractor.frontend
+    sample_rate, min_samples = audio_contract(extractor)
     meta = model_metadata(
-        embed_dim=extractor.embed_dim, sample_rate=int(getattr(fe, "sample_rate", 16000)),
-        min_samples=int(getattr(fe, "min_samples", 400)),
+        embed_dim=extractor.embed_dim, sample_rate=sample_rate, min_samples=min_samples,
         fingerprint=fingerprint(config, weights),
         weights=weights.relative_to(model_dir).as_posix(),
         model=type(extractor.backend).__name__,
