@@ -332,3 +332,26 @@ def test_arrow_score_format_is_percent_6f_byte_for_byte(tmp_path):
                                      np.zeros(3), None, "<memory>")
     assert not arrow_scores.write_score_columns(tmp_path / "x", cols, np.array([1.0, 2e15, 3]))
     assert not (tmp_path / "x").exists()
+
+
+def test_the_as_norm_top_n_default_has_one_home():
+    """Every function and CLI that takes ``top_n`` defaults to DEFAULT_TOP_N, so changing it
+    changes them all."""
+    import inspect
+
+    from wespeaker_lap.bin import calibrate as calibrate_cli
+    from wespeaker_lap.bin import score_norm as score_norm_cli
+    from wespeaker_lap.scoring import calibration, score_norm
+
+    funcs = [f for mod in (score_norm, calibration) for _, f in inspect.getmembers(mod)
+             if (inspect.isfunction(f) or inspect.isclass(f)) and f.__module__ == mod.__name__]
+    defaults = {f.__qualname__: inspect.signature(f).parameters["top_n"].default for f in funcs
+                if "top_n" in inspect.signature(f).parameters
+                and inspect.signature(f).parameters["top_n"].default not in (inspect._empty, None)}
+    assert len(defaults) >= 5 and set(defaults.values()) == {score_norm.DEFAULT_TOP_N}, defaults
+    assert score_norm_cli.get_parser().parse_args(
+        ["--scores", "s"]).top_n == \
+        score_norm.DEFAULT_TOP_N
+    args = calibrate_cli.get_parser().parse_args(
+        ["fit", "--scores", "s", "--model", "m"])
+    assert args.top_n == score_norm.DEFAULT_TOP_N

@@ -35,6 +35,7 @@ from wespeaker_lap.scoring.calibration import (
     fit_qmf_file,
     load_quality_sources,
 )
+from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def get_parser() -> argparse.ArgumentParser:
     fit.add_argument("--features", nargs="+", default=list(DEFAULT_FEATURES),
                      choices=TRIAL_FEATURES, metavar="FEATURE",
                      help=f"quality measures, from {', '.join(TRIAL_FEATURES)} (default: all)")
-    fit.add_argument("--top_n", "--top-n", type=int, default=300,
-                     help="top-N cohort scores for cohort_mean_* (default 300)")
+    fit.add_argument("--top_n", "--top-n", type=int, default=DEFAULT_TOP_N,
+                     help=f"top-N cohort scores for cohort_mean_* (default {DEFAULT_TOP_N})")
     fit.add_argument("--p_target", "--p-target", type=float, default=0.5,
                      help="prior that weighs targets vs nontargets in the fit (default 0.5: Cllr)")
     fit.add_argument("--l2", type=float, default=1e-4,

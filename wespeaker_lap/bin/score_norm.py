@@ -22,6 +22,7 @@ import sys
 
 from wespeaker_lap.bin.common import add_allow_missing, add_log_level, add_print_paths, run
 from wespeaker_lap.scoring.score_norm import (
+    DEFAULT_TOP_N,
     NORM_METHODS,
     norm_output_paths,
     normalize_score_files,
@@ -48,8 +49,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="mean_vec.npy subtracted from evaluation and cohort embeddings")
     p.add_argument("--method", choices=list(NORM_METHODS), default="asnorm",
                    help="asnorm: top-N cohort scores per side; snorm: the whole cohort")
-    p.add_argument("--top_n", "--top-n", type=int, default=300,
-                   help="number of top cohort scores for AS-norm (default 300)")
+    p.add_argument("--top_n", "--top-n", type=int, default=DEFAULT_TOP_N,
+                   help=f"number of top cohort scores for AS-norm (default {DEFAULT_TOP_N})")
     p.add_argument("--output_dir", "--output-dir", default=None,
                    help="directory for the normalised score files (default: beside each input)")
     add_allow_missing(p, "trials (and cohort utterances)")

@@ -46,7 +46,7 @@ from wespeaker_lap.io.xvectors import (
 )
 from wespeaker_lap.scoring.metrics import compute_cllr
 from wespeaker_lap.scoring.score import MissingEmbeddingError, Trials, read_scores, write_scores
-from wespeaker_lap.scoring.score_norm import CohortStats, build_cohort
+from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N, CohortStats, build_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def load_quality_sources(
     mean_vec: np.ndarray | str | os.PathLike | None = None,
     cohort_embeddings: EmbeddingSource | np.ndarray | None = None,
     cohort_utt2spk: Mapping[str, str] | str | os.PathLike | None = None,
-    top_n: int | None = 300,
+    top_n: int | None = DEFAULT_TOP_N,
     utt2dur: Mapping[str, float] | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     allow_missing: bool = False,
 ) -> QualitySources:

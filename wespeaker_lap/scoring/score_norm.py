@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 # method name -> whether it uses only the top-N cohort scores
 NORM_METHODS = {"asnorm": True, "snorm": False}
 _MIN_STD = 1e-8
+#: AS-norm's top-N cohort scores per side when a caller names none (WeSpeaker's
+#: VoxCeleb recipes use 300): every function, CLI and tool takes its default from here.
+DEFAULT_TOP_N = 300
 #: Rows scored against the cohort at a time, per thread (every entry point's default:
 #: 2,048 cost this VM three times the kernel time in fresh pages).
 CHUNK_ROWS = 256
@@ -134,7 +137,7 @@ def _cpu_count() -> int:
 def cohort_stats(
     emb: np.ndarray,
     cohort: np.ndarray,
-    top_n: int | None = 300,
+    top_n: int | None = DEFAULT_TOP_N,
     chunk_size: int = CHUNK_ROWS,
     workers: int | None = None,
     normalize: bool = False,
@@ -281,7 +284,7 @@ class CohortStats:
         table: EmbeddingTable,
         cohort: np.ndarray,
         mean_vec: np.ndarray | None = None,
-        top_n: int | None = 300,
+        top_n: int | None = DEFAULT_TOP_N,
         chunk_size: int = CHUNK_ROWS,
     ):
         self.table = table
@@ -314,7 +317,7 @@ def normalize_scores(
     embeddings: EmbeddingSource,
     cohort: np.ndarray,
     mean_vec: np.ndarray | None = None,
-    top_n: int | None = 300,
+    top_n: int | None = DEFAULT_TOP_N,
     method: str = "asnorm",
     allow_missing: bool = False,
     chunk_size: int = CHUNK_ROWS,
@@ -359,7 +362,7 @@ def norm_output_name(score_path: str | os.PathLike, method: str, top_n: int | No
 
 
 def norm_output_paths(score_paths: Sequence[str | os.PathLike], method: str = "asnorm",
-                      top_n: int | None = 300, output_dir: str | os.PathLike | None = None
+                      top_n: int | None = DEFAULT_TOP_N, output_dir: str | os.PathLike | None = None
                       ) -> list[Path]:
     """Where each normalised score file goes (:func:`norm_output_name` in ``output_dir``)."""
     if method not in NORM_METHODS:
@@ -381,7 +384,7 @@ def normalize_score_files(
     cohort_embeddings: EmbeddingSource | np.ndarray,
     mean_vec: np.ndarray | str | os.PathLike | None = None,
     cohort_utt2spk: Mapping[str, str] | str | os.PathLike | None = None,
-    top_n: int | None = 300,
+    top_n: int | None = DEFAULT_TOP_N,
     method: str = "asnorm",
     output_dir: str | os.PathLike | None = None,
     allow_missing: bool = False,
