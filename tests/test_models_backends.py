@@ -13,6 +13,7 @@ from wespeaker_lap.models import (
     get_speaker_model,
 )
 from wespeaker_lap.models.common import masked_batch_norm
+from wespeaker_lap.models.interfaces import FramePoolingBackend, SpeakerBackend
 
 D, L = 32, 5
 
@@ -171,3 +172,25 @@ def test_masked_batch_norm_uses_valid_positions_only_in_training():
     torch.testing.assert_close(bn.running_mean, valid.mean(0))
     torch.testing.assert_close(bn.running_var, valid.var(0))
     torch.testing.assert_close(y[mask].mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(SPEAKER_MODELS))
+def test_every_backend_meets_the_interface_the_extractor_relies_on(name):
+    """Each registry model is a SpeakerBackend; those that split into frame features and
+    pooling (all but UniPool) give their forward's embedding through the two halves."""
+    model = tiny(name).eval()
+    assert isinstance(model, SpeakerBackend) and model.embed_dim == 12
+    assert isinstance(model, FramePoolingBackend) == (name != "UniPool")
+    if name == "UniPool":
+        return
+    x, lengths = torch.randn(3, L, 9, D), torch.tensor([9, 6, 4])
+    with torch.no_grad():
+        frames, _ = model.frame_features(x, lengths)
+        torch.testing.assert_close(model.pool_frames(frames, lengths), model(x, lengths))
+
+
+def test_the_extractor_refuses_a_backend_without_the_interface():
+    from wespeaker_lap.models import SpeakerEmbeddingExtractor
+
+    with pytest.raises(TypeError, match="Linear is not a SpeakerBackend"):
+        SpeakerEmbeddingExtractor(torch.nn.Identity(), torch.nn.Linear(2, 2))

@@ -4,7 +4,9 @@ Registries (dicts; unknown names raise ``ValueError`` listing the valid ones):
 
 * :func:`get_speaker_model` / :data:`SPEAKER_MODELS`: ``LAP_ASTP``, ``SUPERB_ASTP``,
   ``SUPERB_TSTP``, ``LastLayer_ASTP``, ``MHFA``, ``CA_MHFA``, ``UniPool``, ``SSL_ECAPA_TDNN_c512``,
-  ``SSL_ECAPA_TDNN_c1024``; each ``forward(x (B, L, T, D), lengths (B,)) -> (B, E)``.
+  ``SSL_ECAPA_TDNN_c1024``; each a :class:`SpeakerBackend`
+  (``forward(x (B, L, T, D), lengths (B,)) -> (B, E)``, ``embed_dim``), all but
+  UniPool a :class:`FramePoolingBackend` (``frame_features``, ``pool_frames``).
 * :func:`get_projection` / :data:`PROJECTIONS`: ``arc_margin``,
   ``arc_margin_intertopk_subcenter``, ``softmax``; ``forward(emb, label) -> logits``.
 
@@ -24,6 +26,7 @@ from wespeaker_lap.models.extractor import (
     build_extractor,
     build_projection,
 )
+from wespeaker_lap.models.interfaces import FramePoolingBackend, SpeakerBackend
 from wespeaker_lap.models.layer_aggregation import (
     LayerAttentivePooling,
     SingleLayer,
@@ -65,10 +68,12 @@ __all__ = [
     "ArcMarginProduct",
     "ArcMarginProduct_intertopk_subcenter",
     "EmbeddingLayer",
+    "FramePoolingBackend",
     "LastLayer_ASTP",
     "LayerAttentivePooling",
     "SingleLayer",
     "SoftmaxProjection",
+    "SpeakerBackend",
     "SpeakerEmbeddingExtractor",
     "UniPool",
     "WeightedLayerSum",

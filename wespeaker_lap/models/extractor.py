@@ -23,6 +23,7 @@ from wespeaker_lap.frontend import get_frontend
 from wespeaker_lap.frontend.ssl import DTYPE_CHOICES
 from wespeaker_lap.io.checkpoints import load_weights
 from wespeaker_lap.models.common import count_parameters
+from wespeaker_lap.models.interfaces import FramePoolingBackend, SpeakerBackend
 from wespeaker_lap.models.lora import (
     apply_lora,
     check_lora_checkpoint,
@@ -51,10 +52,14 @@ class SpeakerEmbeddingExtractor(nn.Module):
     with ``return_layer_scores`` also the model's layer scores (B, heads, T, L).
 
     ``frontend`` must return ``(hidden (B, L, T, D), frame_lengths (B,))`` (see
-    :class:`wespeaker_lap.frontend.SSLFrontend`); ``backend`` any registry model.
+    :class:`wespeaker_lap.frontend.SSLFrontend`); ``backend`` a
+    :class:`~wespeaker_lap.models.interfaces.SpeakerBackend` (any registry model).
     """
 
     def __init__(self, frontend: nn.Module, backend: nn.Module):
+        if not isinstance(backend, SpeakerBackend):
+            raise TypeError(f"{type(backend).__name__} is not a SpeakerBackend: a speaker model "
+                            "reports embed_dim and has forward(x, lengths, return_layer_scores)")
         super().__init__()
         self.frontend = frontend
         self.backend = backend
@@ -129,7 +134,7 @@ class SpeakerEmbeddingExtractor(nn.Module):
         if int(lengths.max()) <= round(window * self.frontend.sample_rate):
             return self(wavs, lengths, return_layer_scores=return_layer_scores)
         chunks = self.frontend.forward_windows(wavs, lengths, window, overlap)
-        if not hasattr(self.backend, "frame_features"):
+        if not isinstance(self.backend, FramePoolingBackend):
             hidden, frames = _concat_chunks([(h, n) for h, n in chunks], time_dim=2)
             return self.backend(hidden, frames, return_layer_scores=return_layer_scores)
         feats, scores = [], []
