@@ -44,12 +44,12 @@ from wespeaker_lap.models.fingerprint import (
 )
 from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
 from wespeaker_lap.scoring.score import read_scores, read_trials, score_output_paths
-from wespeaker_lap.utils.checkpoint import load_training_state, resolve_resume
 from wespeaker_lap.utils.config import load_config
 from wespeaker_lap.utils.distributed import DistInfo
 from wespeaker_lap.utils.extraction import ExtractOptions, extract_embeddings
 from wespeaker_lap.utils.logging_utils import LogProgress
 from wespeaker_lap.utils.trainer import train
+from wespeaker_lap.utils.training_state import load_training_state, resolve_resume
 
 SR = 16000
 

@@ -23,7 +23,15 @@ from wespeaker_lap.io.checkpoints import (
     trained_state_dict,
 )
 from wespeaker_lap.models import build_extractor, build_projection
-from wespeaker_lap.utils.checkpoint import (
+from wespeaker_lap.utils.distributed import DistInfo, init_distributed, lr_scale_ratio
+from wespeaker_lap.utils.schedulers import (
+    L2SP,
+    ExponentialDecrease,
+    WarmupCosine,
+    layer_depth,
+    param_groups,
+)
+from wespeaker_lap.utils.training_state import (
     average_checkpoints,
     get_rng_state,
     link_final_model,
@@ -32,14 +40,6 @@ from wespeaker_lap.utils.checkpoint import (
     resolve_resume,
     save_training_state,
     set_rng_state,
-)
-from wespeaker_lap.utils.distributed import DistInfo, init_distributed, lr_scale_ratio
-from wespeaker_lap.utils.schedulers import (
-    L2SP,
-    ExponentialDecrease,
-    WarmupCosine,
-    layer_depth,
-    param_groups,
 )
 
 

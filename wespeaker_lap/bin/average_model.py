@@ -16,8 +16,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from wespeaker_lap.utils.checkpoint import average_checkpoints
 from wespeaker_lap.utils.logging_utils import setup_logging
+from wespeaker_lap.utils.training_state import average_checkpoints
 
 logger = logging.getLogger("wespeaker_lap.average_model")
 

@@ -27,7 +27,8 @@ line and derived sizes as comments; the SSL model's path made absolute),
 (every ``save_epoch_interval`` epochs and the last ``num_avg``),
 ``models/state_{epoch}.pt`` (resume, the newest ``keep_last_states``),
 ``models/final_model.pt`` and ``tensorboard/`` when TensorBoard is installed.
-See :mod:`wespeaker_lap.utils.checkpoint` for the file contract and
+See :mod:`wespeaker_lap.io.checkpoints` for the file contract,
+:mod:`wespeaker_lap.utils.training_state` for what a resume file holds, and
 :mod:`wespeaker_lap.utils.distributed` for the learning-rate scaling rule.
 """
 

@@ -5,7 +5,7 @@ File contract (under ``exp_dir/models/``), WeSpeaker's names:
 * ``model_{epoch}.pt``: a flat ``state_dict`` (name -> tensor) of the trained
   weights (backend, projection head, and the SSL model only when it was
   trained);
-* ``state_{epoch}.pt``: the resume file of :mod:`wespeaker_lap.utils.checkpoint`
+* ``state_{epoch}.pt``: the resume file of :mod:`wespeaker_lap.utils.training_state`
   (its ``model`` entry holds the same weights);
 * ``avg_model.pt``: the average of the last N ``model_*.pt``;
 * ``final_model.pt``: a symlink to the last ``model_{num_epochs}.pt``.

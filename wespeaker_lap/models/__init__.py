@@ -41,7 +41,6 @@ from wespeaker_lap.models.projections import (
     SoftmaxProjection,
     get_projection,
 )
-from wespeaker_lap.models.registry import SPEAKER_MODELS, build_speaker_model, get_speaker_model
 from wespeaker_lap.models.speaker_models import (
     LAP_ASTP,
     SUPERB_ASTP,
@@ -50,6 +49,7 @@ from wespeaker_lap.models.speaker_models import (
     LastLayer_ASTP,
 )
 from wespeaker_lap.models.unipool import UniPool
+from wespeaker_lap.models.zoo import SPEAKER_MODELS, build_speaker_model, get_speaker_model
 
 __all__ = [
     "ASTP",

@@ -34,7 +34,7 @@ from wespeaker_lap.models.lora import (
     parse_lora_args,
 )
 from wespeaker_lap.models.projections import PROJECTIONS, get_projection
-from wespeaker_lap.models.registry import build_speaker_model
+from wespeaker_lap.models.zoo import build_speaker_model
 
 logger = logging.getLogger(__name__)
 

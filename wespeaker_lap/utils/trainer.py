@@ -49,16 +49,6 @@ from wespeaker_lap.models.fingerprint import (
     write_fingerprint,
 )
 from wespeaker_lap.models.lora import check_lora_checkpoint
-from wespeaker_lap.utils.checkpoint import (
-    get_rng_state,
-    link_final_model,
-    load_training_state,
-    prune_states,
-    remove_stale_tmp_files,
-    resolve_resume,
-    save_training_state,
-    set_rng_state,
-)
 from wespeaker_lap.utils.config import save_config
 from wespeaker_lap.utils.distributed import (
     DistInfo,
@@ -80,6 +70,16 @@ from wespeaker_lap.utils.schedulers import (
     build_optimizer,
     build_scheduler,
     param_groups,
+)
+from wespeaker_lap.utils.training_state import (
+    get_rng_state,
+    link_final_model,
+    load_training_state,
+    prune_states,
+    remove_stale_tmp_files,
+    resolve_resume,
+    save_training_state,
+    set_rng_state,
 )
 
 try:  # optional: TensorBoard scalars beside train.log

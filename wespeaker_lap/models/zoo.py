@@ -1,4 +1,4 @@
-"""The speaker-model registry: WeSpeaker's ``model`` / ``model_args`` config grammar.
+"""The speaker-model zoo: every backend by its config name (WeSpeaker's ``model`` / ``model_args``).
 
 Every model takes ``feat_dim`` and ``num_layers`` (the frontend's ``hidden_size`` and
 ``num_layers``; ``-1`` in a config means "fill from the frontend") and maps hidden
