@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint and test: ruff (no blanket ignores), shellcheck on the shell scripts, then pytest.
+# Lint and test: ruff (no blanket ignores), shellcheck on the shell scripts, then pytest
+# (the tests and the package's doctests).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -10,4 +11,9 @@ if command -v shellcheck >/dev/null 2>&1; then
 else
   echo "run_tests.sh: shellcheck not installed; shell scripts not linted" >&2
 fi
-"$py" -m pytest -q "$@"
+# the test suite and every docstring example of the package, in one run (one summary line);
+# arguments replace both paths, e.g. `bash tools/run_tests.sh tests/test_train.py`
+if [ $# -eq 0 ]; then
+  set -- tests wespeaker_lap
+fi
+"$py" -m pytest -q --doctest-modules "$@"

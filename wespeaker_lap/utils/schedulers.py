@@ -249,7 +249,7 @@ class L2SP:
     on resume it is rebuilt from ``frontend_args`` the same way.
 
     >>> lin = nn.Linear(2, 2); reg = L2SP(lin, alpha=1.0)
-    >>> float(reg())
+    >>> float(reg().detach())
     0.0
     """
 
