@@ -335,3 +335,15 @@ def test_pretrain_lr_sequence_is_the_old_one(steps, warmup_steps, lr):
     old = [_old_pretrain_lr(s, lr, warmup, steps) for s in range(steps)]
     assert new == pytest.approx(old, rel=1e-12, abs=0)
     assert max(new) == pytest.approx(lr) and new[0] > 0
+
+
+def test_chance_levels_come_from_the_unit_frequencies():
+    units = [np.array([0, 0, 1, 2]), np.array([0, 3, 3])]
+    freq = kmeans.unit_frequencies(units, 5)
+    inline = np.bincount(np.concatenate(units), minlength=5) / sum(len(u) for u in units)
+    assert np.array_equal(freq, inline) and freq[4] == 0.0  # what hubert.train computed inline
+    hist = hubert.chance_levels(units, 5, contrast_batch=0)
+    p = np.array([3, 1, 1, 2]) / 7
+    assert hist.unigram_entropy == pytest.approx(float(-(p * np.log(p)).sum()))
+    assert hist.majority_acc == pytest.approx(3 / 7) and hist.chance_loss == pytest.approx(
+        math.log(5))
