@@ -17,8 +17,9 @@ exits without writing or starting anything.
 Every option except ``--config``, ``--device`` and ``--print_config`` is a
 config override in the config's grammar (``--model_args.heads 8``,
 ``--num_epochs=3``); values are YAML scalars. The whole config is checked
-before any work: an unknown key is an error naming it. ``--checkpoint exp/x/models/model_10.pt`` (or
-``state_10.pt``, or ``latest``) resumes after epoch 10 exactly;
+before any work: an unknown key is an error naming it.
+``--checkpoint exp/x/models/model_10.pt`` (or ``state_10.pt``, or ``latest``)
+resumes after epoch 10 exactly;
 ``--model_init`` starts phase 2/3 from the previous phase's weights.
 ``latest`` skips unreadable (truncated) state files with a warning, and a
 resume deletes the ``.*.tmp`` files a killed save left. Nothing is written to
