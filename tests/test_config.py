@@ -6,8 +6,11 @@ import pytest
 import yaml
 from train_helpers import make_corpus, tiny_config, write_config
 
+from wespeaker_lap.bin import train as train_bin
 from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.utils.config import (
+    SCHEMA,
+    SPECS,
     load_config,
     merge_overrides,
     parse_overrides,
@@ -135,3 +138,38 @@ def test_saved_config_loads_back_identically_and_records_the_run(tmp_path, cfg_f
     assert f"--config {cfg_file}" in text.splitlines()[1]
     assert "# derived: x=1" in text
     assert load_config(out) == cfg
+
+
+def test_schema_is_one_table_of_documented_keys():
+    assert len(SPECS) == len(SCHEMA) and all(s.doc and "\n" not in s.doc for s in SCHEMA)
+    for spec in SCHEMA:
+        if spec.section:  # a section's keys come from one place: a key set or a class
+            assert (spec.keys is None) != (spec.class_key is None), spec.name
+        else:
+            assert not (spec.required and spec.default is not None), spec.name
+    cfg = with_defaults({})
+    assert {s.name for s in SCHEMA if not s.required or s.section} <= set(cfg)
+    assert cfg["optimizer"] == SPECS["optimizer"].default and cfg["lora_args"] == {}
+
+
+def test_print_config_prints_the_merged_config_with_a_comment_per_key(tmp_path, cfg_file,
+                                                                      capsys):
+    overrides = ["--model_args.heads", "8", "--num_epochs=5"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert train_bin.main(["--config", str(cfg_file), "--print_config", *overrides]) == 0
+    out = capsys.readouterr().out
+    printed = yaml.safe_load(out)
+    assert printed == load_config(cfg_file, overrides)
+    assert printed["model_args"]["heads"] == 8 and printed["num_epochs"] == 5
+    assert set(printed) == set(SPECS)  # every default filled
+    lines = out.splitlines()
+    for spec in SCHEMA:
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{spec.name}:"))
+        assert lines[at - 1] == f"# {spec.doc}", spec.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert not (tmp_path / "exp").exists()
+
+
+def test_print_config_refuses_a_bad_config_like_training(cfg_file, capsys):
+    assert train_bin.main(["--config", str(cfg_file), "--print_config", "--num_epoch", "3"]) == 2
+    assert "did you mean '--num_epochs'" in capsys.readouterr().err

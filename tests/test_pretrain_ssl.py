@@ -1,5 +1,8 @@
 """HuBERT-style pre-training (wespeaker_lap.pretrain, bin/pretrain_ssl) on tiny models."""
 
+import math
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -7,8 +10,9 @@ import torch
 import yaml
 
 from wespeaker_lap.bin import pretrain_ssl
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.frontend import SSLFrontend
-from wespeaker_lap.pretrain import features, hubert, kmeans
+from wespeaker_lap.pretrain import features, hubert, kmeans, schema
 
 TINY_MODEL = {
     "conv_dim": [16] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
@@ -156,7 +160,7 @@ def test_zero_steps_saves_the_seeded_random_init_without_reading_audio(tmp_path)
 
 def test_unmasked_weight_adds_the_unmasked_frames_loss(tmp_path, wav_scp):
     with pytest.raises(ValueError, match="unmasked_weight must be in \\[0, 1\\]"):
-        hubert.check_train_args({"unmasked_weight": 1.5})
+        schema.parse_train_args({"unmasked_weight": 1.5})
     outs = {}
     for w in (0.0, 1.0):
         hist = pretrain_ssl.pretrain(tiny(steps=2, unmasked_weight=w), [wav_scp],
@@ -219,9 +223,9 @@ def test_conf_ssl_configs_build(tmp_path):
 
     for p in sorted((Path(__file__).parents[1] / "conf").glob("ssl_*mini*.yaml")):
         cfg = yaml.safe_load(p.read_text())
-        t = hubert.check_train_args(cfg["train_args"])
+        t = schema.parse_train_args(cfg["train_args"])
         m = hubert.HubertPretrainModel(hubert.build_config(cfg["model_args"]),
-                                       t["num_units"], t["proj_dim"], t["temperature"])
+                                       t.num_units, t.proj_dim, t.temperature)
         assert m.hubert.config.conv_stride == [5, 2, 2, 2, 2, 2, 2], p  # 20 ms frames
 
 
@@ -259,9 +263,9 @@ def test_pairs_are_two_crops_of_one_utterance(wav_scp):
 def test_contrast_weight_trains_the_utterance_head_and_saves_a_plain_model(tmp_path, wav_scp,
                                                                           caplog):
     with pytest.raises(ValueError, match="batch_size must be even and >= 4"):
-        hubert.check_train_args({"contrast_weight": 1.0, "batch_size": 3})
+        schema.parse_train_args({"contrast_weight": 1.0, "batch_size": 3})
     with pytest.raises(ValueError, match="contrast_snr_db must be"):
-        hubert.check_train_args({"contrast_weight": 1.0, "contrast_snr_db": 20})
+        schema.parse_train_args({"contrast_weight": 1.0, "contrast_snr_db": 20})
     caplog.set_level("INFO")
     cfg = tiny(steps=2, batch_size=4, contrast_weight=1.0)
     pretrain_ssl.pretrain(cfg, [wav_scp], str(tmp_path / "c"), seed=0)
@@ -274,3 +278,72 @@ def test_contrast_weight_trains_the_utterance_head_and_saves_a_plain_model(tmp_p
     pretrain_ssl.pretrain(tiny(steps=2, batch_size=4), [wav_scp], str(tmp_path / "p"), seed=0)
     a, b = fe.state_dict(), SSLFrontend(tmp_path / "p").state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("steps", "100", "train_args.steps: expected an int, got '100'"),
+    ("steps", 10.0, "train_args.steps: expected an int"),
+    ("lr", "fast", "train_args.lr: expected a number"),
+    ("mask_prob", 0, r"train_args.mask_prob must be in \(0, 1\], got 0"),
+    ("num_units", 1, "train_args.num_units must be >= 2"),
+    ("units_from", 3, "train_args.units_from: expected a string"),
+    ("unmasked_weight", True, "train_args.unmasked_weight: expected a number"),
+    ("contrast_snr_db", [30, 10], "train_args.contrast_snr_db must be"),
+    ("stpes", 3, r"unknown train_args \['stpes'\] \(did you mean 'steps'\?\)"),
+])
+def test_train_args_errors_name_the_key_and_the_file(tmp_path, wav_scp, capsys, key, value,
+                                                     needle):
+    cfg = tiny()
+    cfg["train_args"][key] = value
+    path = tmp_path / "ssl.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "ssl"
+    rc = pretrain_ssl.main(["--config", str(path), "--wav_scp", wav_scp, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert re.search(f"ERROR .*: {re.escape(str(path))}: {needle}", err), err
+    assert not out.exists() and "HuBERT encoder" not in err  # refused before any work
+    with pytest.raises(ConfigError, match=needle):
+        schema.parse_train_args(cfg["train_args"])
+
+
+def test_train_args_are_typed_with_defaults_and_ints_become_floats():
+    args = schema.parse_train_args({"crop_seconds": 1, "grad_clip": 2, "contrast_snr_db": [5, 9]})
+    assert args.crop_seconds == 1.0 and isinstance(args.crop_seconds, float)
+    assert args.grad_clip == 2.0 and isinstance(args.grad_clip, float)
+    assert args.contrast_snr_db == (5.0, 9.0) and args.steps == 1000 and not args.contrast_on
+    assert set(args.to_dict()) == set(schema.TRAIN_ARGS_DOC)
+    assert yaml.safe_load(yaml.safe_dump(args.to_dict()))["contrast_snr_db"] == [5.0, 9.0]
+    with pytest.raises(ConfigError, match="train_args.batch_size: must be >= 1|batch_size must"):
+        schema.PretrainArgs(batch_size=0)  # the constructor checks too
+
+
+def _old_pretrain_lr(step, peak, warmup, total):
+    """The schedule hubert.py had before it used wespeaker_lap.lr_schedule."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@pytest.mark.parametrize("steps, warmup_steps, lr", [(1900, 80, 2e-3), (30, 5, 3e-3),
+                                                       (12, 80, 2e-3), (7, 0, 1e-3)])
+def test_pretrain_lr_sequence_is_the_old_one(steps, warmup_steps, lr):
+    args = schema.parse_train_args({"steps": steps, "warmup_steps": warmup_steps, "lr": lr})
+    warmup = hubert.warmup_length(args)
+    new = [hubert.scheduled_lr(s, args, warmup, 0.0, None) for s in range(steps)]
+    old = [_old_pretrain_lr(s, lr, warmup, steps) for s in range(steps)]
+    assert new == pytest.approx(old, rel=1e-12, abs=0)
+    assert max(new) == pytest.approx(lr) and new[0] > 0
+
+
+def test_chance_levels_come_from_the_unit_frequencies():
+    units = [np.array([0, 0, 1, 2]), np.array([0, 3, 3])]
+    freq = kmeans.unit_frequencies(units, 5)
+    inline = np.bincount(np.concatenate(units), minlength=5) / sum(len(u) for u in units)
+    assert np.array_equal(freq, inline) and freq[4] == 0.0  # what hubert.train computed inline
+    hist = hubert.chance_levels(units, 5, contrast_batch=0)
+    p = np.array([3, 1, 1, 2]) / 7
+    assert hist.unigram_entropy == pytest.approx(float(-(p * np.log(p)).sum()))
+    assert hist.majority_acc == pytest.approx(3 / 7) and hist.chance_loss == pytest.approx(
+        math.log(5))

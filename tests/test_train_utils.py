@@ -172,6 +172,28 @@ def test_warmup_cosine_shape():
         1e-3 - 1e-5)))
 
 
+def _old_warmup_cosine_lr(it, initial, final, warm_up_iter, max_iter, start, scale):
+    """WarmupCosine.lr_at as it was before the formula moved to wespeaker_lap.lr_schedule."""
+    if it < warm_up_iter:
+        lr = start + (initial - start) * (it / warm_up_iter)
+    else:
+        frac = min(1.0, (it - warm_up_iter) / max(1, max_iter - warm_up_iter))
+        lr = final + 0.5 * (initial - final) * (1.0 + math.cos(math.pi * frac))
+    return lr * scale
+
+
+@pytest.mark.parametrize("epochs, epoch_iter, warm_up_epoch, start, scale", [
+    (10, 10, 1, 0.0, 2.0), (40, 37, 6, 1e-5, 1.0), (3, 5, 0, 0.0, 0.25), (2, 4, 1.5, 0.0, 1.0),
+])
+def test_warmup_cosine_sequence_is_the_old_one(epochs, epoch_iter, warm_up_epoch, start, scale):
+    s = WarmupCosine(None, epochs, epoch_iter, initial_lr=0.1, final_lr=5e-5,
+                     warm_up_epoch=warm_up_epoch, warm_up_start_lr=start, scale_ratio=scale)
+    total = epochs * epoch_iter
+    old = [_old_warmup_cosine_lr(it, 0.1, 5e-5, s.warm_up_iter, total, start, scale)
+           for it in range(total + 3)]
+    assert [s.step(it) for it in range(total + 3)] == pytest.approx(old, rel=1e-12, abs=1e-18)
+
+
 def test_exponential_decrease_matches_wespeaker_formula():
     s = ExponentialDecrease(None, 4, 25, initial_lr=0.1, final_lr=5e-5, warm_up_epoch=1,
                             scale_ratio=4.0)

@@ -41,6 +41,7 @@ import torch
 import transformers
 import yaml
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.io.files import read_yaml
 from wespeaker_lap.pretrain.curve import plot_history
 from wespeaker_lap.pretrain.features import load_corpus, mfcc_deltas
@@ -48,21 +49,21 @@ from wespeaker_lap.pretrain.hubert import (
     History,
     HubertPretrainModel,
     build_config,
-    check_train_args,
     clean_stale_tmp,
     layer_features,
     save_atomic,
     train,
 )
 from wespeaker_lap.pretrain.kmeans import assign_units, fit_units
+from wespeaker_lap.pretrain.schema import PretrainArgs, parse_pretrain_config
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
 
 
-def unit_features(corpus, train_args: dict[str, Any]) -> list[np.ndarray]:
+def unit_features(corpus, args: PretrainArgs) -> list[np.ndarray]:
     """The frames k-means clusters: MFCC + deltas, or an earlier model's hidden state."""
-    src = str(train_args["units_from"])
+    src = args.units_from
     if src == "mfcc":
         logger.info("unit features: 39-d MFCC + deltas of %d utterances", len(corpus.wavs))
         return [mfcc_deltas(corpus.audio(i)) for i in range(len(corpus.wavs))]
@@ -70,32 +71,36 @@ def unit_features(corpus, train_args: dict[str, Any]) -> list[np.ndarray]:
         raise FileNotFoundError(f"units_from {src!r}: neither 'mfcc' nor a save_pretrained "
                                 "directory (no config.json)")
     prev = transformers.HubertModel.from_pretrained(src)
-    logger.info("unit features: hidden state %d of %s", int(train_args["units_layer"]), src)
-    return layer_features(prev, corpus, int(train_args["units_layer"]))
+    logger.info("unit features: hidden state %d of %s", args.units_layer, src)
+    return layer_features(prev, corpus, args.units_layer)
 
 
 def pretrain(cfg: dict[str, Any], wav_scps: list[str], out_dir: str, seed: int,
-             max_minutes: float | None = None, command: str = "") -> History:
-    """Pre-train as configured by ``cfg`` (``model_args`` + ``train_args``) -> ``out_dir``."""
-    unknown = sorted(set(cfg) - {"model_args", "train_args"})
-    if unknown:
-        raise ValueError(f"unknown top-level key(s) {unknown}; valid: ['model_args', 'train_args']")
-    t = check_train_args(dict(cfg.get("train_args") or {}))
-    config = build_config(dict(cfg.get("model_args") or {}))
+             max_minutes: float | None = None, command: str = "",
+             source: str = "pretrain config") -> History:
+    """Pre-train as configured by ``cfg`` (``model_args`` + ``train_args``) -> ``out_dir``.
+
+    The whole config is checked first (errors name the key and ``source``, the file).
+    """
+    model_args, args = parse_pretrain_config(cfg, source)
+    try:
+        config = build_config(model_args)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     clean_stale_tmp(out_dir)
     torch.manual_seed(seed)
-    contrast_dim = int(t["proj_dim"]) if float(t["contrast_weight"]) > 0 else 0
-    model = HubertPretrainModel(config, int(t["num_units"]), int(t["proj_dim"]),
-                                float(t["temperature"]), contrast_dim)
+    contrast_dim = args.proj_dim if args.contrast_on else 0
+    model = HubertPretrainModel(config, args.num_units, args.proj_dim, args.temperature,
+                                contrast_dim)
     n_params = sum(p.numel() for p in model.hubert.parameters())
     logger.info("HuBERT encoder: %d layers x %d, %.2fM parameters", config.num_hidden_layers,
                 config.hidden_size, n_params / 1e6)
-    hist = History(int(t["num_units"]))
+    hist = History(args.num_units)
     centroids = None
-    if int(t["steps"]) > 0:
-        corpus = load_corpus(wav_scps, float(t["min_seconds"]))
-        feats = unit_features(corpus, t)
-        km = fit_units(feats, int(t["num_units"]), seed, int(t["kmeans_max_frames"]))
+    if args.steps > 0:
+        corpus = load_corpus(wav_scps, args.min_seconds)
+        feats = unit_features(corpus, args)
+        km = fit_units(feats, args.num_units, seed, args.kmeans_max_frames)
         centroids = km.cluster_centers_.astype(np.float32)
         units = assign_units(km, feats)
         del feats
@@ -106,14 +111,14 @@ def pretrain(cfg: dict[str, Any], wav_scps: list[str], out_dir: str, seed: int,
             if len(h.step) > 1:
                 plot_history(h, partial_png, title=f"{out.name} (training)")
 
-        hist = train(model, corpus, units, t, seed, max_minutes, on_log=on_log)
+        hist = train(model, corpus, units, args, seed, max_minutes, on_log=on_log)
         partial_png.unlink(missing_ok=True)
     else:
         logger.info("no pre-training steps: saving the random initialisation (seed %d)", seed)
 
     def extra(tmp: Path) -> None:
-        ran = {"command": command, "seed": seed, "model_args": cfg.get("model_args") or {},
-               "train_args": t}
+        ran = {"command": command, "seed": seed, "model_args": model_args,
+               "train_args": args.to_dict()}
         (tmp / "pretrain.yaml").write_text(yaml.safe_dump(ran, sort_keys=False))
         if centroids is not None:
             np.save(tmp / "units.npy", centroids)
@@ -152,14 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = read_yaml(args.config)
-    t = cfg.setdefault("train_args", {}) or {}
-    cfg["train_args"] = t
-    for key in ("steps", "units_from", "units_layer"):
-        if getattr(args, key) is not None:
-            t[key] = getattr(args, key)
     command = shlex.join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else argv))
-    pretrain(cfg, args.wav_scp, args.out, args.seed, args.max_minutes, command)
+    try:
+        cfg = read_yaml(args.config)
+        train_args = cfg.get("train_args") or {}
+        if isinstance(train_args, dict):
+            for key in ("steps", "units_from", "units_layer"):
+                if getattr(args, key) is not None:
+                    train_args[key] = getattr(args, key)
+            cfg["train_args"] = train_args
+        # pretrain() checks the whole config before any work: a bad key stops there
+        pretrain(cfg, args.wav_scp, args.out, args.seed, args.max_minutes, command, args.config)
+    except (ConfigError, FileNotFoundError) as e:
+        logger.error("%s", e)
+        return 2
     return 0
 
 

@@ -10,11 +10,16 @@ One or many nodes: the same arguments after ``torchrun --nnodes N
 --nproc_per_node G --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT -m
 wespeaker_lap.bin.train`` (one process per GPU with NCCL; CPU processes use gloo).
 
-Every option except ``--config`` and ``--device`` is a config override in the
-config's grammar (``--model_args.heads 8``, ``--num_epochs=3``); values are
-YAML scalars. The whole config is checked before any work: an unknown key is
-an error naming it. ``--checkpoint exp/x/models/model_10.pt`` (or
-``state_10.pt``, or ``latest``) resumes after epoch 10 exactly;
+``--print_config`` prints the merged config (the overrides applied, every
+default filled, each key headed by a comment saying what it means) as YAML and
+exits without writing or starting anything.
+
+Every option except ``--config``, ``--device`` and ``--print_config`` is a
+config override in the config's grammar (``--model_args.heads 8``,
+``--num_epochs=3``); values are YAML scalars. The whole config is checked
+before any work: an unknown key is an error naming it.
+``--checkpoint exp/x/models/model_10.pt`` (or ``state_10.pt``, or ``latest``)
+resumes after epoch 10 exactly;
 ``--model_init`` starts phase 2/3 from the previous phase's weights.
 ``latest`` skips unreadable (truncated) state files with a warning, and a
 resume deletes the ``.*.tmp`` files a killed save left. Nothing is written to
@@ -41,7 +46,7 @@ from collections.abc import Sequence
 
 from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.io.checkpoints import CheckpointError
-from wespeaker_lap.utils.config import load_config
+from wespeaker_lap.utils.config import format_config, load_config
 from wespeaker_lap.utils.distributed import cleanup, env_world, init_distributed
 from wespeaker_lap.utils.logging_utils import setup_logging
 from wespeaker_lap.utils.trainer import train
@@ -52,12 +57,16 @@ logger = logging.getLogger("wespeaker_lap.train")
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s --config CONFIG [--device {auto,cpu,cuda}] [--key value ...]",
+        usage="%(prog)s --config CONFIG [--device {auto,cpu,cuda}] [--print_config] "
+              "[--key value ...]",
         allow_abbrev=False,  # every other option is a config override, never a prefix
     )
     p.add_argument("--config", required=True, help="training config (YAML, WeSpeaker grammar)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: one GPU per process when CUDA is available, else CPU")
+    p.add_argument("--print_config", action="store_true",
+                   help="print the merged config (overrides applied, every default filled, "
+                   "a comment per key) as YAML and exit; nothing is written or started")
     args, rest = p.parse_known_args(argv)
     return args, rest
 
@@ -72,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 2
+    if args.print_config:
+        title = f"{args.config} with overrides {overrides}" if overrides else args.config
+        sys.stdout.write(format_config(cfg, f"# merged config: {title}; every default filled\n"))
+        return 0
     try:
         info = init_distributed(args.device, cfg.get("gpus"))
         train(cfg, info, argv)

@@ -49,82 +49,21 @@ import torch
 import transformers
 from torch import nn
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.frontend.ssl import default_do_normalize, save_preprocessing
-from wespeaker_lap.pretrain.features import HOP_SAMPLES, Corpus, num_frames
+from wespeaker_lap.lr_schedule import warmup_cosine
+from wespeaker_lap.pretrain.features import HOP_SAMPLES, SAMPLE_RATE, Corpus, num_frames
+from wespeaker_lap.pretrain.kmeans import unit_frequencies
+from wespeaker_lap.pretrain.schema import PretrainArgs
 
 logger = logging.getLogger(__name__)
 
-#: train_args and their defaults (every key of a config's train_args must be one of these).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": 1000,  # optimiser steps (a --max_minutes budget may stop earlier)
-    "batch_size": 8,
-    "crop_seconds": 2.0,
-    "lr": 2.0e-3,  # peak learning rate (AdamW, betas 0.9 / 0.98)
-    "warmup_steps": 80,  # linear warm-up (at most 20 % of the steps), then cosine decay to 0
-    "weight_decay": 0.01,
-    "grad_clip": 5.0,
-    "mask_prob": 0.8,  # span starts = mask_prob * T / mask_length (about half the frames)
-    "mask_length": 10,  # frames per masked span
-    "num_units": 100,  # k-means clusters (HuBERT iteration 1: 100)
-    "units_from": "mfcc",  # "mfcc", or an earlier model's directory (iteration 2)
-    "units_layer": 3,  # hidden state of that model to cluster (0: CNN projection)
-    "kmeans_max_frames": 200000,  # frames sampled to fit k-means
-    "proj_dim": 64,  # projection of the output and unit embedding size
-    "temperature": 0.1,  # cosine logits are divided by it
-    "unmasked_weight": 0.0,  # loss = masked + w * unmasked frames' (HuBERT's alpha = 1/(1+w))
-    "contrast_weight": 0.0,  # + w * NT-Xent between two crops of each utterance (0: off)
-    "contrast_temperature": 0.1,
-    "contrast_snr_db": [10.0, 30.0],  # white noise added to each crop (contrast on), dB range
-    "min_seconds": 1.0,  # shorter files are skipped (counted in the log)
-    "log_every": 25,
-}
-
-
-def check_train_args(train_args: dict[str, Any]) -> dict[str, Any]:
-    """train_args merged over :data:`TRAIN_DEFAULTS`; unknown keys and bad values are errors."""
-    unknown = sorted(set(train_args) - set(TRAIN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown train_args {unknown}; valid: {sorted(TRAIN_DEFAULTS)}")
-    t = {**TRAIN_DEFAULTS, **train_args}
-    if int(t["steps"]) < 0:
-        raise ValueError(f"train_args.steps must be >= 0 (0 saves the random init), "
-                         f"got {t['steps']}")
-    for k in ("batch_size", "mask_length", "proj_dim", "log_every"):
-        if int(t[k]) < 1:
-            raise ValueError(f"train_args.{k} must be >= 1, got {t[k]}")
-    if int(t["num_units"]) < 2:
-        raise ValueError(f"train_args.num_units must be >= 2, got {t['num_units']}")
-    if not 0.0 < float(t["mask_prob"]) <= 1.0:
-        raise ValueError(f"train_args.mask_prob must be in (0, 1], got {t['mask_prob']}")
-    if not 0.0 <= float(t["unmasked_weight"]) <= 1.0:
-        raise ValueError(f"train_args.unmasked_weight must be in [0, 1], got "
-                         f"{t['unmasked_weight']}")
-    if float(t["contrast_weight"]) < 0:
-        raise ValueError(f"train_args.contrast_weight must be >= 0, got {t['contrast_weight']}")
-    if float(t["contrast_weight"]) > 0:
-        if int(t["batch_size"]) < 4 or int(t["batch_size"]) % 2:
-            raise ValueError("train_args.batch_size must be even and >= 4 with contrast_weight "
-                             f"> 0 (two crops per utterance), got {t['batch_size']}")
-        snr = t["contrast_snr_db"]
-        if (not isinstance(snr, list | tuple) or len(snr) != 2
-                or not float(snr[0]) <= float(snr[1])):
-            raise ValueError("train_args.contrast_snr_db must be [low, high] in dB, got "
-                             f"{snr!r}")
-        if float(t["contrast_temperature"]) <= 0:
-            raise ValueError("train_args.contrast_temperature must be > 0, got "
-                             f"{t['contrast_temperature']}")
-    if float(t["temperature"]) <= 0 or float(t["crop_seconds"]) <= 0.1:
-        raise ValueError("train_args.temperature must be > 0 and crop_seconds > 0.1, got "
-                         f"{t['temperature']} and {t['crop_seconds']}")
-    return t
-
-
 def build_config(model_args: dict[str, Any]) -> transformers.HubertConfig:
-    """A ``HubertConfig`` from ``model_args``; unknown fields are an error."""
+    """A ``HubertConfig`` from ``model_args``; unknown fields are a ConfigError."""
     known = set(transformers.HubertConfig().to_dict())
     unknown = sorted(set(model_args) - known)
     if unknown:
-        raise ValueError(f"unknown HubertConfig field(s) {unknown} in model_args")
+        raise ConfigError(f"unknown HubertConfig field(s) {unknown} in model_args")
     return transformers.HubertConfig(**model_args)
 
 
@@ -309,18 +248,150 @@ class History:
         return f"{head}\n{cols}\n" + "".join(r + "\n" for r in rows)
 
 
-def cosine_lr(step: int, peak: float, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+def warmup_length(args: PretrainArgs) -> int:
+    """Warm-up steps: ``warmup_steps``, but at most 20 % of a short run (and at least 1)."""
+    return min(args.warmup_steps, max(1, args.steps // 5))
+
+
+def scheduled_lr(step: int, args: PretrainArgs, warmup: int, started: float,
+                 max_minutes: float | None) -> float:
+    """The learning rate of ``step``: linear warm-up (the first step already at
+    ``lr / warmup``), then cosine decay to 0 at ``args.steps``.
+
+    With a time budget the decay follows whichever runs out first, the steps or
+    the minutes (so a slow machine still decays the rate before it stops).
+    """
+    schedule_step = step
+    if max_minutes is not None and step >= warmup:
+        time_fraction = (time.time() - started) / (60.0 * max_minutes)
+        schedule_step = max(step, warmup + int(time_fraction * (args.steps - warmup)))
+    return warmup_cosine(schedule_step, args.lr, warmup, args.steps, ramp_offset=1)
+
+
+def chance_levels(units: list[np.ndarray], num_units: int, contrast_batch: int) -> History:
+    """An empty :class:`History` with the corpus' chance levels: the unigram entropy and
+    the majority unit's frequency of ``units``."""
+    freq = unit_frequencies(units, num_units)
+    seen = freq[freq > 0]
+    return History(num_units, float(-np.sum(seen * np.log(seen))), float(freq.max()),
+                   contrast_batch=contrast_batch)
+
+
+def build_optimizer(model: nn.Module, args: PretrainArgs) -> torch.optim.AdamW:
+    """AdamW (betas 0.9 / 0.98); biases, norms and the unit embeddings get no weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name or name == "unit_embed" else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+
+
+@dataclass
+class StepResult:
+    """What one optimiser step reports: the masked frames' loss and unit accuracy, the
+    fraction of frames masked, and the contrast loss and partner accuracy (None when off)."""
+
+    masked_loss: float
+    masked_acc: float
+    masked_fraction: float
+    contrast_loss: float | None = None
+    contrast_acc: float | None = None
+
+
+def draw_batch(corpus: Corpus, units: list[np.ndarray], rng: np.random.Generator,
+               args: PretrainArgs, crop_samples: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops (B, N), their units (B, T) and the span mask (B, T) bool of one step.
+
+    With the contrast term on, rows come in pairs of crops of one utterance, each
+    with its own gain and white noise.
+    """
+    wavs, labels = sample_batch(corpus, units, rng, args.batch_size, crop_samples,
+                                pairs=args.contrast_on)
+    if args.contrast_on:
+        wavs = gain_and_noise(wavs, rng, args.contrast_snr_db)
+    mask = torch.from_numpy(span_mask(rng, labels.shape[0], labels.shape[1], args.mask_prob,
+                                      args.mask_length))
+    return wavs, labels, mask
+
+
+def optimizer_step(model: HubertPretrainModel, optimizer: torch.optim.Optimizer,
+                   wavs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                   args: PretrainArgs) -> StepResult:
+    """One update on a batch: masked (+ weighted unmasked) unit prediction (+ contrast)."""
+    out = model(wavs, mask)
+    logits, utterance_vectors = out if isinstance(out, tuple) else (out, None)
+    if logits.shape[1] != labels.shape[1]:
+        raise RuntimeError(f"model gives {logits.shape[1]} frames, units {labels.shape[1]}: "
+                           "the CNN must have a 25 ms window and a 20 ms hop")
+    masked_loss = nn.functional.cross_entropy(logits[mask], labels[mask])
+    loss = masked_loss
+    if args.unmasked_weight > 0:
+        loss = loss + args.unmasked_weight * nn.functional.cross_entropy(logits[~mask],
+                                                                         labels[~mask])
+    result = StepResult(0.0, 0.0, 0.0)
+    if args.contrast_on:
+        contrast_loss, partner_acc = nt_xent(utterance_vectors, args.contrast_temperature)
+        loss = loss + args.contrast_weight * contrast_loss
+        result.contrast_loss = float(contrast_loss.detach())
+        result.contrast_acc = float(partner_acc)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    optimizer.step()
+    with torch.no_grad():
+        result.masked_acc = float((logits[mask].argmax(-1) == labels[mask]).float().mean())
+    result.masked_loss = float(masked_loss.detach())
+    result.masked_fraction = float(mask.float().mean())
+    return result
+
+
+def record(hist: History, step: int, lr: float, result: StepResult) -> None:
+    """Append one step's numbers to ``hist``."""
+    hist.step.append(step)
+    hist.loss.append(result.masked_loss)
+    hist.acc.append(result.masked_acc)
+    hist.lr.append(lr)
+    if result.contrast_loss is not None:
+        hist.contrast_loss.append(result.contrast_loss)
+        hist.contrast_acc.append(result.contrast_acc)
+
+
+def log_start(hist: History, args: PretrainArgs, crop_samples: int) -> None:
+    logger.info("masked unit prediction: %d steps, batch %d x %.1f s, K %d; chance: loss "
+                "ln K %.3f, acc 1/K %.4f; unigram entropy %.3f, majority acc %.4f",
+                args.steps, args.batch_size, crop_samples / SAMPLE_RATE, args.num_units,
+                hist.chance_loss, hist.chance_acc, hist.unigram_entropy, hist.majority_acc)
+    if args.contrast_on:
+        logger.info("utterance contrast: weight %.2f, two crops of %d utterances a batch; "
+                    "chance: loss ln(B-1) %.3f, partner acc 1/(B-1) %.4f", args.contrast_weight,
+                    args.batch_size // 2, *hist.contrast_chance)
+
+
+def log_progress(hist: History, step: int, args: PretrainArgs, result: StepResult,
+                 lr: float, started: float) -> None:
+    """The running means of the last ``log_every`` steps against their chance levels."""
+    window = args.log_every
+    logger.info("step %d/%d loss %.3f (chance %.3f) masked acc %.4f (chance %.4f) "
+                "masked %.0f%% lr %.2e %.1f s", step, args.steps,
+                float(np.mean(hist.loss[-window:])), hist.chance_loss,
+                float(np.mean(hist.acc[-window:])), hist.chance_acc,
+                100.0 * result.masked_fraction, lr, time.time() - started)
+    if args.contrast_on:
+        chance_loss, chance_acc = hist.contrast_chance
+        logger.info("step %d/%d utterance contrast loss %.3f (chance %.3f) partner "
+                    "acc %.3f (chance %.3f)", step, args.steps,
+                    hist.mean("contrast_loss", False, window), chance_loss,
+                    hist.mean("contrast_acc", False, window), chance_acc)
 
 
 def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
-          train_args: dict[str, Any], seed: int, max_minutes: float | None = None,
+          args: PretrainArgs, seed: int, max_minutes: float | None = None,
           on_log: Callable[[History], None] | None = None) -> History:
-    """Masked unit prediction for ``train_args['steps']`` steps (or ``max_minutes``).
+    """Masked unit prediction for ``args.steps`` steps (or ``max_minutes``).
 
     With ``max_minutes`` the cosine decay advances by the larger of the step
     fraction and the elapsed-time fraction, so the rate reaches ~0 by the budget
@@ -329,104 +400,37 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
     units: per utterance (T_i,) int64, aligned with :func:`features.num_frames`.
     Returns the :class:`History` (loss and masked-unit accuracy per step).
     """
-    t = train_args
-    k = int(t["num_units"])
     if len(units) != len(corpus.wavs):
         raise ValueError(f"{len(units)} unit sequences for {len(corpus.wavs)} utterances")
-    freq = np.bincount(np.concatenate(units), minlength=k) / sum(len(u) for u in units)
-    nz = freq[freq > 0]
-    hist = History(k, float(-np.sum(nz * np.log(nz))), float(freq.max()))
-    w_con = float(t["contrast_weight"])
-    if w_con > 0:
-        hist.contrast_batch = int(t["batch_size"])
-    rng = np.random.default_rng([seed, 1])
-    steps, peak = int(t["steps"]), float(t["lr"])
-    warm = min(int(t["warmup_steps"]), max(1, steps // 5))  # short runs warm up for 20 %
-    crop = int(round(float(t["crop_seconds"]) * 16000))
-    w_unmasked = float(t["unmasked_weight"])
-    if w_con > 0 and getattr(model, "utt_proj", None) is None:
+    if args.contrast_on and getattr(model, "utt_proj", None) is None:
         raise ValueError("contrast_weight > 0 needs a model built with contrast_dim > 0")
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name or name == "unit_embed" else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": float(t["weight_decay"])},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=peak, betas=(0.9, 0.98), eps=1e-6,
-    )
+    hist = chance_levels(units, args.num_units, args.batch_size if args.contrast_on else 0)
+    rng = np.random.default_rng([seed, 1])
+    warmup = warmup_length(args)
+    crop_samples = int(round(args.crop_seconds * SAMPLE_RATE))
+    optimizer = build_optimizer(model, args)
     model.train()
-    t0 = time.time()
-    logger.info("masked unit prediction: %d steps, batch %d x %.1f s, K %d; chance: loss "
-                "ln K %.3f, acc 1/K %.4f; unigram entropy %.3f, majority acc %.4f",
-                steps, int(t["batch_size"]), crop / 16000, k, hist.chance_loss,
-                hist.chance_acc, hist.unigram_entropy, hist.majority_acc)
-    if w_con > 0:
-        logger.info("utterance contrast: weight %.2f, two crops of %d utterances a batch; "
-                    "chance: loss ln(B-1) %.3f, partner acc 1/(B-1) %.4f", w_con,
-                    int(t["batch_size"]) // 2, *hist.contrast_chance)
-    for step in range(steps):
-        if max_minutes is not None and time.time() - t0 > 60.0 * max_minutes:
+    started = time.time()
+    log_start(hist, args, crop_samples)
+    for step in range(args.steps):
+        if max_minutes is not None and time.time() - started > 60.0 * max_minutes:
             logger.info("time budget of %.1f min reached at step %d of %d", max_minutes,
-                        step, steps)
+                        step, args.steps)
             break
-        # with a time budget, the schedule follows whichever runs out first: the steps
-        # or the minutes (so a slow machine still decays the rate before it stops)
-        at = step
-        if max_minutes is not None and step >= warm:
-            frac = (time.time() - t0) / (60.0 * max_minutes)
-            at = max(step, warm + int(frac * (steps - warm)))
-        lr = cosine_lr(at, peak, warm, steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        wavs, labels = sample_batch(corpus, units, rng, int(t["batch_size"]), crop,
-                                    pairs=w_con > 0)
-        if w_con > 0:
-            wavs = gain_and_noise(wavs, rng, tuple(t["contrast_snr_db"]))
-        mask = torch.from_numpy(span_mask(rng, labels.shape[0], labels.shape[1],
-                                          float(t["mask_prob"]), int(t["mask_length"])))
-        out = model(wavs, mask)
-        logits, utt = out if isinstance(out, tuple) else (out, None)
-        if logits.shape[1] != labels.shape[1]:
-            raise RuntimeError(f"model gives {logits.shape[1]} frames, units {labels.shape[1]}: "
-                               "the CNN must have a 25 ms window and a 20 ms hop")
-        masked_loss = nn.functional.cross_entropy(logits[mask], labels[mask])
-        loss = masked_loss
-        if w_unmasked > 0:
-            loss = loss + w_unmasked * nn.functional.cross_entropy(logits[~mask], labels[~mask])
-        if w_con > 0:
-            c_loss, c_acc = nt_xent(utt, float(t["contrast_temperature"]))
-            loss = loss + w_con * c_loss
-            hist.contrast_loss.append(float(c_loss.detach()))
-            hist.contrast_acc.append(float(c_acc))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-        opt.step()
-        with torch.no_grad():
-            acc = float((logits[mask].argmax(-1) == labels[mask]).float().mean())
-        hist.step.append(step)
-        hist.loss.append(float(masked_loss.detach()))
-        hist.acc.append(acc)
-        hist.lr.append(lr)
-        if step % int(t["log_every"]) == 0 or step == steps - 1:
-            n = int(t["log_every"])
-            logger.info("step %d/%d loss %.3f (chance %.3f) masked acc %.4f (chance %.4f) "
-                        "masked %.0f%% lr %.2e %.1f s", step, steps,
-                        float(np.mean(hist.loss[-n:])), hist.chance_loss,
-                        float(np.mean(hist.acc[-n:])), hist.chance_acc,
-                        100.0 * float(mask.float().mean()), lr, time.time() - t0)
-            if w_con > 0:
-                loss0, acc0 = hist.contrast_chance
-                logger.info("step %d/%d utterance contrast loss %.3f (chance %.3f) partner "
-                            "acc %.3f (chance %.3f)", step, steps,
-                            hist.mean("contrast_loss", False, n), loss0,
-                            hist.mean("contrast_acc", False, n), acc0)
+        lr = scheduled_lr(step, args, warmup, started, max_minutes)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        wavs, labels, mask = draw_batch(corpus, units, rng, args, crop_samples)
+        result = optimizer_step(model, optimizer, wavs, labels, mask, args)
+        record(hist, step, lr, result)
+        if step % args.log_every == 0 or step == args.steps - 1:
+            log_progress(hist, step, args, result, lr, started)
             if on_log is not None:
                 on_log(hist)
     if hist.step:
         logger.info("pre-training done: %d steps in %.1f s; loss %.3f -> %.3f (chance ln K "
                     "%.3f); masked acc %.4f -> %.4f (chance 1/K %.4f, majority %.4f)",
-                    len(hist.step), time.time() - t0, hist.mean("loss", True),
+                    len(hist.step), time.time() - started, hist.mean("loss", True),
                     hist.mean("loss", False), hist.chance_loss, hist.mean("acc", True),
                     hist.mean("acc", False), hist.chance_acc, hist.majority_acc)
     return hist
@@ -456,7 +460,7 @@ def save_atomic(encoder: transformers.PreTrainedModel, out_dir: str | os.PathLik
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         encoder.save_pretrained(tmp)
-        save_preprocessing(tmp, 16000, default_do_normalize(encoder.config))
+        save_preprocessing(tmp, SAMPLE_RATE, default_do_normalize(encoder.config))
         if extra is not None:
             extra(tmp)
         if out.exists():

@@ -5,12 +5,13 @@ A config is a YAML mapping with a flat header (``exp_dir``, ``num_epochs``,
 ``model_args``, ``optimizer`` / ``optimizer_args``, ...). Unlike WeSpeaker's
 ``parse_config_or_kwargs``, nothing is trusted:
 
-* every top-level key must be in :data:`TOP_LEVEL_KEYS`;
+* every top-level key must be in :data:`SCHEMA`, the one table of the keys
+  (a :class:`KeySpec` each: name, default, check, one-line doc);
 * every key of a section (``model_args``, ``optimizer_args``, ...) must be
   accepted by what the section configures: the constructor of the registered
   class it names (``model_args`` against ``get_speaker_model(model)``,
   ``frontend_args`` against the frontend, ``optimizer_args`` against the
-  ``torch.optim`` class, ...), or an explicit key set (:data:`SECTION_KEYS`);
+  ``torch.optim`` class, ...), or an explicit key set (``KeySpec.keys``);
 * command-line overrides (``--model_args.n_head 8``, ``--num_epochs=3``) obey
   the same schema; their values are parsed as YAML scalars (``8`` -> int,
   ``1e-3`` -> float, ``null`` -> None, ``[1, 2]`` -> list).
@@ -33,6 +34,7 @@ import platform
 import shlex
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,105 +61,8 @@ from wespeaker_lap.registry import Registry, accepted_keywords
 from wespeaker_lap.utils.executor import LOSSES
 from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS
 
+
 # --------------------------------------------------------------------------- schema
-#: Top-level keys and what they mean. Sections (dict values) are listed with a
-#: trailing ``(section)``; their keys are checked by :data:`SECTION_KEYS` or a
-#: resolver in :data:`SECTION_RESOLVERS`.
-TOP_LEVEL_KEYS: dict[str, str] = {
-    # ---- WeSpeaker header
-    "exp_dir": "experiment directory: models/, config.yaml, train.log, tensorboard/",
-    "gpus": "WeSpeaker compatibility only: devices come from torchrun (LOCAL_RANK) "
-    "and CUDA_VISIBLE_DEVICES",
-    "num_avg": "number of last checkpoints average_model averages (and train.py always keeps)",
-    "enable_amp": "mixed precision on GPU (and bf16 autocast on CPU)",
-    "seed": "random seed; the model is initialised with it on every rank, "
-    "training randomness uses seed + rank",
-    "num_epochs": "number of training epochs",
-    "save_epoch_interval": "write models/model_{epoch}.pt every this many epochs "
-    "(and the last num_avg epochs)",
-    "log_batch_interval": "log loss/acc/lr/margin every this many optimiser steps",
-    # ---- data (WeSpeaker passes these on the command line)
-    "data_type": "raw | shard: format of train_data",
-    "train_data": "raw.list or shard.list of the training set",
-    "train_label": "utt2spk of the training set (speaker ids and utterance count)",
-    "reverb_data": "RIR list for reverberation (null: none)",
-    "noise_data": "noise list for additive noise (null: none)",
-    # ---- initialisation / resume
-    "checkpoint": "resume: models/model_{epoch}.pt or models/state_{epoch}.pt of this "
-    "exp_dir, or 'latest'",
-    "model_init": "initialise weights from a trained checkpoint (phase 2/3: the previous "
-    "phase's avg_model.pt); the epoch count starts at 1",
-    # ---- additions of this toolkit
-    "amp_dtype": "bfloat16 | float16: autocast dtype when enable_amp (float16 uses a "
-    "GradScaler; CPU supports bfloat16 only)",
-    "accum_grad": "micro-batches accumulated per optimiser step",
-    "grad_clip": "clip the global gradient norm to this value (null or 0: off)",
-    "lr_reference_batch": "global batch at which the configured learning rates hold; "
-    "lr is scaled by world_size * batch_size * accum_grad / lr_reference_batch "
-    "(null: no scaling)",
-    "keep_last_states": "how many models/state_{epoch}.pt resume files to keep",
-    # ---- <name> / <name>_args sections
-    "dataloader_args": "(section) torch DataLoader settings",
-    "dataset_args": "(section) data pipeline settings",
-    "frontend": "frontend registry name (ssl)",
-    "frontend_args": "(section) frontend constructor arguments",
-    "model": "speaker backend registry name",
-    "model_args": "(section) backend constructor arguments",
-    "projection_args": "(section) classification head: project_type + its arguments",
-    "margin_scheduler": "margin scheduler name",
-    "margin_update": "(section) margin scheduler arguments",
-    "loss": "loss name (CrossEntropyLoss)",
-    "loss_args": "(section) loss constructor arguments",
-    "optimizer": "SGD | Adam | AdamW",
-    "optimizer_args": "(section) optimiser arguments except lr (set by the scheduler)",
-    "scheduler": "learning-rate scheduler name",
-    "scheduler_args": "(section) scheduler arguments",
-    "finetune_args": "(section) joint fine-tuning of the SSL model (phase 2/3): "
-    "layer_decay, frontend_lr_ratio, l2sp_alpha",
-    "lora_args": "(section) LoRA on the SSL Transformer (phase 2/3, with frontend_args.frozen: "
-    "false): rank, alpha, dropout, target_modules; only LoRA and backend weights train",
-}
-
-#: Defaults filled in for header keys a config leaves out (WeSpeaker's defaults
-#: where it has one). Sections default to empty dicts.
-DEFAULTS: dict[str, Any] = {
-    "gpus": None,
-    "num_avg": 10,
-    "enable_amp": False,
-    "amp_dtype": "bfloat16",
-    "seed": 42,
-    "save_epoch_interval": 1,
-    "log_batch_interval": 100,
-    "data_type": "raw",
-    "train_data": None,
-    "train_label": None,
-    "reverb_data": None,
-    "noise_data": None,
-    "checkpoint": None,
-    "model_init": None,
-    "accum_grad": 1,
-    "grad_clip": None,
-    "lr_reference_batch": None,
-    "keep_last_states": 1,
-    "frontend": "ssl",
-    "loss": "CrossEntropyLoss",
-    "optimizer": "Adam",
-    "scheduler": "WarmupCosine",
-    "margin_scheduler": "MarginScheduler",
-}
-
-#: Keys every config must give.
-REQUIRED_KEYS = ("exp_dir", "num_epochs", "model")
-
-#: Sections every training config must give (checked before the defaults fill them).
-REQUIRED_SECTIONS = {
-    "frontend_args": "the SSL model: model_name_or_path (a save_pretrained directory or hub id) "
-    "or config (a random model)",
-    "model_args": "the backend's sizes (embed_dim, ...)",
-    "scheduler_args": "initial_lr and final_lr",
-}
-
-
 def _optional(check: Callable[..., Any], **kw: Any) -> Callable[[str, Any], Any]:
     return lambda where, v: None if v is None else check(where, v, **kw)
 
@@ -168,119 +73,188 @@ def _path(where: str, value: Any) -> str:
     return str(value)
 
 
-#: Type and range of each header key (sections are checked by their schema).
-HEADER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "exp_dir": _path,
-    "num_epochs": lambda w, v: check_int(w, v, lo=1),
-    "num_avg": lambda w, v: check_int(w, v, lo=1),
-    "seed": lambda w, v: check_int(w, v, lo=0),
-    "save_epoch_interval": lambda w, v: check_int(w, v, lo=1),
-    "log_batch_interval": lambda w, v: check_int(w, v, lo=1),
-    "accum_grad": lambda w, v: check_int(w, v, lo=1),
-    "keep_last_states": lambda w, v: check_int(w, v, lo=1),
-    "enable_amp": check_bool,
-    "amp_dtype": lambda w, v: check_str(w, v, ("bfloat16", "float16")),
-    "data_type": lambda w, v: check_str(w, v, ("raw", "shard")),
-    "grad_clip": _optional(check_number, lo=0),
-    "lr_reference_batch": _optional(check_int, lo=1),
-    **{k: _optional(_path) for k in ("train_data", "train_label", "reverb_data", "noise_data",
-                                      "checkpoint", "model_init")},
-}
+def _int_from(lo: int) -> Callable[[str, Any], int]:
+    return lambda where, v: check_int(where, v, lo=lo)
+
+
+def _one_of(*choices: str) -> Callable[[str, Any], str]:
+    return lambda where, v: check_str(where, v, choices)
+
+
+#: Where train.py takes the iterations per epoch from (named in the error).
+_EPOCH_ITER = "the utterance count, world size, batch size and accum_grad"
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One top-level config key: its name, default, check and one-line meaning.
+
+    name: the key. doc: what it means, one line (``--print_config`` writes it as
+    the key's comment; a required section's error says what it gives).
+    default: filled in when a config leaves the key out (sections: ``{}``).
+    check: ``check(where, value)`` of a header value's type and range (None: unchecked).
+    required: a config must give it (sections: before the defaults fill them).
+    section: a ``<name>_args`` mapping whose keys are checked, by one of
+      ``keys`` (a fixed set of valid keys) or ``class_key`` (the key naming the
+      registered class it configures, ``model``, or an entry of the section
+      itself, ``projection_args.project_type``: the valid keys are that class's
+      constructor arguments, less those in ``filled_by_train``, which names where
+      train.py takes each of them from).
+    registry: the registry a ``<name>`` key's value (or ``class_key``'s entry of
+      the section) must name.
+    parse: a section's deeper check of its values (``parse_dataset_args``).
+    """
+
+    name: str
+    doc: str
+    default: Any = None
+    check: Callable[[str, Any], Any] | None = None
+    required: bool = False
+    section: bool = False
+    keys: Collection[str] | None = None
+    class_key: str | None = None
+    filled_by_train: Mapping[str, str] = field(default_factory=dict)
+    registry: Registry | None = None
+    parse: Callable[[Mapping[str, Any]], Any] | None = None
+
+
+#: The config schema: every top-level key, in the order ``--print_config`` writes them.
+SCHEMA: tuple[KeySpec, ...] = (
+    # ---- WeSpeaker header
+    KeySpec("exp_dir", "experiment directory: models/, config.yaml, train.log, tensorboard/",
+            check=_path, required=True),
+    KeySpec("gpus", "WeSpeaker compatibility only: devices come from torchrun (LOCAL_RANK) "
+            "and CUDA_VISIBLE_DEVICES"),
+    KeySpec("num_avg", "number of last checkpoints average_model averages (and train.py "
+            "always keeps)", 10, _int_from(1)),
+    KeySpec("enable_amp", "mixed precision on GPU (and bf16 autocast on CPU)", False,
+            check_bool),
+    KeySpec("seed", "random seed; the model is initialised with it on every rank, training "
+            "randomness uses seed + rank", 42, _int_from(0)),
+    KeySpec("num_epochs", "number of training epochs", check=_int_from(1), required=True),
+    KeySpec("save_epoch_interval", "write models/model_{epoch}.pt every this many epochs "
+            "(and the last num_avg epochs)", 1, _int_from(1)),
+    KeySpec("log_batch_interval", "log loss/acc/lr/margin every this many optimiser steps",
+            100, _int_from(1)),
+    # ---- data (WeSpeaker passes these on the command line)
+    KeySpec("data_type", "raw | shard: format of train_data", "raw", _one_of("raw", "shard")),
+    KeySpec("train_data", "raw.list or shard.list of the training set", check=_optional(_path)),
+    KeySpec("train_label", "utt2spk of the training set (speaker ids and utterance count)",
+            check=_optional(_path)),
+    KeySpec("reverb_data", "RIR list for reverberation (null: none)", check=_optional(_path)),
+    KeySpec("noise_data", "noise list for additive noise (null: none)", check=_optional(_path)),
+    # ---- initialisation / resume
+    KeySpec("checkpoint", "resume: models/model_{epoch}.pt or models/state_{epoch}.pt of this "
+            "exp_dir, or 'latest'", check=_optional(_path)),
+    KeySpec("model_init", "initialise weights from a trained checkpoint (phase 2/3: the "
+            "previous phase's avg_model.pt); the epoch count starts at 1",
+            check=_optional(_path)),
+    # ---- additions of this toolkit
+    KeySpec("amp_dtype", "bfloat16 | float16: autocast dtype when enable_amp (float16 uses a "
+            "GradScaler; CPU supports bfloat16 only)", "bfloat16",
+            _one_of("bfloat16", "float16")),
+    KeySpec("accum_grad", "micro-batches accumulated per optimiser step", 1, _int_from(1)),
+    KeySpec("grad_clip", "clip the global gradient norm to this value (null or 0: off)",
+            check=_optional(check_number, lo=0)),
+    KeySpec("lr_reference_batch", "global batch at which the configured learning rates hold; "
+            "lr is scaled by world_size * batch_size * accum_grad / lr_reference_batch "
+            "(null: no scaling)", check=_optional(check_int, lo=1)),
+    KeySpec("keep_last_states", "how many models/state_{epoch}.pt resume files to keep", 1,
+            _int_from(1)),
+    # ---- <name> / <name>_args sections
+    KeySpec("dataloader_args", "torch DataLoader settings (batch_size is per process)",
+            section=True, keys=DATALOADER_ARGS_KEYS, parse=parse_dataloader_args),
+    KeySpec("dataset_args", "data pipeline settings (wespeaker_lap.dataset.schema)",
+            section=True, keys=DATASET_ARGS_KEYS, parse=parse_dataset_args),
+    KeySpec("frontend", "frontend registry name (ssl)", "ssl", registry=FRONTENDS),
+    KeySpec("frontend_args", "the SSL model: model_name_or_path (a save_pretrained directory "
+            "or hub id) or config (a random model), and the frontend's other arguments",
+            required=True, section=True, class_key="frontend"),
+    KeySpec("model", "speaker backend registry name", required=True, registry=SPEAKER_MODELS),
+    KeySpec("model_args", "the backend's constructor arguments (embed_dim, ...)",
+            required=True, section=True, class_key="model"),
+    KeySpec("projection_args", "classification head: project_type + its arguments",
+            section=True, class_key="projection_args.project_type", registry=PROJECTIONS,
+            filled_by_train={"embed_dim": "the backend's embed_dim",
+                             "num_class": "the speakers in train_label (x speed-perturbation "
+                             "blocks)"}),
+    KeySpec("margin_scheduler", "margin scheduler name", "MarginScheduler",
+            registry=MARGIN_SCHEDULERS),
+    KeySpec("margin_update", "margin scheduler arguments", section=True,
+            class_key="margin_scheduler",
+            filled_by_train={"projection": "the model's projection head",
+                             "epoch_iter": _EPOCH_ITER}),
+    KeySpec("loss", "loss name (CrossEntropyLoss)", "CrossEntropyLoss", registry=LOSSES),
+    KeySpec("loss_args", "loss constructor arguments", section=True, class_key="loss"),
+    KeySpec("optimizer", "SGD | Adam | AdamW", "Adam", registry=OPTIMIZERS),
+    KeySpec("optimizer_args", "optimiser arguments except lr (set by the scheduler)",
+            section=True, class_key="optimizer",
+            filled_by_train={"params": "the model's parameter groups",
+                             "lr": "scheduler_args.initial_lr"}),
+    KeySpec("scheduler", "learning-rate scheduler name", "WarmupCosine", registry=SCHEDULERS),
+    KeySpec("scheduler_args", "the learning-rate schedule: initial_lr and final_lr, warm-up",
+            required=True, section=True, class_key="scheduler",
+            filled_by_train={"optimizer": "optimizer and optimizer_args",
+                             "num_epochs": "num_epochs", "epoch_iter": _EPOCH_ITER,
+                             "scale_ratio": "lr_reference_batch (see utils/distributed.py)"}),
+    # see wespeaker_lap.utils.schedulers.param_groups and L2SP
+    KeySpec("finetune_args", "joint fine-tuning of the SSL model (phase 2/3): layer_decay, "
+            "frontend_lr_ratio, l2sp_alpha", section=True,
+            keys=("layer_decay", "frontend_lr_ratio", "l2sp_alpha")),
+    KeySpec("lora_args", "LoRA on the SSL Transformer (phase 2/3, with frontend_args.frozen: "
+            "false): rank, alpha, dropout, target_modules; only LoRA and backend weights "
+            "train", section=True, keys=LORA_ARGS_KEYS, parse=parse_lora_args),
+)
+
+#: The specs by key name.
+SPECS: dict[str, KeySpec] = {spec.name: spec for spec in SCHEMA}
+assert len(SPECS) == len(SCHEMA), "a key is in SCHEMA twice"
 
 #: Smallest training batch: BatchNorm in the backends needs two utterances per batch.
 MIN_TRAIN_BATCH = 2
 
-#: Sections whose valid keys are a fixed set.
-SECTION_KEYS: dict[str, Collection[str]] = {
-    "dataloader_args": DATALOADER_ARGS_KEYS,
-    # see wespeaker_lap.utils.schedulers.param_groups and L2SP
-    "finetune_args": ("layer_decay", "frontend_lr_ratio", "l2sp_alpha"),
-    "lora_args": LORA_ARGS_KEYS,  # see wespeaker_lap.models.lora
-}
+
+def _class_name(cfg: Mapping[str, Any], key: str) -> Any:
+    """The registry name that ``key`` gives: a top-level ``<name>`` key (or its default),
+    or ``<section>.<entry>``."""
+    if "." in key:
+        section, entry = key.split(".", 1)
+        return (cfg.get(section) or {}).get(entry)
+    return cfg.get(key, SPECS[key].default)
 
 
-#: Name -> class registries of the ``<name>`` keys.
-REGISTRIES: dict[str, Registry] = {
-    "model": SPEAKER_MODELS,
-    "frontend": FRONTENDS,
-    "projection_args.project_type": PROJECTIONS,
-    "margin_scheduler": MARGIN_SCHEDULERS,
-    "optimizer": OPTIMIZERS,
-    "scheduler": SCHEDULERS,
-    "loss": LOSSES,
-}
-
-
-#: ``<section>: (the key naming its class, constructor arguments a config may not give)``.
-SECTION_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "model_args": ("model", ()),
-    "frontend_args": ("frontend", ()),
-    "projection_args": ("projection_args.project_type", ("embed_dim", "num_class")),
-    "margin_update": ("margin_scheduler", ("projection", "epoch_iter")),
-    "optimizer_args": ("optimizer", ("params", "lr")),
-    "scheduler_args": ("scheduler", ("optimizer", "num_epochs", "epoch_iter", "scale_ratio")),
-    "loss_args": ("loss", ()),
-}
-
-#: Why train.py fills the excluded arguments itself (named in the error).
-FILLED_BY_TRAIN = {
-    "embed_dim": "the backend's embed_dim",
-    "num_class": "the speakers in train_label (x speed-perturbation blocks)",
-    "epoch_iter": "the utterance count, world size, batch size and accum_grad",
-    "num_epochs": "num_epochs",
-    "scale_ratio": "lr_reference_batch (see utils/distributed.py)",
-    "lr": "scheduler_args.initial_lr",
-    "projection": "the model's projection head",
-}
-
-
-def _named(cfg: Mapping[str, Any], key: str) -> Any:
-    if key == "projection_args.project_type":
-        name = (cfg.get("projection_args") or {}).get("project_type")
-    else:
-        name = cfg.get(key, DEFAULTS.get(key))
-    return name
+def _registry_of(key: str) -> Registry:
+    spec = SPECS[key.split(".", 1)[0]]
+    assert spec.registry is not None, f"{key} names no registry"
+    return spec.registry
 
 
 def check_names(cfg: Mapping[str, Any]) -> None:
     """Every ``<name>`` key (model, optimizer, ...) must be in its registry."""
-    for key, registry in REGISTRIES.items():
-        name = _named(cfg, key)
-        if name is None:
-            if key == "projection_args.project_type":
-                raise ConfigError(
-                    f"projection_args needs a 'project_type' (one of {sorted(registry)})"
-                )
+    for spec in SCHEMA:
+        if spec.registry is None:
             continue
-        if name not in registry:
-            raise ConfigError(f"{key}: {registry.unknown(name)}")
+        key = spec.class_key if spec.section else spec.name
+        name = _class_name(cfg, key)
+        if name is None:
+            if spec.section:
+                raise ConfigError(f"{spec.name} needs a {key.split('.', 1)[1]!r} "
+                                  f"(one of {sorted(spec.registry)})")
+            continue
+        if name not in spec.registry:
+            raise ConfigError(f"{key}: {spec.registry.unknown(name)}")
 
 
-def _section_class_keys(cfg: Mapping[str, Any], section: str) -> set[str] | None:
-    key, exclude = SECTION_CLASSES[section]
-    cls = REGISTRIES[key][_named(cfg, key)]
-    keys = accepted_keywords(cls, exclude=exclude)
-    if keys is not None and section == "projection_args":
-        keys.add("project_type")
+def _section_class(cfg: Mapping[str, Any], spec: KeySpec) -> Any:
+    """The registered class a class-configuring section's arguments go to."""
+    return _registry_of(spec.class_key)[_class_name(cfg, spec.class_key)]
+
+
+def _section_class_keys(cfg: Mapping[str, Any], spec: KeySpec) -> set[str] | None:
+    keys = accepted_keywords(_section_class(cfg, spec), exclude=tuple(spec.filled_by_train))
+    if keys is not None and "." in spec.class_key:
+        keys.add(spec.class_key.split(".", 1)[1])  # the entry naming the class
     return keys
-
-
-def _dataset_keys(cfg: Mapping[str, Any]) -> set[str] | None:
-    return set(DATASET_ARGS_KEYS)
-
-
-#: Sections whose valid keys depend on the config (the registered class they configure).
-SECTION_RESOLVERS: dict[str, Callable[[Mapping[str, Any]], set[str] | None]] = {
-    **{s: (lambda cfg, s=s: _section_class_keys(cfg, s)) for s in SECTION_CLASSES},
-    "dataset_args": _dataset_keys,
-}
-
-#: Deeper checks of a section's values, run after its keys are known to be valid.
-SECTION_CHECKS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "dataset_args": parse_dataset_args,
-    "dataloader_args": parse_dataloader_args,
-    "lora_args": parse_lora_args,
-}
 
 
 _SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
@@ -317,8 +291,7 @@ def check_section_types(cfg: Mapping[str, Any], section: str) -> None:
     ``model_args.heads: "4"`` is a ConfigError naming the key, before anything is
     built (a bool is not an int; an int is a float).
     """
-    key, _ = SECTION_CLASSES[section]
-    cls = REGISTRIES[key][_named(cfg, key)]
+    cls = _section_class(cfg, SPECS[section])
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
@@ -339,14 +312,16 @@ def check_section_types(cfg: Mapping[str, Any], section: str) -> None:
 
 
 def check_header(cfg: Mapping[str, Any]) -> None:
-    """Types and ranges of the header keys (:data:`HEADER_CHECKS`) and of the training values
-    the trainer reads from sections (batch size, learning rates)."""
-    for key, check in HEADER_CHECKS.items():
-        if key in cfg:
-            check(key, cfg[key])
-    for section, why in REQUIRED_SECTIONS.items():
-        if section != "model_args" and not cfg.get(section):
-            raise ConfigError(f"config section {section!r} is missing or empty; it gives {why}")
+    """Types and ranges of the header keys (each :class:`KeySpec`'s ``check``) and of the
+    training values the trainer reads from sections (batch size, learning rates)."""
+    for spec in SCHEMA:
+        if spec.check is not None and spec.name in cfg:
+            spec.check(spec.name, cfg[spec.name])
+    for spec in SCHEMA:  # model_args may be empty: a backend with default sizes
+        if spec.section and spec.required and spec.name != "model_args" \
+                and not cfg.get(spec.name):
+            raise ConfigError(f"config section {spec.name!r} is missing or empty; it gives "
+                              f"{spec.doc}")
     fa = cfg["frontend_args"]
     if fa.get("model_name_or_path") is None and fa.get("config") is None:
         raise ConfigError("frontend_args: give model_name_or_path (a save_pretrained directory "
@@ -376,24 +351,25 @@ def _unknown(kind: str, key: str, valid: Collection[str]) -> ConfigError:
 
 def section_keys(cfg: Mapping[str, Any], section: str) -> set[str] | None:
     """Valid keys of ``section`` for this config; None when anything goes (``**kwargs``)."""
-    if section in SECTION_KEYS:
-        return set(SECTION_KEYS[section])
-    if section in SECTION_RESOLVERS:
-        return SECTION_RESOLVERS[section](cfg)
-    raise ConfigError(f"{section!r} is not a section")
+    if not is_section(section):
+        raise ConfigError(f"{section!r} is not a section")
+    spec = SPECS[section]
+    if spec.keys is not None:
+        return set(spec.keys)
+    return _section_class_keys(cfg, spec)
 
 
 def is_section(key: str) -> bool:
-    return key in SECTION_KEYS or key in SECTION_RESOLVERS
+    return key in SPECS and SPECS[key].section
 
 
 def check_top_level(cfg: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` on a top-level key not in :data:`TOP_LEVEL_KEYS`."""
+    """Raise :class:`ConfigError` on a top-level key not in :data:`SCHEMA`."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"a config is a mapping, got {type(cfg).__name__}")
     for key in cfg:
-        if key not in TOP_LEVEL_KEYS:
-            raise _unknown("config key", str(key), TOP_LEVEL_KEYS)
+        if key not in SPECS:
+            raise _unknown("config key", str(key), SPECS)
 
 
 def validate_config(cfg: Mapping[str, Any]) -> None:
@@ -403,7 +379,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     section's keys against its schema.
     """
     check_top_level(cfg)
-    missing = [k for k in REQUIRED_KEYS if cfg.get(k) is None]
+    missing = [s.name for s in SCHEMA if s.required and not s.section and cfg.get(s.name) is None]
     if missing:
         raise ConfigError(f"config is missing required key(s) {missing}")
     for key, value in cfg.items():
@@ -415,21 +391,21 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     for key, value in cfg.items():
         if not is_section(key) or not value:
             continue
+        spec = SPECS[key]
         valid = section_keys(cfg, key)
         if valid is not None:
             for sub in value:
                 if sub in valid:
                     continue
-                if key in SECTION_CLASSES and sub in SECTION_CLASSES[key][1] \
-                        and sub in FILLED_BY_TRAIN:
+                if sub in spec.filled_by_train:
                     raise ConfigError(
                         f"config key '{key}.{sub}' is filled in by train.py from "
-                        f"{FILLED_BY_TRAIN[sub]}; remove it from the config"
+                        f"{spec.filled_by_train[sub]}; remove it from the config"
                     )
                 raise _unknown("config key", f"{key}.{sub}", {f"{key}.{v}" for v in valid})
-        if key in SECTION_CHECKS:
-            SECTION_CHECKS[key](value)
-        if key in SECTION_CLASSES:
+        if spec.parse is not None:
+            spec.parse(value)
+        if spec.class_key is not None:
             check_section_types(cfg, key)
     check_header(cfg)
     check_lora_config(cfg)
@@ -474,8 +450,8 @@ def merge_overrides(cfg: Mapping[str, Any], argv: Sequence[str]) -> dict[str, An
     cfg = copy.deepcopy(dict(cfg))
     for key, value in parse_overrides(argv):
         parts = key.split(".")
-        if parts[0] not in TOP_LEVEL_KEYS:
-            raise _unknown("override", "--" + key, ["--" + k for k in TOP_LEVEL_KEYS])
+        if parts[0] not in SPECS:
+            raise _unknown("override", "--" + key, ["--" + k for k in SPECS])
         if len(parts) > 2:
             # deeper keys (e.g. frontend_args.config.hidden_size) address nested mappings
             node = cfg.setdefault(parts[0], {}) or {}
@@ -507,11 +483,12 @@ def merge_overrides(cfg: Mapping[str, Any], argv: Sequence[str]) -> dict[str, An
 def with_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Fill the header defaults and empty sections the config leaves out."""
     out = dict(cfg)
-    for key, value in DEFAULTS.items():
-        out.setdefault(key, value)
-    for key in TOP_LEVEL_KEYS:
-        if is_section(key) and out.get(key) is None:
-            out[key] = {}
+    for spec in SCHEMA:
+        if spec.section:
+            if out.get(spec.name) is None:
+                out[spec.name] = {}
+        elif not spec.required:
+            out.setdefault(spec.name, spec.default)
     return out
 
 
@@ -529,10 +506,11 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
     where = f"{path} with overrides {list(overrides)}" if overrides else str(path)
     try:
         merged = merge_overrides(raw, overrides)
-        missing = [k for k in REQUIRED_SECTIONS if merged.get(k) is None]
+        missing = [s.name for s in SCHEMA
+                   if s.section and s.required and merged.get(s.name) is None]
         if missing:
             raise ConfigError(f"config section(s) {missing} missing; "
-                              + "; ".join(f"{k} gives {REQUIRED_SECTIONS[k]}" for k in missing))
+                              + "; ".join(f"{k} gives {SPECS[k].doc}" for k in missing))
         cfg = with_defaults(merged)
         validate_config(cfg)
     except ConfigError as e:
@@ -577,6 +555,33 @@ def save_config(cfg: Mapping[str, Any], path: str | os.PathLike,
         f.write(extra_header)
         yaml.safe_dump(_plain(cfg), f, sort_keys=False, default_flow_style=False)
     return path
+
+
+def format_config(cfg: Mapping[str, Any], header: str = "") -> str:
+    """``cfg`` as YAML with each top-level key headed by a comment: its one-line doc.
+
+    Keys are written in :data:`SCHEMA` order after ``header`` (``#`` comment
+    lines); the text loads back (``yaml.safe_load``) to ``cfg``. What
+    ``bin/train --print_config`` prints.
+
+    >>> print(format_config({"num_epochs": 3, "loss_args": {}}), end="")
+    # number of training epochs
+    num_epochs: 3
+    # loss constructor arguments
+    loss_args: {}
+    """
+    unknown = [k for k in cfg if k not in SPECS]
+    assert not unknown, f"format_config: keys outside the schema {unknown}"
+    assert all(line.startswith("#") for line in header.splitlines()), (
+        f"header must be YAML comment lines, got {header!r}"
+    )
+    parts = [header] if header else []
+    for spec in SCHEMA:
+        if spec.name in cfg:
+            parts.append(f"# {spec.doc}\n")
+            parts.append(yaml.safe_dump({spec.name: _plain(cfg[spec.name])}, sort_keys=False,
+                                        default_flow_style=False))
+    return "".join(parts)
 
 
 def _plain(x: Any) -> Any:

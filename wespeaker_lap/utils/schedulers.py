@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wespeaker_lap.lr_schedule import warmup_cosine
 from wespeaker_lap.registry import Registry
 
 OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry("optimizer", {
@@ -94,7 +95,8 @@ class LRScheduler:
 
 
 class WarmupCosine(LRScheduler):
-    """Linear warm-up from ``warm_up_start_lr`` to ``initial_lr``, then cosine to ``final_lr``.
+    """Linear warm-up from ``warm_up_start_lr`` to ``initial_lr``, then cosine to ``final_lr``
+    (:func:`wespeaker_lap.lr_schedule.warmup_cosine`, the formula pre-training shares).
 
     >>> s = WarmupCosine(None, num_epochs=10, epoch_iter=10, initial_lr=1e-3,
     ...                  final_lr=1e-5, warm_up_epoch=1)
@@ -110,15 +112,8 @@ class WarmupCosine(LRScheduler):
                          warm_up_epoch, scale_ratio)
 
     def lr_at(self, it: int) -> float:
-        if it < self.warm_up_iter:
-            frac = it / self.warm_up_iter
-            lr = self.warm_up_start_lr + (self.initial_lr - self.warm_up_start_lr) * frac
-        else:
-            span = max(1, self.max_iter - self.warm_up_iter)
-            frac = min(1.0, (it - self.warm_up_iter) / span)
-            lr = self.final_lr + 0.5 * (self.initial_lr - self.final_lr) * (
-                1.0 + math.cos(math.pi * frac)
-            )
+        lr = warmup_cosine(it, self.initial_lr, self.warm_up_iter, self.max_iter,
+                           final_lr=self.final_lr, start_lr=self.warm_up_start_lr)
         return lr * self.scale_ratio
 
 
