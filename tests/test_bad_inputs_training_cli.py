@@ -25,13 +25,14 @@ from wespeaker_lap.bin import extract as extract_bin
 from wespeaker_lap.bin import score as score_bin
 from wespeaker_lap.bin import train as train_bin
 from wespeaker_lap.cli import main as cli
-from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+from wespeaker_lap.frontend import SSLFrontend
 from wespeaker_lap.frontend.fingerprint import (
     FINGERPRINT_FILE,
     FrontendMismatchError,
     frontend_fingerprint,
     write_fingerprint,
 )
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import (
     STATE_FORMAT,
     CheckpointError,

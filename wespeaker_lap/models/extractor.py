@@ -29,7 +29,7 @@ from wespeaker_lap.frontend.lora import (
     merge_lora,
     parse_lora_args,
 )
-from wespeaker_lap.frontend.ssl import DTYPE_CHOICES
+from wespeaker_lap.frontend.precision import DTYPE_CHOICES
 from wespeaker_lap.io.checkpoints import load_weights
 from wespeaker_lap.models.common import count_parameters
 from wespeaker_lap.models.projections import PROJECTIONS, get_projection

@@ -49,7 +49,7 @@ import torch
 import transformers
 from torch import nn
 
-from wespeaker_lap.frontend.ssl import default_do_normalize, save_preprocessing
+from wespeaker_lap.frontend.loading import default_do_normalize, save_preprocessing
 from wespeaker_lap.pretrain.features import HOP_SAMPLES, Corpus, num_frames
 
 logger = logging.getLogger(__name__)
