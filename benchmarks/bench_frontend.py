@@ -74,7 +74,8 @@ def run_one(args: argparse.Namespace) -> dict:
     """Child process: build the model, time the forward, report one row as JSON."""
     import torch
 
-    from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+    from wespeaker_lap.frontend import SSLFrontend
+    from wespeaker_lap.frontend.testing import tiny_ssl_config
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

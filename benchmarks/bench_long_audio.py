@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_frontend import BASE_PLUS  # noqa: E402 - a sibling script
 
-from wespeaker_lap.frontend import tiny_ssl_config  # noqa: E402
+from wespeaker_lap.frontend.testing import tiny_ssl_config  # noqa: E402
 from wespeaker_lap.models import build_extractor  # noqa: E402
 
 SR = 16000

@@ -29,7 +29,7 @@ from bench_frontend import BASE_PLUS
 from wespeaker_lap.export.exporter import export_extractor
 from wespeaker_lap.export.identity import model_metadata
 from wespeaker_lap.export.runtime import OnnxEmbedder
-from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.models import build_extractor
 
 RATE = 16000

@@ -64,7 +64,7 @@ def run_one(args: argparse.Namespace) -> dict:
     """Child process: build, warm up, time; return one row."""
     import torch
 
-    from wespeaker_lap.frontend import tiny_ssl_config
+    from wespeaker_lap.frontend.testing import tiny_ssl_config
     from wespeaker_lap.models import build_extractor, build_projection
     from wespeaker_lap.utils.distributed import DistInfo
     from wespeaker_lap.utils.executor import (

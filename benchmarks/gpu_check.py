@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_frontend import BASE_PLUS  # noqa: E402 - sibling scripts, not a package
 from bench_train import LARGE  # noqa: E402
 
-from wespeaker_lap.frontend import get_frontend, tiny_ssl_config  # noqa: E402
+from wespeaker_lap.frontend import get_frontend  # noqa: E402
+from wespeaker_lap.frontend.testing import tiny_ssl_config  # noqa: E402
 from wespeaker_lap.io.checkpoints import checkpoint_path, list_checkpoints, read_weights
 from wespeaker_lap.models import (  # noqa: E402
     SpeakerEmbeddingExtractor,

@@ -33,7 +33,7 @@ from wespeaker_lap.dataset.audio import BadAudio, read_audio
 from wespeaker_lap.dataset.datadir import read_data_dir
 from wespeaker_lap.dataset.dataset import build_eval_loader, build_train_loader
 from wespeaker_lap.dataset.lists import read_raw_list, read_shard_list
-from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import save_weights
 from wespeaker_lap.models import build_extractor
 from wespeaker_lap.utils.distributed import DistInfo

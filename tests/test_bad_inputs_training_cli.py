@@ -25,7 +25,14 @@ from wespeaker_lap.bin import extract as extract_bin
 from wespeaker_lap.bin import score as score_bin
 from wespeaker_lap.bin import train as train_bin
 from wespeaker_lap.cli import main as cli
-from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+from wespeaker_lap.frontend import SSLFrontend
+from wespeaker_lap.frontend.fingerprint import (
+    FINGERPRINT_FILE,
+    FrontendMismatchError,
+    frontend_fingerprint,
+    write_fingerprint,
+)
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import (
     STATE_FORMAT,
     CheckpointError,
@@ -36,12 +43,6 @@ from wespeaker_lap.io.checkpoints import (
 from wespeaker_lap.io.files import read_scp
 from wespeaker_lap.io.xvectors import EmbeddingTable, write_xvectors
 from wespeaker_lap.models import build_extractor
-from wespeaker_lap.models.fingerprint import (
-    FINGERPRINT_FILE,
-    FrontendMismatchError,
-    frontend_fingerprint,
-    write_fingerprint,
-)
 from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
 from wespeaker_lap.scoring.score import read_scores, read_trials, score_output_paths
 from wespeaker_lap.utils.config import load_config
@@ -230,7 +231,7 @@ def test_an_unchanged_ssl_model_is_not_hashed_again(ssl_exp, monkeypatch):
     def no_read(path):
         raise AssertionError(f"{path} was hashed again")
 
-    monkeypatch.setattr("wespeaker_lap.models.fingerprint._sha256_file", no_read)
+    monkeypatch.setattr("wespeaker_lap.frontend.fingerprint._sha256_file", no_read)
     load_trained_extractor(*resolve_model_dir(exp))  # size and mtime as recorded
 
 

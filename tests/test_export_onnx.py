@@ -26,14 +26,14 @@ from wespeaker_lap.cli import main as cli  # noqa: E402
 from wespeaker_lap.export.exporter import export_extractor, verify_onnx  # noqa: E402
 from wespeaker_lap.export.identity import PREFIX, fingerprint, model_metadata  # noqa: E402
 from wespeaker_lap.export.runtime import OnnxEmbedder  # noqa: E402
-from wespeaker_lap.frontend import tiny_ssl_config  # noqa: E402
-from wespeaker_lap.io.checkpoints import save_weights  # noqa: E402
-from wespeaker_lap.models import build_extractor  # noqa: E402
-from wespeaker_lap.models.fingerprint import (  # noqa: E402
+from wespeaker_lap.frontend.fingerprint import (  # noqa: E402
     FINGERPRINT_FILE,
     frontend_fingerprint,
     write_fingerprint,
 )
+from wespeaker_lap.frontend.testing import tiny_ssl_config  # noqa: E402
+from wespeaker_lap.io.checkpoints import save_weights  # noqa: E402
+from wespeaker_lap.models import build_extractor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000

@@ -9,7 +9,7 @@ import yaml
 
 from wespeaker_lap.bin import extract
 from wespeaker_lap.cli import main as cli
-from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import save_weights
 from wespeaker_lap.io.xvectors import write_xvectors
 from wespeaker_lap.models import build_extractor

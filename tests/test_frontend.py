@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from wespeaker_lap.frontend import SSL_FAMILIES, SSLFrontend, get_frontend, tiny_ssl_config
+from wespeaker_lap.frontend import SSL_FAMILIES, SSLFrontend, get_frontend
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 
 CNN_FAMILIES = [f for f in SSL_FAMILIES if f != "wav2vec2-bert"]
 # (family, stable layer norm): Base-style (GroupNorm CNN) and Large-style (LayerNorm CNN) variants.
@@ -232,11 +233,11 @@ def test_registry_rejects_unknown_constructor_arguments():
 @pytest.fixture
 def fake_probe(monkeypatch):
     """Make the CPU probe report chosen speeds (seconds per product) and forget its cache."""
-    from wespeaker_lap.frontend import ssl
+    from wespeaker_lap.frontend import precision
 
     def set_speeds(fp32, bf16):
-        monkeypatch.setattr(ssl, "_AUTO_CACHE", {})
-        monkeypatch.setattr(ssl, "_gemm_seconds", lambda dtypes: [
+        monkeypatch.setattr(precision, "_AUTO_CACHE", {})
+        monkeypatch.setattr(precision, "_gemm_seconds", lambda dtypes: [
             fp32 if dtype == torch.float32 else bf16 for dtype in dtypes])
 
     return set_speeds

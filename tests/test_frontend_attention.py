@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from wespeaker_lap.frontend import SSL_FAMILIES, SSLFrontend, tiny_ssl_config, use_sdpa_attention
+from wespeaker_lap.frontend import SSL_FAMILIES, SSLFrontend, use_sdpa_attention
 from wespeaker_lap.frontend.attention import WavLMSdpaAttention
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 
 VARIANTS = [(f, False) for f in SSL_FAMILIES] + [
     (f, True) for f in SSL_FAMILIES if f not in ("data2vec-audio", "wav2vec2-bert")

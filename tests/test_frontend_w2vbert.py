@@ -9,7 +9,8 @@ import torch
 import transformers
 import yaml
 
-from wespeaker_lap.frontend import SSLFrontend, StackedFbank, tiny_ssl_config
+from wespeaker_lap.frontend import SSLFrontend, StackedFbank
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.models import build_extractor
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

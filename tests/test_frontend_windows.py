@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+from wespeaker_lap.frontend import SSLFrontend
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 
 
 def _padded_batch(lengths, seed=0):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.models import build_extractor
 from wespeaker_lap.models.extractor import _concat_chunks
 

@@ -13,18 +13,18 @@ from wespeaker_lap.bin import merge_lora as merge_bin
 from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.export.exporter import export_model_dir
 from wespeaker_lap.export.runtime import OnnxEmbedder
-from wespeaker_lap.frontend import tiny_ssl_config
-from wespeaker_lap.io.checkpoints import checkpoint_path, read_weights, save_weights
-from wespeaker_lap.models import build_extractor
-from wespeaker_lap.models import lora as lora_module
-from wespeaker_lap.models.inference import load_trained_extractor
-from wespeaker_lap.models.lora import (
+from wespeaker_lap.frontend import lora as lora_module
+from wespeaker_lap.frontend.lora import (
     FINGERPRINT_KEY,
     check_lora_checkpoint,
     lora_state,
     merge_lora,
     parse_lora_args,
 )
+from wespeaker_lap.frontend.testing import tiny_ssl_config
+from wespeaker_lap.io.checkpoints import checkpoint_path, read_weights, save_weights
+from wespeaker_lap.models import build_extractor
+from wespeaker_lap.models.inference import load_trained_extractor
 from wespeaker_lap.utils.config import load_config
 from wespeaker_lap.utils.schedulers import param_groups
 from wespeaker_lap.utils.trainer import build_model, initialise, seed_everything, train

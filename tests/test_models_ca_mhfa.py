@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.models import build_extractor, count_parameters, get_speaker_model
 from wespeaker_lap.models.ca_mhfa import CA_MHFA
 from wespeaker_lap.models.mhfa import MHFA

@@ -6,7 +6,8 @@ import pytest
 import torch
 import yaml
 
-from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+from wespeaker_lap.frontend import SSLFrontend
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.models import (
     SPEAKER_MODELS,
     SpeakerEmbeddingExtractor,

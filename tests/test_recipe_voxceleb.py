@@ -63,7 +63,8 @@ def write_audio(path: Path, seed: int, seconds: float = 2.5, rate: int = 16000) 
 
 def tiny_ssl_model(path: Path) -> Path:
     """A save_pretrained tiny random WavLM, usable as --ssl_model."""
-    from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+    from wespeaker_lap.frontend import SSLFrontend
+    from wespeaker_lap.frontend.testing import tiny_ssl_config
 
     if not (path / "config.json").is_file():
         SSLFrontend(config=tiny_ssl_config("wavlm")).save_pretrained(path)

@@ -24,7 +24,7 @@ from train_helpers import (
 )
 
 from wespeaker_lap.bin import train as train_bin
-from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import checkpoint_path, list_checkpoints, read_weights
 from wespeaker_lap.utils.config import load_config
 from wespeaker_lap.utils.trainer import build_model, seed_everything, train

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from wespeaker_lap.bin import average_model
-from wespeaker_lap.frontend import SSLFrontend, tiny_ssl_config
+from wespeaker_lap.frontend import SSLFrontend
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import (
     STATE_FORMAT,
     checkpoint_path,

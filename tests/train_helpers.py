@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-from wespeaker_lap.frontend import tiny_ssl_config
+from wespeaker_lap.frontend.testing import tiny_ssl_config
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000

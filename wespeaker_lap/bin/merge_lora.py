@@ -28,12 +28,12 @@ from pathlib import Path
 
 import yaml
 
+from wespeaker_lap.frontend.fingerprint import FINGERPRINT_FILE, resolve_frontend_args
+from wespeaker_lap.frontend.lora import parse_lora_args
 from wespeaker_lap.io.checkpoints import read_weights, save_weights
 from wespeaker_lap.io.files import atomic_write, read_yaml
 from wespeaker_lap.models.extractor import FRONTEND_PREFIX
-from wespeaker_lap.models.fingerprint import FINGERPRINT_FILE, resolve_frontend_args
 from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
-from wespeaker_lap.models.lora import parse_lora_args
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger("wespeaker_lap.merge_lora")

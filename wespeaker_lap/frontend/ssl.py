@@ -1,68 +1,25 @@
-"""Frozen (or trainable) multi-layer front end over a transformers speech SSL encoder.
+"""The SSL frontend: 16 kHz waveforms -> all hidden states of a speech SSL encoder.
 
-:class:`SSLFrontend` turns 16 kHz waveforms into the stack of all hidden states
-of a pre-trained speech Transformer (WavLM, HuBERT, wav2vec 2.0, data2vec-audio,
-UniSpeech-SAT, w2v-BERT 2.0): ``(B, L, T, D)`` with ``L = num_hidden_layers + 1``
-(the encoder input, i.e. the projected CNN or fbank features, first; then one
-entry per Transformer layer), plus the number of valid frames of each utterance.
-Frames are 20 ms apart in every family.
+:class:`SSLFrontend` wraps a transformers WavLM, HuBERT, wav2vec 2.0,
+data2vec-audio, UniSpeech-SAT or w2v-BERT 2.0 model and returns the stack of
+its hidden states ``(B, L, T, D)`` (``L = num_hidden_layers + 1``, the encoder
+input first; 20 ms frames in every family) with each utterance's number of
+valid frames. Callers pass raw 16 kHz audio to every family (w2v-BERT's fbank
+is computed inside, :mod:`wespeaker_lap.frontend.fbank`). An utterance's
+outputs never depend on the rest of its batch, and long audio runs in
+overlapping windows (:meth:`SSLFrontend.forward_windows`); how, and how
+``dtype: auto`` picks a precision: "The SSL frontend" in ``docs/architecture.md``.
 
-w2v-BERT 2.0 (``model_type: wav2vec2-bert``, a Conformer without a CNN) takes
-stacked log-mel filterbanks instead of the waveform; they are computed inside
-the frontend from the waveform (:class:`wespeaker_lap.frontend.fbank.StackedFbank`,
-equal to transformers' ``SeamlessM4TFeatureExtractor``), so callers pass raw
-16 kHz audio to every family.
-
-Attention runs through ``torch.nn.functional.scaled_dot_product_attention``:
-transformers' own SDPA path for every family that has one, and
-:mod:`wespeaker_lap.frontend.attention` for WavLM (``attention="eager"`` keeps
-transformers' original attention, for comparison).
-
-Batch independence
-------------------
-An utterance's hidden states never depend on what else is in the batch. These
-places could leak padding into valid frames, and each is closed:
-
-* input normalisation (``do_normalize`` models): mean and variance are taken
-  over each utterance's valid samples only, and the padding is zeroed after;
-* the CNN of the *Base* models, whose first layer is a GroupNorm with one group
-  per channel, i.e. a normalisation **over time**: its statistics are computed
-  over each utterance's valid frames only (:class:`LengthAwareGroupNorm`, a
-  drop-in subclass with the same parameters, so checkpoints load and save
-  unchanged). The rest of the CNN is convolutions whose valid outputs only see
-  valid inputs, so the whole CNN stays batched and exact;
-* the Transformer: the frame-level attention mask (from transformers) zeroes
-  padded frames before the positional convolution and masks them as keys;
-  data2vec-audio's positional embedding is a *stack* of convolutions, so padded
-  frames are zeroed again after each of them (a forward hook, no new weights).
-  w2v-BERT's Conformer convolution is causal and transformers zeroes padded
-  frames before it, so valid frames never see padding;
-* w2v-BERT's fbank: per-utterance statistics over valid frames only.
-
-Valid frames of a padded batch therefore equal the outputs of the same
-utterance run alone, up to float rounding (checked for every family in
-``tests/test_frontend.py`` and ``tests/test_frontend_w2vbert.py``). Padded frames
-of the output are set to zero.
-
-Precision and long audio
-------------------------
-``dtype="auto"`` picks the frozen forward's dtype on the device it first runs on
-(:func:`auto_dtype`: bfloat16 on GPUs that support it, on CPUs only where a
-short probe finds bfloat16 matrix products clearly faster), and logs why.
-:meth:`SSLFrontend.forward_windows` runs long utterances in overlapping windows
-whose kept frames tile the utterance, so memory stays bounded by one window.
-
-Note on the last hidden state of "stable layer norm" models (the Large ones):
-as in transformers, the stacked entries are the raw outputs of each layer, so
-the final encoder LayerNorm is not applied to the last entry.
+Its parts: :mod:`~wespeaker_lap.frontend.loading` (families, loading,
+preprocessing), :mod:`~wespeaker_lap.frontend.precision` (``dtype: auto``),
+:mod:`~wespeaker_lap.frontend.groupnorm` (the length-aware GroupNorm),
+:mod:`~wespeaker_lap.frontend.attention` (WavLM through SDPA).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -70,140 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from wespeaker_lap.frontend.attention import use_sdpa_attention
 from wespeaker_lap.frontend.fbank import StackedFbank
+from wespeaker_lap.frontend.groupnorm import LengthAwareGroupNorm
+from wespeaker_lap.frontend.loading import FBANK_FAMILIES, load_ssl_model, save_preprocessing
+from wespeaker_lap.frontend.precision import DTYPE_CHOICES, DTYPES, auto_dtype, dtype_name
 from wespeaker_lap.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-# model_type -> (config class name, model class name) in transformers.
-SSL_FAMILIES: dict[str, tuple[str, str]] = {
-    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
-    "hubert": ("HubertConfig", "HubertModel"),
-    "wavlm": ("WavLMConfig", "WavLMModel"),
-    "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
-    "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel"),
-    "wav2vec2-bert": ("Wav2Vec2BertConfig", "Wav2Vec2BertModel"),
-}
-
-#: Families whose input is the stacked fbank of :class:`StackedFbank`, not the waveform.
-FBANK_FAMILIES = frozenset({"wav2vec2-bert"})
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_CHOICES = (*DTYPES, "auto")
-ATTENTIONS = ("sdpa", "eager")
-
-
-def _family(model_type: str) -> tuple[type, type]:
-    if model_type not in SSL_FAMILIES:
-        raise ValueError(
-            f"unsupported SSL model type {model_type!r}; supported: {sorted(SSL_FAMILIES)}"
-        )
-    import transformers
-
-    cfg_name, model_name = SSL_FAMILIES[model_type]
-    return getattr(transformers, cfg_name), getattr(transformers, model_name)
-
-
-def tiny_ssl_config(
-    model_type: str = "wavlm",
-    num_hidden_layers: int = 2,
-    hidden_size: int = 32,
-    num_attention_heads: int = 2,
-    intermediate_size: int = 64,
-    conv_dim: int = 32,
-    stable_layer_norm: bool = False,
-) -> dict[str, Any]:
-    """A tiny random config of any family, for tests and small experiments.
-
-    The CNN keeps the real kernel/stride stack (25 ms window, 20 ms hop at
-    16 kHz), so frame counts match the full-size models. For ``wav2vec2-bert``
-    (no CNN) the input stays the real 160-d stacked fbank, the positional
-    scheme w2v-BERT 2.0's (relative-key, 64 left / 8 right), and the Conformer's
-    depthwise kernel 5 frames instead of 31.
-
-    >>> cfg = tiny_ssl_config("hubert")
-    >>> cfg["model_type"], cfg["num_hidden_layers"]
-    ('hubert', 2)
-    """
-    if model_type == "wav2vec2-bert":
-        if stable_layer_norm:
-            raise ValueError("wav2vec2-bert has no stable_layer_norm variant")
-        return {
-            "model_type": model_type,
-            "hidden_size": hidden_size,
-            "num_hidden_layers": num_hidden_layers,
-            "num_attention_heads": num_attention_heads,
-            "intermediate_size": intermediate_size,
-            "feature_projection_input_dim": 160,
-            "position_embeddings_type": "relative_key",
-            "left_max_position_embeddings": 64,
-            "right_max_position_embeddings": 8,
-            "conv_depthwise_kernel_size": 5,
-        }
-    cfg: dict[str, Any] = {
-        "model_type": model_type,
-        "hidden_size": hidden_size,
-        "num_hidden_layers": num_hidden_layers,
-        "num_attention_heads": num_attention_heads,
-        "intermediate_size": intermediate_size,
-        "conv_dim": [conv_dim] * 7,
-        "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
-        "conv_stride": [5, 2, 2, 2, 2, 2, 2],
-        "num_conv_pos_embedding_groups": 4,
-        "do_stable_layer_norm": stable_layer_norm,
-        "feat_extract_norm": "layer" if stable_layer_norm else "group",
-    }
-    if model_type == "data2vec-audio":
-        cfg.update(num_conv_pos_embeddings=2, conv_pos_kernel_size=5)
-        # data2vec-audio always uses LayerNorm in its CNN and has no stable-LN switch
-        del cfg["do_stable_layer_norm"], cfg["feat_extract_norm"]
-    else:
-        cfg["num_conv_pos_embeddings"] = 16
-    if model_type == "wavlm":
-        cfg.update(num_buckets=32, max_bucket_distance=64)
-    return cfg
-
-
-class LengthAwareGroupNorm(nn.GroupNorm):
-    """GroupNorm with one group per channel, normalising over each utterance's valid frames.
-
-    Same parameters and state-dict keys as the ``nn.GroupNorm`` it replaces. Before a
-    forward, the owner sets :attr:`valid_frames` (``(B,)`` long); when it is ``None``
-    every frame counts, exactly like ``nn.GroupNorm``. Each padded utterance is
-    normalised by the native kernel on its valid frames alone (which accumulates in
-    float32 for reduced-precision inputs too), so its output is the same computation
-    as for the utterance run alone; padded frames come out as zeros.
-
-    x: (B, C, T) -> (B, C, T)
-    """
-
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
-        assert num_groups == num_channels, (
-            f"LengthAwareGroupNorm needs one group per channel, got {num_groups} groups "
-            f"for {num_channels} channels"
-        )
-        super().__init__(num_groups, num_channels, eps, affine)
-        self.valid_frames: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[-1]
-        if self.valid_frames is None:
-            return super().forward(x)
-        valid = self.valid_frames.tolist()
-        if min(valid) >= t:
-            return super().forward(x)
-        out = x.new_zeros(x.shape)
-        for i, v in enumerate(valid):
-            out[i : i + 1, :, :v] = super().forward(x[i : i + 1, :, :v])
-        return out
-
-
-def default_do_normalize(config: Any) -> bool:
-    """transformers' convention for a checkpoint without ``preprocessor_config.json``:
-    models whose CNN uses LayerNorm (the Large ones, data2vec-audio) take zero-mean,
-    unit-variance input; GroupNorm (Base) models take the raw waveform."""
-    return getattr(config, "feat_extract_norm", "layer") == "layer"
 
 
 def normalize_waveforms(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -220,236 +50,14 @@ def normalize_waveforms(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return (x - mean) * torch.rsqrt(var + 1e-7) * mask
 
 
-def save_preprocessing(directory: str | os.PathLike, sampling_rate: int,
-                       do_normalize: bool, model_type: str | None = None) -> None:
-    """Write the ``preprocessor_config.json`` that :func:`load_ssl_model` reads back.
-
-    For w2v-BERT (``model_type="wav2vec2-bert"``) it is a ``SeamlessM4TFeatureExtractor``
-    whose ``do_normalize`` stands for the per-mel-bin normalisation."""
-    import transformers
-
-    if model_type in FBANK_FAMILIES:
-        ext = transformers.SeamlessM4TFeatureExtractor(sampling_rate=sampling_rate)
-        ext.do_normalize = bool(do_normalize)
-        ext.save_pretrained(directory)
-        return
-    transformers.Wav2Vec2FeatureExtractor(
-        sampling_rate=sampling_rate, do_normalize=do_normalize
-    ).save_pretrained(directory)
-
-
-def _load_extractor(cls: type, name: str | None) -> Any:
-    if name is None:
-        return None
-    try:
-        return cls.from_pretrained(name)
-    except OSError:
-        return None
-
-
-def _read_preprocessing(name: str | None, model_type: str, config: Any) -> dict[str, Any]:
-    """``do_normalize`` / ``sampling_rate`` (+ fbank settings) from ``preprocessor_config.json``
-    of checkpoint ``name``, or the family's defaults when there is none (or no checkpoint)."""
-    import transformers
-
-    if model_type in FBANK_FAMILIES:
-        ext = _load_extractor(transformers.SeamlessM4TFeatureExtractor, name)
-        pre = {
-            "do_normalize": bool(getattr(ext, "do_normalize", True)),
-            "sampling_rate": int(ext.sampling_rate) if ext is not None else 16000,
-            "num_mel_bins": int(ext.num_mel_bins) if ext is not None else 80,
-            "stride": int(ext.stride) if ext is not None else 2,
-        }
-        width = pre["num_mel_bins"] * pre["stride"]
-        if width != config.feature_projection_input_dim:
-            raise ValueError(
-                f"{name or 'SSL config'}: {pre['num_mel_bins']} mel bins x stride "
-                f"{pre['stride']} = "
-                f"{width}-d frames, but the model takes {config.feature_projection_input_dim}-d"
-            )
-        return pre
-    ext = _load_extractor(transformers.Wav2Vec2FeatureExtractor, name)
-    return {
-        "do_normalize": bool(ext.do_normalize) if ext is not None
-        else default_do_normalize(config),
-        "sampling_rate": int(ext.sampling_rate) if ext is not None else 16000,
-    }
-
-
-def _attn_implementation(model_type: str, attention: str) -> str:
-    """What transformers builds: WavLM has no SDPA path there, so it is built eager and
-    switched afterwards (:func:`use_sdpa_attention`)."""
-    if attention not in ATTENTIONS:
-        raise ValueError(f"attention must be one of {list(ATTENTIONS)}, got {attention!r}")
-    return "eager" if model_type == "wavlm" else attention
-
-
-def _looks_local(name: str) -> bool:
-    return (
-        os.path.isabs(name)
-        or name.startswith(("./", "../", "~"))
-        or os.path.exists(name)
-        or name.count("/") > 1
-    )
-
-
-def load_ssl_model(
-    model_name_or_path: str | os.PathLike | None = None,
-    config: dict[str, Any] | None = None,
-    init_seed: int = 0,
-    attention: str = "sdpa",
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a transformers SSL encoder and read its preprocessing settings.
-
-    Exactly one of:
-
-    * ``model_name_or_path``: a local directory written by ``save_pretrained``
-      (a ``*ForPreTraining`` checkpoint works too), or a hub id such as
-      ``microsoft/wavlm-base-plus`` (needs the hub or its cache; honours
-      ``HF_HUB_OFFLINE``);
-    * ``config``: a dict with ``model_type`` and config fields; random weights
-      drawn from ``init_seed`` (in a forked RNG, so the caller's RNG state is
-      untouched). The same config and seed always give the same weights, which
-      is what lets a frozen random model be referenced by its config alone.
-
-    ``attention``: ``sdpa`` (``scaled_dot_product_attention``; for WavLM through
-    :mod:`wespeaker_lap.frontend.attention`) or ``eager`` (transformers' original).
-
-    Returns ``(model, preprocessing)`` where preprocessing has ``do_normalize``
-    and ``sampling_rate`` (from ``preprocessor_config.json`` when present,
-    otherwise transformers' convention: normalise when the CNN uses LayerNorm;
-    w2v-BERT: per-mel-bin normalisation on, and its fbank's ``num_mel_bins`` and
-    ``stride``).
-    """
-    if (model_name_or_path is None) == (config is None):
-        raise ValueError("give exactly one of model_name_or_path or config")
-    import transformers
-
-    if config is not None:
-        config = dict(config)
-        model_type = config.pop("model_type", None)
-        if model_type is None:
-            raise ValueError(f"SSL config needs a 'model_type' (one of {sorted(SSL_FAMILIES)})")
-        cfg_cls, model_cls = _family(model_type)
-        known = set(cfg_cls().to_dict())
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown {cfg_cls.__name__} field(s) {unknown} in SSL config")
-        cfg = cfg_cls(**config, attn_implementation=_attn_implementation(model_type, attention))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            model = model_cls(cfg)
-        source = f"random {model_type} config"
-        pre = None
-    else:
-        name = os.fspath(model_name_or_path)
-        if _looks_local(name):
-            name = os.path.expanduser(name)
-            if not os.path.isdir(name):
-                raise FileNotFoundError(
-                    f"SSL checkpoint directory not found: {name!r} (expected a directory "
-                    "written by save_pretrained with config.json and model weights)"
-                )
-            if not os.path.isfile(os.path.join(name, "config.json")):
-                raise FileNotFoundError(
-                    f"SSL checkpoint directory {name!r} has no config.json; "
-                    "is it a directory written by save_pretrained?"
-                )
-        try:
-            cfg = transformers.AutoConfig.from_pretrained(name)
-        except OSError as e:
-            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-            raise OSError(
-                f"could not load SSL model {name!r}: it is not a local directory and the "
-                f"hub lookup failed{' (HF_HUB_OFFLINE is set)' if offline else ''}. Give a "
-                "local save_pretrained directory, or a hub id on a machine that can reach "
-                f"the hub or has it cached. Cause: {e}"
-            ) from e
-        cfg_cls, model_cls = _family(cfg.model_type)
-        model = model_cls.from_pretrained(
-            name, attn_implementation=_attn_implementation(cfg.model_type, attention)
-        )
-        source = name
-        pre = name
-    model_type = model.config.model_type
-    if model_type == "wavlm" and attention == "sdpa":
-        use_sdpa_attention(model)
-    preprocessing = _read_preprocessing(pre, model_type, model.config)
-    logger.info(
-        "loaded %s (%s, %d layers x %d) preprocessing=%s",
-        source,
-        model.config.model_type,
-        model.config.num_hidden_layers,
-        model.config.hidden_size,
-        preprocessing,
-    )
-    return model, preprocessing
-
-
-# ------------------------------------------------------------------- dtype "auto"
-_AUTO_CACHE: dict[str, tuple[torch.dtype, str]] = {}
-
-
-def _gemm_seconds(dtypes: tuple[torch.dtype, ...], repeats: int = 5) -> list[float]:
-    """Best wall time per dtype of a Base+-sized FFN product (256 x 768 @ 768 x 3072) on
-    the CPU; the dtypes alternate, so that load from other processes hits them alike."""
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(256, 768, generator=gen)
-    b = torch.randn(768, 3072, generator=gen)
-    pairs = [(a.to(dt), b.to(dt)) for dt in dtypes]
-    best = [math.inf] * len(dtypes)
-    with torch.no_grad():
-        for x, y in pairs:
-            x @ y  # first call: kernel selection, packing
-        for _ in range(repeats):
-            for i, (x, y) in enumerate(pairs):
-                t0 = time.perf_counter()
-                x @ y
-                best[i] = min(best[i], time.perf_counter() - t0)
-    return best
-
-
-def auto_dtype(device: torch.device | str) -> tuple[torch.dtype, str]:
-    """The frozen-forward dtype that is fastest on ``device``, and why (cached per device type).
-
-    * CUDA: bfloat16 where the GPU supports it (Ampere and later), else float32;
-    * CPU: a start-up probe (a few milliseconds) times one float32 and one
-      bfloat16 matrix product of a Base+ FFN's shape; bfloat16 is chosen only
-      when it is at least 1.25x faster (CPUs with AMX; with AVX-512 BF16 alone
-      it is usually slower than float32);
-    * anything else: float32.
-    """
-    kind = torch.device(device).type
-    if kind in _AUTO_CACHE:
-        return _AUTO_CACHE[kind]
-    if kind == "cuda":
-        if torch.cuda.is_bf16_supported():
-            choice = (torch.bfloat16, "CUDA device supports bfloat16")
-        else:
-            choice = (torch.float32, "CUDA device without bfloat16 support")
-    elif kind == "cpu":
-        fp32, bf16 = _gemm_seconds((torch.float32, torch.bfloat16))
-        flops = 2 * 256 * 768 * 3072
-        speed = f"CPU probe: float32 {flops / fp32 / 1e9:.0f} GFLOP/s, bfloat16 " \
-                f"{flops / bf16 / 1e9:.0f} GFLOP/s"
-        choice = (torch.bfloat16, speed) if bf16 * 1.25 <= fp32 else (torch.float32, speed)
-    else:
-        choice = (torch.float32, f"no reduced-precision rule for device type {kind!r}")
-    _AUTO_CACHE[kind] = choice
-    return choice
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return next(k for k, v in DTYPES.items() if v == dtype)
-
-
 class SSLFrontend(nn.Module):
     """All hidden states of a speech SSL encoder, batch-independent and frozen by default.
 
     Args:
         model_name_or_path: local ``save_pretrained`` directory or hub id.
         config: dict with ``model_type`` + config fields, for a random model
-            (see :func:`tiny_ssl_config`). Exactly one of the two.
+            (see :func:`wespeaker_lap.frontend.testing.tiny_ssl_config`). Exactly one
+            of the two.
         frozen: no gradients, eval mode always (no dropout, no layer drop),
             forward under ``torch.no_grad`` so no activations are kept.
         freeze_feature_encoder: in trainable mode, keep the CNN frozen
@@ -475,6 +83,7 @@ class SSLFrontend(nn.Module):
 
     forward(wavs (B, N), lengths (B,)) -> (hidden (B, L, T, D) float32, frame_lengths (B,))
 
+    >>> from wespeaker_lap.frontend.testing import tiny_ssl_config
     >>> fe = SSLFrontend(config=tiny_ssl_config("wav2vec2"))
     >>> h, n = fe(torch.randn(2, 16000), torch.tensor([16000, 8000]))
     >>> tuple(h.shape), n.tolist(), fe.num_layers, fe.hidden_size
@@ -633,7 +242,7 @@ class SSLFrontend(nn.Module):
         if self.auto_dtype:
             want, why = auto_dtype(device)
             if want != self.dtype:
-                logger.info("dtype auto on %s: %s (%s)", device.type, _dtype_name(want), why)
+                logger.info("dtype auto on %s: %s (%s)", device.type, dtype_name(want), why)
                 self.dtype = want
                 self.model.to(want)
             return
@@ -643,7 +252,7 @@ class SSLFrontend(nn.Module):
             want, why = auto_dtype(device)
             if want == torch.float32:
                 logger.warning("dtype %s is slower than float32 on this CPU (%s); dtype auto "
-                               "would choose float32", _dtype_name(self.dtype), why)
+                               "would choose float32", dtype_name(self.dtype), why)
 
     # --------------------------------------------------------------- forward
     def forward(

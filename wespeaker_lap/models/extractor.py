@@ -5,7 +5,7 @@ dict holds only what is trained: when every frontend parameter is frozen, the SS
 model (referenced by ``frontend_args.model_name_or_path`` in the config) is left
 out of the saved state, and a state dict without frontend entries loads into an
 extractor whose frontend was built from that config. With LoRA (``lora_args``,
-:mod:`wespeaker_lap.models.lora`) the saved frontend entries are the LoRA
+:mod:`wespeaker_lap.frontend.lora`) the saved frontend entries are the LoRA
 matrices and the frozen model's fingerprint only.
 """
 
@@ -20,11 +20,7 @@ import torch
 from torch import nn
 
 from wespeaker_lap.frontend import get_frontend
-from wespeaker_lap.frontend.ssl import DTYPE_CHOICES
-from wespeaker_lap.io.checkpoints import load_weights
-from wespeaker_lap.models.common import count_parameters
-from wespeaker_lap.models.interfaces import FramePoolingBackend, SpeakerBackend
-from wespeaker_lap.models.lora import (
+from wespeaker_lap.frontend.lora import (
     apply_lora,
     check_lora_checkpoint,
     fill_frozen_entries,
@@ -33,6 +29,10 @@ from wespeaker_lap.models.lora import (
     merge_lora,
     parse_lora_args,
 )
+from wespeaker_lap.frontend.precision import DTYPE_CHOICES
+from wespeaker_lap.io.checkpoints import load_weights
+from wespeaker_lap.models.common import count_parameters
+from wespeaker_lap.models.interfaces import FramePoolingBackend, SpeakerBackend
 from wespeaker_lap.models.projections import PROJECTIONS, get_projection
 from wespeaker_lap.models.zoo import build_speaker_model
 
@@ -218,7 +218,7 @@ def build_extractor(config: Mapping[str, Any]) -> SpeakerEmbeddingExtractor:
     Reads ``frontend`` / ``frontend_args`` and ``model`` / ``model_args``; the
     model's ``feat_dim`` / ``num_layers`` come from the frontend (``-1`` or absent).
     A non-empty ``lora_args`` wraps the SSL Transformer with LoRA
-    (:func:`wespeaker_lap.models.lora.apply_lora`); the frontend is then built in
+    (:func:`wespeaker_lap.frontend.lora.apply_lora`); the frontend is then built in
     float32 and takes ``frontend_args.dtype`` when the LoRA matrices are merged.
     """
     for key in ("frontend", "model"):

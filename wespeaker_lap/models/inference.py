@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from wespeaker_lap.frontend.fingerprint import check_frontend_identity, resolve_frontend_args
+from wespeaker_lap.frontend.lora import holds_ssl_weights
 from wespeaker_lap.io.checkpoints import list_checkpoints, read_weights
 from wespeaker_lap.io.files import read_yaml
 from wespeaker_lap.models.extractor import SpeakerEmbeddingExtractor, build_extractor
-from wespeaker_lap.models.fingerprint import check_frontend_identity, resolve_frontend_args
-from wespeaker_lap.models.lora import holds_ssl_weights
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def load_trained_extractor(
     When ``config`` is an experiment's ``config.yaml`` file, a relative
     ``frontend_args.model_name_or_path`` is resolved against its directory and
     the SSL model is checked against the experiment's ``frontend.json``
-    (:mod:`wespeaker_lap.models.fingerprint`): a different model is a
+    (:mod:`wespeaker_lap.frontend.fingerprint`): a different model is a
     ``FrontendMismatchError`` unless ``ignore_frontend_mismatch``.
     """
     if isinstance(config, Mapping):

@@ -50,7 +50,7 @@ import transformers
 from torch import nn
 
 from wespeaker_lap.checks import ConfigError
-from wespeaker_lap.frontend.ssl import default_do_normalize, save_preprocessing
+from wespeaker_lap.frontend.loading import default_do_normalize, save_preprocessing
 from wespeaker_lap.lr_schedule import warmup_cosine
 from wespeaker_lap.pretrain.features import HOP_SAMPLES, SAMPLE_RATE, Corpus, num_frames
 from wespeaker_lap.pretrain.kmeans import unit_frequencies

@@ -54,9 +54,9 @@ from wespeaker_lap.dataset.schema import (
     parse_dataset_args,
 )
 from wespeaker_lap.frontend import FRONTENDS
+from wespeaker_lap.frontend.lora import LORA_ARGS_KEYS, check_lora_config, parse_lora_args
 from wespeaker_lap.io.files import atomic_write, read_yaml, yaml_load
 from wespeaker_lap.models import PROJECTIONS, SPEAKER_MODELS
-from wespeaker_lap.models.lora import LORA_ARGS_KEYS, check_lora_config, parse_lora_args
 from wespeaker_lap.registry import Registry, accepted_keywords
 from wespeaker_lap.utils.executor import LOSSES
 from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS

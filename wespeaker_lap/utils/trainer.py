@@ -31,6 +31,15 @@ from wespeaker_lap.dataset import (
     parse_dataloader_args,
     parse_dataset_args,
 )
+from wespeaker_lap.frontend.fingerprint import (
+    FINGERPRINT_FILE,
+    absolute_frontend_args,
+    compare_fingerprints,
+    frontend_fingerprint,
+    read_fingerprint,
+    write_fingerprint,
+)
+from wespeaker_lap.frontend.lora import check_lora_checkpoint
 from wespeaker_lap.io.checkpoints import (
     checkpoint_path,
     list_checkpoints,
@@ -40,15 +49,6 @@ from wespeaker_lap.io.checkpoints import (
 )
 from wespeaker_lap.io.files import read_scp
 from wespeaker_lap.models import build_extractor, build_projection
-from wespeaker_lap.models.fingerprint import (
-    FINGERPRINT_FILE,
-    absolute_frontend_args,
-    compare_fingerprints,
-    frontend_fingerprint,
-    read_fingerprint,
-    write_fingerprint,
-)
-from wespeaker_lap.models.lora import check_lora_checkpoint
 from wespeaker_lap.utils.config import save_config
 from wespeaker_lap.utils.distributed import (
     DistInfo,
@@ -341,7 +341,7 @@ def record_config(cfg: Mapping[str, Any], exp_dir: Path, info: DistInfo, data: T
                   argv: Sequence[str] | None,
                   fingerprint: Mapping[str, Any] | None = None) -> None:
     """Save the merged config with the derived sizes as a comment header (rank 0), and the
-    SSL model's fingerprint as ``frontend.json`` (see :mod:`wespeaker_lap.models.fingerprint`)."""
+    SSL model's fingerprint as ``frontend.json`` (see :mod:`wespeaker_lap.frontend.fingerprint`)."""
     if not info.is_main:
         return
     if fingerprint is not None:

@@ -51,7 +51,7 @@ from torch import nn
 
 from wespeaker_lap.checks import ConfigError, check_int, check_keys, check_number, check_str
 from wespeaker_lap.frontend.attention import WavLMSdpaAttention
-from wespeaker_lap.frontend.ssl import DTYPE_CHOICES, DTYPES
+from wespeaker_lap.frontend.precision import DTYPE_CHOICES, DTYPES
 
 try:  # the `export` extra (pip install -e '.[export]'); only LoRA needs it
     from peft import LoraConfig, inject_adapter_in_model

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from wespeaker_lap.frontend import load_ssl_model
+from wespeaker_lap.frontend.loading import is_local_path, load_ssl_model
 from wespeaker_lap.io.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -54,10 +54,6 @@ class FrontendMismatchError(ValueError):
 
 
 # ------------------------------------------------------------------------- where
-def _looks_local(name: str) -> bool:
-    return name.startswith(("./", "../", "~")) or name.count("/") != 1 or os.path.exists(name)
-
-
 def absolute_frontend_args(frontend_args: Mapping[str, Any]) -> dict[str, Any]:
     """``frontend_args`` with a local ``model_name_or_path`` made absolute (training side).
 
@@ -78,14 +74,16 @@ def resolve_frontend_args(frontend_args: Mapping[str, Any], exp_dir: str | os.Pa
     """``frontend_args`` of an experiment with ``model_name_or_path`` resolved (load side).
 
     Absolute paths stay; a relative path is taken relative to ``exp_dir``; a hub
-    id (``org/name``) stays a hub id. A relative local path that does not exist
-    under ``exp_dir`` is a ``FileNotFoundError`` naming both candidates.
+    id (``name`` or ``org/name`` not found under ``exp_dir``) stays a hub id, as
+    :func:`~wespeaker_lap.frontend.loading.is_local_path` decides for every
+    caller. A relative local path that does not exist under ``exp_dir`` is a
+    ``FileNotFoundError`` naming both candidates.
     """
     fa = dict(frontend_args)
-    name = fa.get("model_name_or_path")
-    if name is None:
+    raw = fa.get("model_name_or_path")
+    if raw is None:
         return fa
-    name = os.fspath(name)
+    name = os.fspath(raw)
     path = Path(name).expanduser()
     if path.is_absolute():
         fa["model_name_or_path"] = str(path)
@@ -94,7 +92,7 @@ def resolve_frontend_args(frontend_args: Mapping[str, Any], exp_dir: str | os.Pa
     if candidate.exists():
         fa["model_name_or_path"] = str(candidate.resolve())
         return fa
-    if _looks_local(name):
+    if is_local_path(raw):
         hint = ""
         if path.exists():
             hint = (f"; {path.resolve()} exists relative to the current directory, but a "
