@@ -5,17 +5,65 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
+from test_extract import read_xvectors, tiny_config
 
 import wespeaker_lap
 from wespeaker_lap.api import SpeakerModel, Speakers, load_model
 from wespeaker_lap.api.model import _ToyBackend
 from wespeaker_lap.bin import extract
+from wespeaker_lap.io.checkpoints import save_weights
 from wespeaker_lap.io.xvectors import write_xvectors
+from wespeaker_lap.models import build_extractor
 from wespeaker_lap.scoring.score import Trials, cosine_score
 from wespeaker_lap.scoring.score_norm import build_cohort, normalize_scores
 
-# the tiny trained exp_dir and data dir of the extraction tests
-from test_extract import data_dir, model_dir, read_xvectors  # noqa: F401
+SR = 16000
+
+
+def make_exp_dir(d, seed=1):
+    """A tiny trained exp_dir: config.yaml + models/avg_model.pt (with a training head)."""
+    cfg = tiny_config()
+    (d / "models").mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(seed)
+    ext = build_extractor(cfg)
+    ext.add_module("projection", torch.nn.Linear(16, 5))
+    for p in ext.backend.parameters():
+        p.data.add_(0.01 * torch.randn_like(p))
+    save_weights(ext, d / "models" / "avg_model.pt")
+    return d
+
+
+def make_data_dir(d, speakers=3, utts=3, seed=0):
+    """A Kaldi data dir of tones + noise, 0.5-1.5 s each (wav.scp, utt2spk, utt2dur)."""
+    rng = np.random.default_rng(seed)
+    (d / "wav").mkdir(parents=True)
+    wav, u2s, dur = [], [], []
+    for s in range(speakers):
+        for u in range(utts):
+            key = f"spk{s}-utt{u}"
+            n = int(SR * rng.uniform(0.5, 1.5))
+            t = np.arange(n) / SR
+            x = 0.3 * np.sin(2 * np.pi * (120 + 60 * s) * t) + 0.05 * rng.standard_normal(n)
+            sf.write(d / "wav" / f"{key}.wav", x.astype(np.float32), SR)
+            wav.append(f"{key} {d / 'wav' / key}.wav\n")
+            u2s.append(f"{key} spk{s}\n")
+            dur.append(f"{key} {n / SR:.3f}\n")
+    (d / "wav.scp").write_text("".join(wav))
+    (d / "utt2spk").write_text("".join(u2s))
+    (d / "utt2dur").write_text("".join(dur))
+    return d
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return make_exp_dir(tmp_path / "exp")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return make_data_dir(tmp_path / "data")
 
 
 class _Fixed:
