@@ -232,3 +232,45 @@ def test_package_model_refuses_a_local_ssl_model_it_may_not_point_to(packaged, t
                              str(tmp_path / "p")])
     assert rc == 1 and "pass --bundle_ssl" in capsys.readouterr().err
     assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.*"))
+
+
+def test_cli_verify_similarity_enroll_identify_on_a_package(packaged, tmp_path, capsys):
+    from wespeaker_lap.cli import main as cli
+
+    pkg, wav = str(packaged["out"]), packaged["data"] / "wav"
+    a, b, c = (str(wav / f"{k}.wav") for k in ("spk0-utt0", "spk0-utt1", "spk2-utt0"))
+    assert cli.main(["verify", "--model", pkg, a, b]) == 0
+    out = capsys.readouterr().out
+    assert "(asnorm) llr " in out and "[eer threshold measured on" in out
+    assert cli.main(["verify", "--model", pkg, a, b, "--p_target", "0.01"]) == 0
+    assert "Bayes decision at p_target 0.01" in capsys.readouterr().out
+    assert cli.main(["verify", "--model", pkg, a, b, "--operating_point", "mindcf0.05",
+                     "--threshold", "0.3"]) == 2
+    assert "give one of" in capsys.readouterr().err
+    assert cli.main(["similarity", "--model", pkg, a, b, "--norm", "none"]) == 0
+    raw = float(capsys.readouterr().out)
+    assert -1.0 <= raw <= 1.0
+    ark = tmp_path / "spk.ark"
+    assert cli.main(["enroll", "--model", pkg, "--speaker", "zero", a, b, "--speaker", "two",
+                     c, "--out", str(ark)]) == 0
+    assert ark.is_file() and ark.with_suffix(".scp").is_file()
+    capsys.readouterr()
+    assert cli.main(["identify", "--model", pkg, "--speakers", str(ark),
+                     str(wav / "spk0-utt2.wav"), "--top_k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("1 zero ") and lines[-1].startswith("decision: ")
+
+
+def test_cli_operating_point_missing_from_the_package_lists_those_it_has(packaged, tmp_path,
+                                                                         capsys):
+    from wespeaker_lap.cli import main as cli
+
+    pkg = _copy(packaged, tmp_path)
+    meta = json.loads((pkg / "package.json").read_text())
+    meta["thresholds"]["values"] = {"eer": meta["thresholds"]["values"]["eer"]}
+    (pkg / "package.json").write_text(json.dumps(meta))
+    write_manifest(pkg)
+    a = str(packaged["data"] / "wav" / "spk0-utt0.wav")
+    assert cli.main(["verify", "--model", str(pkg), a, a, "--operating_point",
+                     "mindcf0.01"]) == 2
+    assert "no mindcf0.01 threshold; it has ['eer']" in capsys.readouterr().err
