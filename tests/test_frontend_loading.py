@@ -121,3 +121,18 @@ def test_a_bare_name_that_is_a_directory_is_the_same_model_at_training_and_load_
     # only, and refused (naming the current directory's copy) when exp_dir lacks it
     with pytest.raises(FileNotFoundError, match="exists relative to the current directory"):
         resolve_frontend_args({"model_name_or_path": "wavlm-base"}, exp_dir)
+
+
+@pytest.mark.parametrize("name,local", SHAPES, ids=[repr(n) for n, _ in SHAPES])
+def test_model_sources_follow_the_same_rule_with_an_optional_revision(in_tmp, name, local):
+    """``load_model``'s sources (``org/name[@revision]``) decide by the SSL models' rule."""
+    from wespeaker_lap.io.sources import split_hub_id
+
+    assert (split_hub_id(name) is None) is local
+    if not local:
+        assert split_hub_id(name) == (name, None)
+        assert split_hub_id(f"{name}@v1.0") == (name, "v1.0")
+        assert split_hub_id(f"{name}@refs/pr/3") == (name, "refs/pr/3")
+        assert split_hub_id(f"{name}@") is None and split_hub_id(f"{name}@a b") is None
+        (in_tmp / name).mkdir(parents=True)  # an existing directory of that name is local
+        assert split_hub_id(name) is None

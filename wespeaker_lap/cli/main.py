@@ -1,24 +1,36 @@
-"""``wespeaker-lap``: embeddings, similarity and verification with a trained model directory.
+"""``wespeaker-lap``: embeddings, scores, calibrated decisions, enrolment and identification.
 
-    wespeaker-lap embed      --model_dir exp/lap_astp a.wav b.wav --out emb.npy
-    wespeaker-lap embed      --model_dir exp/lap_astp --wav_scp data/test/wav.scp --out x.ark
-    wespeaker-lap similarity --model_dir exp/lap_astp a.wav b.wav
-    wespeaker-lap verify     --model_dir exp/lap_astp a.wav b.wav --threshold 0.5
+    wespeaker-lap embed      --model exp/lap_astp/package a.wav b.wav --out emb.npy
+    wespeaker-lap embed      --model exp/lap_astp --wav_scp data/test/wav.scp --out x.ark
+    wespeaker-lap similarity --model exp/lap_astp/package a.wav b.wav
+    wespeaker-lap verify     --model exp/lap_astp/package a.wav b.wav
+    wespeaker-lap verify     --model org/name a.wav b.wav --operating_point mindcf0.01
+    wespeaker-lap enroll     --model PKG --speaker alice a1.wav a2.wav --speaker bob b.wav \
+                             --out speakers.ark
+    wespeaker-lap identify   --model PKG --speakers speakers.ark x.wav --top_k 3
 
-A model directory is a training ``exp_dir``: ``config.yaml`` and
-``avg_model.pt`` (else ``final_model.pt``, else the newest
-``models/model_{epoch}.pt``); a frozen SSL model is loaded from where the
-config names it (a relative path from the model directory) and must match the
-fingerprint in its ``frontend.json`` (``--ignore_frontend_mismatch`` overrides).
-Audio at any sample rate is resampled to the model's.
-An ``.ark`` holds one embedding per key, so the same file given twice is
-refused there; a ``.npy`` has one row per file given, in order.
-Scores are cosine similarities, after subtracting ``--mean_vec`` when given
-(the ``mean_vec.npy`` of the training-set embeddings, as the recipes score).
+``--model`` is a model package (``python -m wespeaker_lap.bin.package_model``),
+a training ``exp_dir``, or a hub id ``org/name[@revision]`` (fetched into the
+Hugging Face cache; ``HF_HUB_OFFLINE=1`` uses the cache only). ``--model_dir``
+(an ``exp_dir``) works as before. This command is a thin shell over the Python
+API (``wespeaker_lap.load_model``; see ``docs/python_api.md``).
+
+A package brings its mean vector, AS-norm cohort, calibration and measured
+thresholds: ``verify`` prints the score, the calibrated log-likelihood ratio and
+the decision, by default at the package's EER threshold; ``--operating_point``
+picks another measured threshold, ``--p_target P`` the Bayes decision on the
+LLR, ``--threshold T`` a raw threshold of yours. An ``exp_dir`` has none of
+these: its scores are cosines (after ``--mean_vec`` when given) and ``verify``
+needs ``--threshold``.
+
+Audio at any sample rate is resampled to the model's. An ``.ark`` holds one
+embedding per key, so the same file given twice is refused there; a ``.npy``
+has one row per file given, in order.
 
 With ``--onnx FILE`` (written by ``python -m wespeaker_lap.bin.export_onnx``)
 the model runs in onnxruntime on the CPU and torch is never imported; with
 ``--model_dir`` too, the file must have been exported from that directory.
+``--runtime onnx`` runs a package's own ``model.onnx``.
 """
 
 from __future__ import annotations
@@ -30,63 +42,18 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
-# Only numpy-side modules at the top: the --onnx path must run without torch.
-# The torch-based parts are imported on use (cli/ is the one layer allowed to).
+# Only light modules at the top: the --onnx path must run without torch, and --help fast.
+# The API is imported on use (cli/ is a layer allowed to).
 from wespeaker_lap.checks import ConfigError, check_int
 from wespeaker_lap.io.files import atomic_path, read_scp
 from wespeaker_lap.io.xvectors import load_mean_vec, save_npy, write_xvectors
-from wespeaker_lap.scoring.score import normalize_rows
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger("wespeaker_lap.cli")
 
-
-class Embedder:
-    """A trained extractor ready for files: ``Embedder(model_dir)(paths) -> (N, E)``.
-
-    Files go through the same eval loader as ``bin/extract.py`` (decode, resample
-    to the model's rate, length-grouped batches); a file it cannot use is an
-    error naming it.
-    """
-
-    def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "float32",
-                 batch_size: int = 8, ignore_frontend_mismatch: bool = False):
-        from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
-
-        self.batch_size = check_int("--batch_size", batch_size, lo=1)
-        self.device = check_device("--device", device)
-        config, weights = resolve_model_dir(model_dir)
-        self.extractor = load_trained_extractor(
-            config, weights, self.device, dtype,
-            ignore_frontend_mismatch=ignore_frontend_mismatch,
-        )
-        self.sample_rate = self.extractor.frontend.sample_rate
-
-    def __call__(self, paths: list[str]) -> np.ndarray:
-        from wespeaker_lap.dataset.dataset import build_eval_loader
-        from wespeaker_lap.models.inference import embed_batches
-
-        for p in paths:
-            if not Path(p).is_file():
-                raise FileNotFoundError(f"no such audio file: {p}")
-        entries = [{"key": str(i), "wav": p} for i, p in enumerate(paths)]
-        loader = build_eval_loader(
-            entries, "raw", sample_rate=self.sample_rate, batch_size=self.batch_size,
-            min_duration=self.extractor.frontend.min_samples / self.sample_rate,
-        )
-        out = np.zeros((len(paths), self.extractor.embed_dim), dtype=np.float32)
-        done = np.zeros(len(paths), dtype=bool)
-        for keys, emb in embed_batches(self.extractor, loader, self.device):
-            rows = [int(k) for k in keys]
-            out[rows] = emb
-            done[rows] = True
-        if not done.all():
-            bad = [paths[i] for i in np.flatnonzero(~done)]
-            raise ValueError(f"cannot use {len(bad)} file(s) (unreadable, silent or too short; "
-                             f"see the warnings above): {bad[:5]}")
-        return out
+#: Operating points a package may carry (wespeaker_lap.api.package.OPERATING_POINTS).
+OPERATING_POINTS = ("eer", "mindcf0.01", "mindcf0.05")
+NORMS = ("none", "asnorm", "snorm")
 
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -117,20 +84,37 @@ def check_finite_number(where: str, value: float) -> float:
     return value
 
 
-def make_embedder(args: argparse.Namespace, batch_size: int = 8):
-    """The PyTorch :class:`Embedder`, or with ``--onnx`` the onnxruntime one (no torch)."""
-    check_int("--batch_size", batch_size, lo=1)
-    if args.onnx:
-        if args.device != "cpu" or args.dtype != "float32":
-            raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device and "
-                             "--dtype")
-        from wespeaker_lap.export.runtime import OnnxEmbedder
+def load(args: argparse.Namespace, batch_size: int = 8):
+    """The :class:`~wespeaker_lap.api.SpeakerModel` the options name (``--model``,
+    ``--model_dir``, ``--onnx``), with ``--mean_vec`` applied."""
+    from wespeaker_lap.api import load_model
 
-        return OnnxEmbedder(args.onnx, model_dir=args.model_dir, batch_size=batch_size)
-    if not args.model_dir:
-        raise ValueError("give --model_dir (a trained exp_dir) or --onnx (an exported model)")
-    return Embedder(args.model_dir, args.device, args.dtype, batch_size,
-                    args.ignore_frontend_mismatch)
+    check_int("--batch_size", batch_size, lo=1)
+    if args.model and args.model_dir:
+        raise ValueError("give --model or --model_dir, not both")
+    source = args.model or args.model_dir
+    onnx = args.onnx or args.runtime == "onnx"
+    if onnx and (args.device != "cpu" or args.dtype != "float32"):
+        raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device and "
+                         "--dtype")
+    if not onnx:
+        check_device("--device", args.device)
+    mean_vec = load_mean_vec(getattr(args, "mean_vec", None))  # a bad file fails first
+    if source is None and not args.onnx:
+        raise ValueError("give --model_dir (a trained exp_dir), --model (a model package, "
+                         "exp_dir or hub id) or --onnx (an exported model)")
+    if source is None:
+        model = load_model(args.onnx, batch_size=batch_size)
+    else:
+        model = load_model(source, device=args.device, dtype=args.dtype,
+                           runtime="onnx" if onnx else "torch", onnx=args.onnx,
+                           revision=args.revision, batch_size=batch_size,
+                           ignore_frontend_mismatch=args.ignore_frontend_mismatch)
+    if mean_vec is not None:
+        if model.mean_vec is not None:
+            raise ValueError("--mean_vec: this model package has its own mean vector")
+        model.mean_vec = load_mean_vec(args.mean_vec, model.embed_dim)
+    return model
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -153,7 +137,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         dup = next(k for k in keys if k in seen or seen.add(k))
         raise ValueError(f"{dup} is given twice; an .ark holds one embedding per key "
                          "(give each file once, or write a .npy, whose rows follow the input)")
-    emb = make_embedder(args, args.batch_size)(paths)
+    emb = load(args, args.batch_size).embed(paths)
     if out.suffix == ".npy":
         save_npy(out, emb)
         with atomic_path(out.with_suffix(".keys")) as tmp:
@@ -166,24 +150,72 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pair_score(args: argparse.Namespace) -> float:
-    load_mean_vec(args.mean_vec)  # a bad file fails before the model is loaded
-    emb = make_embedder(args)([args.wav1, args.wav2])
-    a, b = normalize_rows(emb, load_mean_vec(args.mean_vec, emb.shape[1]))
-    return float(a @ b)
-
-
 def cmd_similarity(args: argparse.Namespace) -> int:
-    print(f"{_pair_score(args):.6f}")
+    model = load(args)
+    emb = model.embed([args.wav1, args.wav2])
+    print(f"{float(model.score(emb[0], emb[1], norm=args.norm)[0]):.6f}")
     return 0
 
 
+def _decision_options(args: argparse.Namespace) -> dict:
+    given = [f"--{n}" for n in ("threshold", "p_target", "operating_point")
+             if getattr(args, n, None) is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of --threshold, --p_target and --operating_point, not "
+                         f"{' and '.join(given)}")
+    if args.threshold is not None:
+        check_finite_number("--threshold", args.threshold)
+    if getattr(args, "p_target", None) is not None and not 0.0 < args.p_target < 1.0:
+        raise ConfigError(f"--p_target: expected a prior in (0, 1), got {args.p_target!r}")
+    return {"threshold": args.threshold, "operating_point": args.operating_point}
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    check_finite_number("--threshold", args.threshold)
-    score = _pair_score(args)
-    same = score >= args.threshold
-    print(f"score {score:.6f} threshold {args.threshold:g}: "
-          f"{'same speaker' if same else 'different speakers'}")
+    opts = _decision_options(args)
+    model = load(args)
+    try:
+        result = model.verify(args.wav1, args.wav2, p_target=args.p_target, norm=args.norm,
+                              **opts)
+    except ValueError as e:
+        if "no measured thresholds" in str(e) or "no eer threshold" in str(e):
+            raise ValueError(f"{e} (--threshold T on the command line)") from None
+        raise
+    print(result)
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix != ".ark":
+        raise ValueError(f"--out must end in .ark (Kaldi ark + scp), got {out}")
+    speakers: dict[str, list[str]] = {}
+    for name, *wavs in args.speaker:
+        if not wavs:
+            raise ValueError(f"--speaker {name}: give its audio files after the name")
+        if name in speakers:
+            raise ValueError(f"--speaker {name} is given twice")
+        speakers[name] = wavs
+    model = load(args, args.batch_size)
+    enrolled = model.enroll(speakers)
+    ark = enrolled.save(out)
+    print(f"enrolled {len(enrolled)} speaker(s) into {ark} and {ark.with_suffix('.scp')}")
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from wespeaker_lap.api import Speakers
+
+    opts = _decision_options(args)
+    check_int("--top_k", args.top_k, lo=1)
+    model = load(args)
+    speakers = Speakers.load(args.speakers, model.embed_dim)
+    result = model.identify(args.wav, speakers, top_k=args.top_k, norm=args.norm, **opts)
+    for rank, (name, score) in enumerate(result.ranking, 1):
+        print(f"{rank} {name} {score:.6f}")
+    verdict = result.speaker if result.speaker is not None else "unknown (no enrolled " \
+        "speaker passes the threshold)"
+    thr = "" if result.threshold is None else f" threshold {result.threshold:g}"
+    print(f"decision: {verdict}{thr} [{result.threshold_source}]")
     return 0
 
 
@@ -193,10 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
+        sp.add_argument("--model", help="model package, training exp_dir, or hub id "
+                        "org/name[@revision]")
         sp.add_argument("--model_dir", help="trained exp_dir (with --onnx: the file must "
                         "have been exported from it)")
+        sp.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
         sp.add_argument("--onnx", help="exported model (bin/export_onnx.py): run it with "
                         "onnxruntime, without torch")
+        sp.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                        help="onnx: run a package's model.onnx with onnxruntime")
         sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         sp.add_argument("--dtype", default="float32",
                         choices=["float32", "bfloat16", "float16", "auto"],
@@ -206,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use the frozen SSL model found even when it differs from the "
                         "one the experiment was trained with (see frontend.json)")
 
+    def scoring(sp, decisions: bool):
+        sp.add_argument("--norm", choices=NORMS, default=None,
+                        help="score normalisation (default: the package's, AS-norm against "
+                        "its cohort; none for an exp_dir)")
+        if decisions:
+            sp.add_argument("--operating_point", choices=OPERATING_POINTS, default=None,
+                            help="a threshold measured on the package's validation trials "
+                            "(default: eer when the package has it)")
+            sp.add_argument("--threshold", type=float, default=None,
+                            help="accept when score >= threshold (a raw threshold of yours)")
+
     sp = sub.add_parser("embed", help="audio files -> embeddings (.npy or Kaldi .ark)")
     common(sp)
     sp.add_argument("wavs", nargs="*", help="audio files")
@@ -214,24 +262,44 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch_size", type=int, default=8)
     sp.set_defaults(func=cmd_embed)
 
-    for name, func, helptext in (("similarity", cmd_similarity, "cosine score of two files"),
-                                 ("verify", cmd_verify, "same speaker? score vs threshold")):
+    for name, func, helptext in (("similarity", cmd_similarity, "score of two files"),
+                                 ("verify", cmd_verify, "same speaker? score, LLR, decision")):
         sp = sub.add_parser(name, help=helptext)
         common(sp)
         sp.add_argument("wav1")
         sp.add_argument("wav2")
-        sp.add_argument("--mean_vec", help="mean_vec.npy subtracted before the cosine")
+        sp.add_argument("--mean_vec", help="mean_vec.npy subtracted before the cosine (an "
+                        "exp_dir; a package has its own)")
+        scoring(sp, decisions=name == "verify")
         if name == "verify":
-            sp.add_argument("--threshold", type=float, required=True,
-                            help="accept when score >= threshold (e.g. the EER threshold)")
+            sp.add_argument("--p_target", type=float, default=None,
+                            help="Bayes decision on the calibrated LLR at this target prior")
         sp.set_defaults(func=func)
+
+    sp = sub.add_parser("enroll", help="speaker models from their audio -> Kaldi .ark")
+    common(sp)
+    sp.add_argument("--speaker", nargs="+", action="append", required=True,
+                    metavar=("NAME", "WAV"), help="a speaker's name then its audio files "
+                    "(repeat for each speaker)")
+    sp.add_argument("--out", required=True, help="output .ark (+ .scp)")
+    sp.add_argument("--batch_size", type=int, default=8)
+    sp.set_defaults(func=cmd_enroll, mean_vec=None)
+
+    sp = sub.add_parser("identify", help="rank enrolled speakers for one recording "
+                        "(open set: unknown below the threshold)")
+    common(sp)
+    sp.add_argument("wav")
+    sp.add_argument("--speakers", required=True, help="speaker models (.ark from enroll)")
+    sp.add_argument("--top_k", type=int, default=5)
+    scoring(sp, decisions=True)
+    sp.set_defaults(func=cmd_identify, mean_vec=None)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("INFO" if args.verbose else "WARNING")
-    if not args.verbose and not args.onnx:
+    if not args.verbose and not args.onnx and args.runtime != "onnx":
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar

@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 
-from wespeaker_lap.frontend.loading import is_local_path, load_ssl_model
+from wespeaker_lap.frontend.loading import load_ssl_model
 from wespeaker_lap.io.files import atomic_write
+from wespeaker_lap.io.sources import is_local_path
 
 logger = logging.getLogger(__name__)
 

@@ -5,21 +5,21 @@ classes. :func:`load_ssl_model` builds a model from a ``save_pretrained``
 directory, a hub id or a config dict (random weights from a seed) and reads its
 preprocessing (``do_normalize``, ``sampling_rate``) from
 ``preprocessor_config.json``; :func:`save_preprocessing` writes that file.
-:func:`is_local_path` is the one answer to "is this name a local directory or
-a hub id".
+:func:`~wespeaker_lap.io.sources.is_local_path` is the one answer to "is this
+name a local directory or a hub id" (re-exported here and from ``frontend``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Any
 
 import torch
 from torch import nn
 
 from wespeaker_lap.frontend.attention import use_sdpa_attention
+from wespeaker_lap.io.sources import is_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -119,39 +119,6 @@ def _attn_implementation(model_type: str, attention: str) -> str:
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {list(ATTENTIONS)}, got {attention!r}")
     return "eager" if model_type == "wavlm" else attention
-
-
-#: A hub id: ``name`` or ``org/name``, each part letters, digits, ``_``, ``-``, ``.``, starting
-#: with a letter, digit or ``_``.
-_HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?", re.ASCII)
-
-
-def is_local_path(name: str | os.PathLike) -> bool:
-    r"""Whether an SSL model name is a local directory (True) or a hub id (False).
-
-    The one rule for every caller (:func:`load_ssl_model` at training and
-    extraction time, :func:`wespeaker_lap.frontend.fingerprint.resolve_frontend_args`
-    when an experiment is loaded), so that they never disagree:
-
-    * a name that exists on disk is local, whatever its shape (an ``org/name``
-      directory under the current directory included), and so is a
-      ``pathlib.Path`` (or other ``os.PathLike``): it was made as a path;
-    * otherwise a name with the shape of a hub id is a hub id: a bare name
-      (``wavlm-base``) or ``org/name`` (``microsoft/wavlm-base-plus``), each
-      part made of letters, digits, ``_``, ``-`` and ``.``, not starting with
-      ``.`` or ``-``;
-    * anything else is local: absolute paths (``/models/x``, ``C:\models\x``,
-      ``C:/models/x``, ``\\server\share\x``), paths starting with ``~``,
-      ``./``, ``../``, ``.\``, more than one ``/`` (``a/b/c``), any ``\``.
-
-    >>> is_local_path("microsoft/wavlm-base-plus"), is_local_path("wavlm-base")
-    (False, False)
-    >>> is_local_path("/models/wavlm"), is_local_path("./wavlm"), is_local_path("exp/ssl/model")
-    (True, True, True)
-    """
-    if not isinstance(name, str):
-        return True
-    return os.path.exists(name) or _HUB_ID.fullmatch(name) is None
 
 
 def load_ssl_model(

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -163,8 +165,11 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a weights file (``model_*.pt``, ``avg_model.pt``) or the weights of a state file."""
+    """Load a weights file (``model_*.pt``, ``avg_model.pt``, a model package's
+    ``.safetensors``) or the weights of a state file."""
     path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     obj = load_torch(path, "checkpoint")
     if isinstance(obj, Mapping) and obj.get("format") == STATE_FORMAT:
         obj = obj.get("model")
@@ -175,6 +180,26 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if bad:
         raise CheckpointError(f"{path}: not a weights file: entries {bad[:5]} are not tensors")
     return dict(obj)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file on CPU; unreadable: a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return dict(safetensors.torch.load_file(str(path), device="cpu"))
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Write tensors (contiguous CPU copies) as ``.safetensors``, atomically."""
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(sd, str(tmp), metadata=dict(metadata or {}))
+    return Path(path)
 
 
 @dataclass

@@ -1,0 +1,277 @@
+"""The model package (bin/package_model): what it holds, that it scores as the recipe does,
+its manifest, its SSL fingerprint, ONNX inside it, and loading it by hub id offline."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_api import make_data_dir
+from test_extract import tiny_config
+
+from wespeaker_lap.api import PackageError, load_model
+from wespeaker_lap.api.package import FINGERPRINT_FILE as PKG_FINGERPRINT_FILE
+from wespeaker_lap.api.package import write_manifest
+from wespeaker_lap.bin import extract, package_model
+from wespeaker_lap.frontend import SSLFrontend
+from wespeaker_lap.frontend.fingerprint import (
+    FINGERPRINT_FILE,
+    frontend_fingerprint,
+    write_fingerprint,
+)
+from wespeaker_lap.frontend.testing import tiny_ssl_config
+from wespeaker_lap.io.checkpoints import save_weights
+from wespeaker_lap.models import build_extractor
+from wespeaker_lap.scoring.metrics import compute_eer
+from wespeaker_lap.scoring.score import cosine_score, read_trials
+from wespeaker_lap.scoring.score_norm import build_cohort, normalize_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _exp_on_saved_ssl(root: Path) -> Path:
+    """An exp_dir whose frozen SSL model is a saved directory (to bundle), with frontend.json."""
+    ssl = root / "ssl"
+    SSLFrontend(config=tiny_ssl_config("wavlm"), init_seed=0).save_pretrained(ssl)
+    exp = root / "exp"
+    (exp / "models").mkdir(parents=True)
+    cfg = tiny_config()
+    cfg["frontend_args"] = {"model_name_or_path": str(ssl)}
+    torch.manual_seed(1)
+    ext = build_extractor(cfg)
+    for p in ext.backend.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    ext.add_module("projection", torch.nn.Linear(16, 3))
+    save_weights(ext, exp / "models" / "avg_model.pt")
+    (exp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_fingerprint(exp, frontend_fingerprint(cfg["frontend_args"]))
+    return exp
+
+
+def _trials(data: Path) -> Path:
+    keys = sorted(line.split()[0] for line in (data / "wav.scp").read_text().splitlines())
+    spk = {k: k.split("-")[0] for k in keys}
+    lines = [f"{a} {b} {'target' if spk[a] == spk[b] else 'nontarget'}"
+             for i, a in enumerate(keys) for b in keys[i + 1:]]
+    path = data / "trials"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pkg")
+    exp = _exp_on_saved_ssl(root)
+    data = make_data_dir(root / "data", speakers=4, utts=3)
+    emb = exp / "embeddings" / "val"
+    assert extract.main(["--model_dir", str(exp), "--data", str(data), "--embed_dir",
+                         str(emb), "--no_progress"]) == 0
+    trials = _trials(data)
+    out = root / "package"
+    assert package_model.main([
+        "--exp_dir", str(exp), "--out", str(out), "--bundle_ssl",
+        "--mean_vec", str(emb / "mean_vec.npy"),
+        "--cohort_embeddings", str(emb / "xvector.scp"), "--cohort_utt2spk",
+        str(data / "utt2spk"), "--top_n", "3", "--trials", str(trials), "--trial_embeddings",
+        str(emb / "xvector.scp"), "--trial_utt2dur", str(data / "utt2dur"), "--calibrate",
+        "--onnx", "--name", "tiny test model"]) == 0
+    return {"exp": exp, "data": data, "emb": emb, "trials": trials, "out": out, "root": root}
+
+
+def test_the_package_holds_what_the_issue_lists(packaged):
+    out = packaged["out"]
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    for f in ("package.json", "manifest.json", "config.yaml", "frontend.json",
+              "model.safetensors", "mean_vec.npy", "cohort.npy", "calibration.json",
+              "model.onnx", "README.md", "ssl/config.json"):
+        assert f in names, f
+    assert not [n for n in names if n.endswith((".pt", ".pkl", ".bin"))], "no pickle inside"
+    meta = json.loads((out / "package.json").read_text())
+    assert set(meta["thresholds"]["values"]) == {"eer", "mindcf0.01", "mindcf0.05"}
+    assert meta["thresholds"]["trials"]["size"] == 66 and meta["ssl"]["source"] == "bundled"
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "load_model(" in card
+    assert yaml.safe_load((out / "config.yaml").read_text())["frontend_args"][
+        "model_name_or_path"] == "ssl"
+    assert PKG_FINGERPRINT_FILE == FINGERPRINT_FILE
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".package")]
+
+
+def test_model_score_on_the_trials_gives_the_recipes_asnorm_scores_and_eer(packaged):
+    model = load_model(packaged["out"])
+    emb = packaged["emb"]
+    trials = read_trials(packaged["trials"])
+    kept, raw = cosine_score(emb / "xvector.scp", trials, np.load(emb / "mean_vec.npy"))
+    cohort = build_cohort(emb / "xvector.scp", np.load(emb / "mean_vec.npy"),
+                          packaged["data"] / "utt2spk")
+    _, recipe = normalize_scores(kept, raw, emb / "xvector.scp", cohort,
+                                 np.load(emb / "mean_vec.npy"), top_n=3)
+    wavs = {k: str(packaged["data"] / "wav" / f"{k}.wav") for k in set(trials.enroll)
+            | set(trials.test)}
+    keys = sorted(wavs)
+    table = dict(zip(keys, model.embed([wavs[k] for k in keys]), strict=True))
+    ours = model.score(np.stack([table[k] for k in trials.enroll]),
+                       np.stack([table[k] for k in trials.test]))
+    np.testing.assert_allclose(ours, recipe, atol=1e-4, rtol=0)
+    assert compute_eer(ours, trials.labels)[0] == compute_eer(recipe, trials.labels)[0]
+
+
+def test_verify_reports_score_llr_and_the_measured_thresholds(packaged):
+    model = load_model(packaged["out"])
+    a, b = (str(packaged["data"] / "wav" / f"{k}.wav") for k in ("spk0-utt0", "spk0-utt1"))
+    r = model.verify(a, b)
+    assert r.llr is not None and r.norm == "asnorm" and r.threshold_source.startswith("eer")
+    values = json.loads((packaged["out"] / "package.json").read_text())["thresholds"]["values"]
+    r2 = model.verify(a, b, operating_point="mindcf0.05")
+    assert r2.score == pytest.approx(r.score) and r2.threshold == values["mindcf0.05"]
+    assert r.threshold == values["eer"]
+    r3 = model.verify(a, b, p_target=0.05)
+    assert r3.decision == (r3.llr >= np.log(0.95 / 0.05))
+
+
+def test_onnx_in_the_package_runs_without_torch_and_equals_pytorch(packaged, tmp_path):
+    out, wav = packaged["out"], str(packaged["data"] / "wav" / "spk1-utt0.wav")
+    ref = load_model(out).embed(wav)
+    np.testing.assert_allclose(load_model(out, runtime="onnx").embed(wav), ref, atol=1e-4)
+    code = ("import sys, wespeaker_lap\n"
+            f"m = wespeaker_lap.load_model({str(out)!r}, runtime='onnx')\n"
+            f"print(m.verify({wav!r}, {wav!r}).decision)\n"
+            "print(sorted(x for x in ('torch', 'transformers') if x in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["True", "[]"], res.stdout + res.stderr
+
+
+def _copy(packaged, tmp_path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(packaged["out"], dst)
+    return dst
+
+
+def test_a_missing_or_altered_file_is_named_with_both_hashes(packaged, tmp_path):
+    pkg = _copy(packaged, tmp_path)
+    manifest = json.loads((pkg / "manifest.json").read_text())["files"]
+    with open(pkg / "cohort.npy", "ab") as f:
+        f.write(b"\0")
+    (pkg / "ssl" / "config.json").unlink()
+    with pytest.raises(PackageError) as e:
+        load_model(pkg)
+    msg = str(e.value)
+    assert f"cohort.npy: altered (expected sha256 {manifest['cohort.npy']}, actual " in msg
+    assert f"ssl/config.json: missing (expected sha256 {manifest['ssl/config.json']})" in msg
+
+
+def test_a_package_whose_ssl_model_has_another_fingerprint_is_refused(packaged, tmp_path):
+    pkg = _copy(packaged, tmp_path)
+    SSLFrontend(config=tiny_ssl_config("wavlm"), init_seed=5).save_pretrained(pkg / "ssl")
+    write_manifest(pkg)  # a consistent package, but around another SSL model
+    with pytest.raises(ValueError, match="differs from the one"):
+        load_model(pkg)
+
+
+def test_an_operating_point_the_package_lacks_lists_the_ones_it_has(packaged, tmp_path):
+    pkg = _copy(packaged, tmp_path)
+    meta = json.loads((pkg / "package.json").read_text())
+    del meta["thresholds"]["values"]["mindcf0.01"]
+    (pkg / "package.json").write_text(json.dumps(meta))
+    write_manifest(pkg)
+    a = str(packaged["data"] / "wav" / "spk0-utt0.wav")
+    with pytest.raises(ValueError, match=r"no mindcf0.01 threshold; it has \['eer', "
+                                         r"'mindcf0.05'\]"):
+        load_model(pkg).verify(a, a, operating_point="mindcf0.01")
+
+
+def _hf_cache_layout(pkg: Path, cache: Path, repo: str, commit: str) -> None:
+    """Lay ``pkg`` out as huggingface_hub's cache does: blobs, refs/main, snapshots/<commit>."""
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snap = repo_dir / "snapshots" / commit
+    for f in sorted(p for p in pkg.rglob("*") if p.is_file()):
+        rel = f.relative_to(pkg)
+        blob = repo_dir / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, blob)
+        link = snap / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+
+
+def test_load_by_hub_id_offline_from_the_hugging_face_cache(packaged, tmp_path):
+    cache = tmp_path / "hub"
+    _hf_cache_layout(packaged["out"], cache, "someorg/tiny-lap", "a" * 40)
+    wav = str(packaged["data"] / "wav" / "spk1-utt0.wav")
+    code = ("import wespeaker_lap\n"
+            "m = wespeaker_lap.load_model('someorg/tiny-lap')\n"
+            f"print(m.info['source'], m.embed({wav!r}).shape)\n"
+            "try:\n"
+            "    wespeaker_lap.load_model('someorg/absent')\n"
+            "except FileNotFoundError as e:\n"
+            "    print('ERR', e)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(cache),
+           "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=180)
+    assert res.returncode == 0, res.stderr
+    first, err = res.stdout.strip().split("\n")[:2]
+    assert first == "hub:someorg/tiny-lap@main (1, 16)"
+    assert "'someorg/absent' at revision 'main' is not in the Hugging Face cache" in err
+    assert "offline mode is on" in err and "huggingface-cli download someorg/absent" in err
+
+
+def test_package_model_refuses_a_local_ssl_model_it_may_not_point_to(packaged, tmp_path,
+                                                                     capsys):
+    rc = package_model.main(["--exp_dir", str(packaged["exp"]), "--out",
+                             str(tmp_path / "p")])
+    assert rc == 1 and "pass --bundle_ssl" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.*"))
+
+
+def test_cli_verify_similarity_enroll_identify_on_a_package(packaged, tmp_path, capsys):
+    from wespeaker_lap.cli import main as cli
+
+    pkg, wav = str(packaged["out"]), packaged["data"] / "wav"
+    a, b, c = (str(wav / f"{k}.wav") for k in ("spk0-utt0", "spk0-utt1", "spk2-utt0"))
+    assert cli.main(["verify", "--model", pkg, a, b]) == 0
+    out = capsys.readouterr().out
+    assert "(asnorm) llr " in out and "[eer threshold measured on" in out
+    assert cli.main(["verify", "--model", pkg, a, b, "--p_target", "0.01"]) == 0
+    assert "Bayes decision at p_target 0.01" in capsys.readouterr().out
+    assert cli.main(["verify", "--model", pkg, a, b, "--operating_point", "mindcf0.05",
+                     "--threshold", "0.3"]) == 2
+    assert "give one of" in capsys.readouterr().err
+    assert cli.main(["similarity", "--model", pkg, a, b, "--norm", "none"]) == 0
+    raw = float(capsys.readouterr().out)
+    assert -1.0 <= raw <= 1.0
+    ark = tmp_path / "spk.ark"
+    assert cli.main(["enroll", "--model", pkg, "--speaker", "zero", a, b, "--speaker", "two",
+                     c, "--out", str(ark)]) == 0
+    assert ark.is_file() and ark.with_suffix(".scp").is_file()
+    capsys.readouterr()
+    assert cli.main(["identify", "--model", pkg, "--speakers", str(ark),
+                     str(wav / "spk0-utt2.wav"), "--top_k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("1 zero ") and lines[-1].startswith("decision: ")
+
+
+def test_cli_operating_point_missing_from_the_package_lists_those_it_has(packaged, tmp_path,
+                                                                         capsys):
+    from wespeaker_lap.cli import main as cli
+
+    pkg = _copy(packaged, tmp_path)
+    meta = json.loads((pkg / "package.json").read_text())
+    meta["thresholds"]["values"] = {"eer": meta["thresholds"]["values"]["eer"]}
+    (pkg / "package.json").write_text(json.dumps(meta))
+    write_manifest(pkg)
+    a = str(packaged["data"] / "wav" / "spk0-utt0.wav")
+    assert cli.main(["verify", "--model", str(pkg), a, a, "--operating_point",
+                     "mindcf0.01"]) == 2
+    assert "no mindcf0.01 threshold; it has ['eer']" in capsys.readouterr().err
