@@ -23,6 +23,8 @@
 # figures with the machine and the commit. Exit status: the number of failed sections.
 # Needs a CUDA build of PyTorch for --device cuda (tools/install.sh with TORCH_VERSION
 # and the matching index); nothing is downloaded: every model is random.
+# The Python: --python, else $PYTHON, else the project's venv (WESPEAKER_LAP_VENV, default
+# .venv in this repository), else python on PATH; one that cannot import torch is refused.
 set -euo pipefail
 
 device=cuda                          # cuda or cpu
@@ -30,7 +32,7 @@ quick=false                          # tiny models and sizes (seconds; CI)
 out=exp/gpu_check                    # logs, summary.md, steps.json
 work=                                # the resume section's runs; default: OUT/resume
 sections="nccl resume extract_equal steps loader"
-python=${PYTHON:-python}             # a Python with this package's dependencies
+python=${PYTHON:-}                   # a Python with this package's dependencies
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
     --work) work=$2; shift 2 ;;
     --sections) sections=$2; shift 2 ;;
     --python) python=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +56,15 @@ for s in $sections; do
 done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "$python" ]; then
+  venv=${WESPEAKER_LAP_VENV:-$root/.venv}
+  if [ -x "$venv/bin/python" ]; then python=$venv/bin/python; else python=python; fi
+fi
+if ! "$python" -c 'import torch' >/dev/null 2>&1; then
+  echo "gpu_check.sh: '$python' cannot import torch; run bash tools/install.sh (it makes" \
+    "$root/.venv) or pass --python /path/to/venv/bin/python" >&2
+  exit 2
+fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$root"
