@@ -30,9 +30,9 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="esp
 TINY = [
     "--num_train_spk", "5", "--train_utts", "3", "--num_test_spk", "3", "--test_utts", "3",
     "--num_unseen_spk", "3", "--unseen_utts", "3", "--num_pool_spk", "3", "--pool_utts", "2",
-    "--num_noise", "2", "--num_rirs", "3",
+    "--num_valid_spk", "3", "--valid_utts", "3", "--num_noise", "2", "--num_rirs", "3",
 ]
-SPEECH_SETS = ("train", "test", "test_unseen", "pool")
+SPEECH_SETS = ("train", "test", "test_unseen", "pool", "valid")
 has_unseen = pytest.mark.skipif(
     shutil.which("festival") is None
     or not any((Path("/usr/share/festival/voices") / lang / v).is_dir()
@@ -203,7 +203,26 @@ def test_same_seed_gives_identical_files_whatever_nj(corpus, tmp_path):
 
 
 @needs_espeak
-@pytest.mark.parametrize("name", ["train", "test", "test_unseen"])
+def test_the_validation_set_leaves_every_other_set_byte_identical(corpus, tmp_path):
+    """data/valid was added after the other sets: a corpus without it has the same bytes in
+    every other file (speakers.tsv only loses the validation speakers' rows)."""
+    without = tmp_path / "without"
+    _run_cli(without, "--seed", "5", "--nj", "2", "--num_valid_spk", "0")
+    a, b = _digest(corpus), _digest(without)
+    rows = (corpus / "speakers.tsv").read_text().splitlines()
+    valid_spk = [r.split("\t")[0] for r in rows if "\tvalid\t" in r]
+    valid = {k for k in a if k.startswith(("data/valid/", "wav/valid/"))
+             or k in {f"voices/{s}.variant" for s in valid_spk}}
+    assert valid and not any(k.startswith(("data/valid/", "wav/valid/")) for k in b)
+    assert {k: v for k, v in a.items() if k not in valid and k != "speakers.tsv"} == \
+        {k: v for k, v in b.items() if k != "speakers.tsv"}
+    assert (without / "speakers.tsv").read_text().splitlines() == \
+        [r for r in rows if "\tvalid\t" not in r]
+    assert (corpus / "data" / "valid" / "trials.kaldi").read_text().count(" target\n") == 3 * 3
+
+
+@needs_espeak
+@pytest.mark.parametrize("name", ["train", "test", "test_unseen", "valid"])
 def test_data_dirs_sorted_consistent_16k_mono(corpus, name):
     d = corpus / "data" / name
     if name == "test_unseen" and not d.is_dir():
@@ -241,7 +260,7 @@ def test_speakers_of_all_sets_disjoint_and_the_pool_unlabeled(corpus):
         keys = [u for u, _ in _read_table(corpus / "data" / name / "wav.scp")] if (
             corpus / "data" / name).is_dir() else []
         spk[name] = {u.rsplit("-", 1)[0] for u in keys}
-    assert spk["train"] and spk["test"] and spk["pool"]
+    assert spk["train"] and spk["test"] and spk["pool"] and spk["valid"]
     for i, a in enumerate(SPEECH_SETS):
         for b in SPEECH_SETS[i + 1 :]:
             assert not spk[a] & spk[b], (a, b)

@@ -15,7 +15,10 @@ Writes under ``DIR``::
                                        training and pre-training (--unseen_voices)
     data/pool                          wav.scp utt2dur only: the unlabeled pre-training pool
                                        (own speakers; every espeak-ng language; no labels)
-    data/<test set>/trials.kaldi       "enroll test target|nontarget"
+    data/valid                         like data/test: more unseen speakers of the training
+                                       voices, for validation during training, thresholds
+                                       and calibration (disjoint from every test set)
+    data/<test set>/trials.kaldi       "enroll test target|nontarget" (also data/valid)
     data/<test set>/trials.txt         "1|0 enroll test" (VoxCeleb format), same trials
     data/noise                         wav.scp utt2dur utt2type (noise|babble|music)
     data/rirs                          wav.scp utt2dur utt2rt60
@@ -23,7 +26,7 @@ Writes under ``DIR``::
     voices/<spk>.variant               espeak speakers' variant files
 
 All Kaldi files are sorted in byte order (LC_ALL=C). The speakers of all sets
-are disjoint (ids spk0001.. for train, then test, unseen-voice test, pool). Every
+are disjoint (ids spk0001.. for train, then test, unseen-voice test, pool, valid). Every
 utterance goes through a random channel with some probability (``channel``:
 telephone band, codecs, reverberation, noise; listed in ``utt2channel``). The same ``--seed``
 (and sizes) gives byte-identical wav files and lists, whatever ``--nj``: every
@@ -62,19 +65,22 @@ logger = logging.getLogger("synth_corpus")
 
 SR = 16000
 SET_CODES = {"train": 1, "test": 2, "noise": 3, "rirs": 4, "trials": 5, "test_unseen": 6,
-             "pool": 7}
-SPEECH_SETS = ("train", "test", "test_unseen", "pool")
+             "pool": 7, "valid": 8}
+#: In id order; a set added later goes last, so that the earlier sets keep their ids and bytes.
+SPEECH_SETS = ("train", "test", "test_unseen", "pool", "valid")
+#: The labelled sets that get trial lists.
+TRIAL_SETS = ("test", "test_unseen", "valid")
 #: Preset sizes; any size option given on the command line overrides the preset.
 SIZES = {
     "default": {
         "num_train_spk": 300, "train_utts": 12, "num_test_spk": 36, "test_utts": 18,
         "num_unseen_spk": 36, "unseen_utts": 18, "num_pool_spk": 120, "pool_utts": 6,
-        "num_noise": 12, "num_rirs": 40,
+        "num_valid_spk": 20, "valid_utts": 8, "num_noise": 12, "num_rirs": 40,
     },
     "quick": {
         "num_train_spk": 40, "train_utts": 6, "num_test_spk": 12, "test_utts": 6,
         "num_unseen_spk": 12, "unseen_utts": 6, "num_pool_spk": 30, "pool_utts": 4,
-        "num_noise": 4, "num_rirs": 12,
+        "num_valid_spk": 8, "valid_utts": 4, "num_noise": 4, "num_rirs": 12,
     },
 }
 SIZE_HELP = {
@@ -86,6 +92,8 @@ SIZE_HELP = {
     "unseen_utts": "utterances per unseen-voice test speaker",
     "num_pool_spk": "speakers of the unlabeled pre-training pool (0: no pool)",
     "pool_utts": "utterances per pool speaker",
+    "num_valid_spk": "validation speakers of the training voices (0: no such set)",
+    "valid_utts": "utterances per validation speaker",
     "num_noise": "clips per noise type (noise, babble, music)",
     "num_rirs": "room impulse responses",
 }
@@ -508,9 +516,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
     for k, v in sizes.items():
-        low = 2 if k in ("num_test_spk", "test_utts", "num_train_spk", "unseen_utts") else (
-            0 if k in ("num_unseen_spk", "num_pool_spk") else 1)
-        if v < low or (k == "num_unseen_spk" and v == 1):
+        low = 2 if k in ("num_test_spk", "test_utts", "num_train_spk", "unseen_utts",
+                         "valid_utts") else (
+            0 if k in ("num_unseen_spk", "num_pool_spk", "num_valid_spk") else 1)
+        if v < low or (k in ("num_unseen_spk", "num_valid_spk") and v == 1):
             raise SystemExit(f"--{k} too small: {v}")
     if not 0.5 <= args.min_dur < args.max_dur:
         raise SystemExit(f"need 0.5 <= --min_dur < --max_dur, got {args.min_dur}, {args.max_dur}")
@@ -524,9 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--unseen_voices: unknown festival voice(s) {unknown}; valid: "
                          f"{sorted(tts_engines.FESTIVAL_VOICES)}")
     counts = {"train": sizes["num_train_spk"], "test": sizes["num_test_spk"],
-              "test_unseen": sizes["num_unseen_spk"], "pool": sizes["num_pool_spk"]}
+              "test_unseen": sizes["num_unseen_spk"], "pool": sizes["num_pool_spk"],
+              "valid": sizes["num_valid_spk"]}
     utts = {"train": sizes["train_utts"], "test": sizes["test_utts"],
-            "test_unseen": sizes["unseen_utts"], "pool": sizes["pool_utts"]}
+            "test_unseen": sizes["unseen_utts"], "pool": sizes["pool_utts"],
+            "valid": sizes["valid_utts"]}
     sets = draw_speakers(engines, args.seed, counts, unseen)
     out = args.out.resolve()
     prepare_out(out)
@@ -571,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         if not r:
             continue
         write_data_dir(out / "data" / set_name, r, labels=set_name != "pool")
-        if set_name in ("test", "test_unseen"):
+        if set_name in TRIAL_SETS:
             trials = make_trials({u: s for u, s, *_ in r}, args.seed,
                                  SET_CODES["trials"] * 10 + SET_CODES[set_name])
             write_trials(out / "data" / set_name, trials)
