@@ -2,31 +2,20 @@
 same options; changed options redo it with a log line naming them; a killed step is redone
 alone; an empty marker of the recipes before options were recorded is honoured.
 
-The recipes run as copies whose ``python`` (and mini's ``local/make_corpus.sh``) only log
-their command lines, so stages 1-2 run in a second without corpora.
+The recipes run as copies with fake commands (tests/recipe_helpers.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from recipe_helpers import ROOT, Recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 MARKER_TOOL = ROOT / "tools" / "stage_marker.sh"
-
-FAKE_PYTHON = """#!/usr/bin/env bash
-echo "$*" >> "$FAKE_LOG"
-if [ -n "${FAKE_FAIL:-}" ] && [[ "$*" == *"$FAKE_FAIL"* ]]; then exit 3; fi
-"""
-FAKE_MAKE_CORPUS = """#!/usr/bin/env bash
-mkdir -p "$1/data/train"
-echo "make_corpus $*" >> "$FAKE_LOG"
-"""
 
 # the VoxCeleb recipe's stage-1 steps, in order, by a piece of their command line
 VOX_STEPS = {
@@ -38,35 +27,6 @@ VOX_STEPS = {
     "cal_trials": "prepare_voxceleb.py cal_trials",
     "musan_rirs": "prepare_musan_rirs.py",
 }
-
-
-class Recipe:
-    """A copy of examples/<rel>/run.sh with fake commands; ``run`` returns (proc, commands)."""
-
-    def __init__(self, tmp: Path, rel: str, *base_opts: str):
-        self.dir = tmp / "repo" / "examples" / rel
-        self.dir.mkdir(parents=True)
-        shutil.copy(ROOT / "examples" / rel / "run.sh", self.dir / "run.sh")
-        (self.dir / "path.sh").write_text("export LC_ALL=C\n")  # no virtualenv put first
-        (self.dir / "tools").symlink_to(ROOT / "tools")
-        (self.dir / "local").mkdir()
-        fake = self.dir / "local" / "make_corpus.sh"
-        fake.write_text(FAKE_MAKE_CORPUS)
-        fake.chmod(0o755)
-        self.bin = tmp / "bin"
-        self.bin.mkdir()
-        (self.bin / "python").write_text(FAKE_PYTHON)
-        (self.bin / "python").chmod(0o755)
-        self.log = tmp / "commands.log"
-        self.base_opts = base_opts
-
-    def run(self, *opts: str, fail: str = "") -> tuple[subprocess.CompletedProcess, list[str]]:
-        self.log.write_text("")
-        env = {**os.environ, "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
-               "FAKE_LOG": str(self.log), "FAKE_FAIL": fail}
-        proc = subprocess.run(["bash", str(self.dir / "run.sh"), *self.base_opts, *opts],
-                              capture_output=True, text=True, env=env, timeout=60)
-        return proc, self.log.read_text().splitlines()
 
 
 def ran(commands: list[str], steps: dict[str, str] = VOX_STEPS) -> list[str]:
