@@ -37,7 +37,7 @@ HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint for multi-node runs
 top_n=100                     # AS-norm: top cohort scores per side
 workdir=.                     # where corpus*/ and exp*/ are written
 suffix=                       # appended to the experiment name, e.g. _random_ssl
-train_seed=                   # backend training seed; empty: the config's
+train_seed=                   # (integer) backend training seed; empty: the config's
 
 help_message="Usage: bash run.sh [--stage N] [--stop_stage M] [--quick] [--config conf/X.yaml]"
 . tools/parse_options.sh
