@@ -44,7 +44,7 @@ stage_done_with() {  # MARKER [name=value ...]: the step is done, with these opt
   shift
   __sm_check_options stage_done_with "$@"
   mkdir -p "$(dirname "$marker")"
-  tmp=$(mktemp "$marker.XXXXXX")
+  tmp=$marker.tmp.$$  # created under the umask, as touch did (mktemp's would be 0600)
   printf '%s\n' "$__sm_header" "$@" > "$tmp"
   mv -f "$tmp" "$marker"
 }
