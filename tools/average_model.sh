@@ -7,7 +7,7 @@
 set -euo pipefail
 
 exp_dir=  # trained experiment (config.yaml, models/model_*.pt)
-num_avg=  # checkpoints averaged; empty: num_avg of exp_dir/config.yaml
+num_avg=  # (integer) checkpoints averaged; empty: num_avg of exp_dir/config.yaml
 
 help_message="Usage: tools/average_model.sh --exp_dir DIR [--num_avg N]"
 # shellcheck source=parse_options.sh

@@ -11,7 +11,7 @@
 set -euo pipefail
 
 exp_dir=            # trained experiment (config.yaml, models/model_*.pt)
-num_avg=            # checkpoints averaged; empty: num_avg of exp_dir/config.yaml
+num_avg=            # (integer) checkpoints averaged; empty: num_avg of exp_dir/config.yaml
 gpus=               # "[0,1]": torchrun, one process per GPU; empty: one process (GPU 0 or CPU)
 num_workers=1       # data loader workers per process
 layer_scores=false  # also write layer_scores.npy (the backend's layer attention)

@@ -37,10 +37,12 @@ HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint for multi-node runs
 top_n=100                     # AS-norm: top cohort scores per side
 workdir=.                     # where corpus*/ and exp*/ are written
 suffix=                       # appended to the experiment name, e.g. _random_ssl
-train_seed=                   # backend training seed; empty: the config's
+train_seed=                   # (integer) backend training seed; empty: the config's
 
 help_message="Usage: bash run.sh [--stage N] [--stop_stage M] [--quick] [--config conf/X.yaml]"
 . tools/parse_options.sh
+# shellcheck source=tools/stage_marker.sh
+. tools/stage_marker.sh
 
 log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
 # per-stage wall times, printed as a table at the end
@@ -67,17 +69,24 @@ else
 fi
 [ -n "$pretrain_minutes" ] && pretrain_opts+=(--max_minutes "$pretrain_minutes")
 [ -n "$train_seed" ] && train_opts+=(--seed "$train_seed")
+# what the markers record: the options that shape the corpus and the pre-trained model
+corpus_opts=("seed=$seed" "quick=$quick")
+ssl_opts=("${corpus_opts[@]}" "ssl_config=$ssl_config" "pretrain_minutes=$pretrain_minutes")
 test_sets=(test)  # plus test_unseen when the corpus has the held-out voices
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: synthesize the corpus into $corpus"
-  if [ ! -f "$corpus/.done" ]; then
+  # two steps, each with its marker (recipes before them wrote one: $corpus/.done)
+  if ! stage_is_done "$corpus/.done" "${corpus_opts[@]}"; then
     rm -rf "$corpus"
     local/make_corpus.sh "$corpus" --seed "$seed" --nj "$nj" "${synth_opts[@]}"
+    stage_done_with "$corpus/.done" "${corpus_opts[@]}"
+  fi
+  if ! stage_is_done --legacy "$corpus/.done" "$corpus/.validate.done" "${corpus_opts[@]}"; then
     for x in train test test_unseen; do
       [ -d "$data/$x" ] && python -m wespeaker_lap.bin.validate_data_dir "$data/$x"
     done
-    touch "$corpus/.done"
+    stage_done_with "$corpus/.validate.done" "${corpus_opts[@]}"
   fi
   stage_done "1 corpus"
 fi
@@ -85,7 +94,7 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "Stage 2: $data_type lists, noise/RIR lists; SSL model: $ssl_dir"
-  if [ ! -f "$data/.lists.done" ]; then
+  if ! stage_is_done "$data/.lists.done" "${corpus_opts[@]}"; then  # seed: the shards' order
     for x in train "${test_sets[@]}"; do
       python -m wespeaker_lap.bin.make_raw_list "$data/$x" "$data/$x/raw.list"
     done
@@ -93,15 +102,15 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
       --seed "$seed" "$data/train" "$data/train/shards" "$data/train/shard.list"
     python -m wespeaker_lap.bin.make_raw_list --type auto "$data/noise" "$data/noise.list"
     python -m wespeaker_lap.bin.make_raw_list --type rir "$data/rirs" "$data/rirs.list"
-    touch "$data/.lists.done"
+    stage_done_with "$data/.lists.done" "${corpus_opts[@]}"
   fi
-  if [ -z "$ssl_model" ] && [ ! -f "$ssl_dir/.done" ]; then
+  if [ -z "$ssl_model" ] && ! stage_is_done "$ssl_dir/.done" "${ssl_opts[@]}"; then
     # unlabeled audio only (wav.scp files): the pool and the training audio, no utt2spk
     pool=("$data/train/wav.scp")
     [ -f "$data/pool/wav.scp" ] && pool+=("$data/pool/wav.scp")
     python -m wespeaker_lap.bin.pretrain_ssl --config "$ssl_config" \
       --wav_scp "${pool[@]}" --out "$ssl_dir" --seed "$seed" "${pretrain_opts[@]}"
-    touch "$ssl_dir/.done"
+    stage_done_with "$ssl_dir/.done" "${ssl_opts[@]}"
   fi
   stage_done "2 lists + SSL pre-training"
 fi

@@ -45,6 +45,8 @@ help_message="Usage: bash run.sh --vctk_root DIR [--stage N] [--stop_stage M] [-
 . "$(dirname "${BASH_SOURCE[0]}")/tools/parse_options.sh"  # before the cd: it reads $0
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . ./path.sh
+# shellcheck source=tools/stage_marker.sh
+. tools/stage_marker.sh
 
 log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -71,40 +73,64 @@ fi
 if [ -z "$musan_root" ] && [ -z "$rirs_root" ]; then
   aug_opts+=(--dataset_args.aug_prob 0.0)  # nothing to augment with
 fi
+# what the markers record (corpus paths are not recorded: a moved corpus is not redone)
+protocol_opts=("split=$split" "num_target=$num_target" "num_nontarget=$num_nontarget"
+               "seed=$seed")
+noise_marker_opts=("musan=${musan_root:+given}" "rirs=${rirs_root:+given}")
+prep_done() {  # step [name=value ...]: stage 1's step done with these options (or by a
+  # recipe that had one marker for the whole stage)
+  local step=$1
+  shift
+  stage_is_done --legacy "$data/.prep.done" "$data/.prep.$step.done" "$@"
+}
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: VCTK protocol into $data (16 kHz audio in $audio_dir)"
-  if [ ! -f "$data/.prep.done" ]; then
+  # three steps, each with its marker $data/.prep.<step>.done
+  if ! prep_done protocol "${protocol_opts[@]}"; then
     [ -n "$vctk_root" ] || die "stage 1 needs --vctk_root (see README.md)"
     python local/prepare_vctk.py --vctk_root "$vctk_root" --audio_dir "$audio_dir" \
       --data "$data" --split "$split" --num_target "$num_target" \
       --num_nontarget "$num_nontarget" --seed "$seed" --nj "$nj"
+    stage_done_with "$data/.prep.protocol.done" "${protocol_opts[@]}"
+  fi
+  if ! prep_done validate "${protocol_opts[@]}"; then
     for x in train val test; do
       python -m wespeaker_lap.bin.validate_data_dir --nj "$nj" "$data/$x"
     done
+    stage_done_with "$data/.prep.validate.done" "${protocol_opts[@]}"
+  fi
+  if ! prep_done musan_rirs "${noise_marker_opts[@]}"; then
     if [ ${#noise_opts[@]} -gt 0 ]; then
       python local/prepare_musan_rirs.py "${noise_opts[@]}" --data "$data"
     fi
-    touch "$data/.prep.done"
+    stage_done_with "$data/.prep.musan_rirs.done" "${noise_marker_opts[@]}"
   fi
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "Stage 2: $data_type list of train; MUSAN and RIR lists"
-  if [ ! -f "$data/.lists_$data_type.done" ]; then
+  # one marker a list type (both kinds can be kept); the MUSAN and RIR lists have theirs
+  list_opts=("split=$split" "seed=$seed")  # the speakers of train; the shards' order
+  if ! stage_is_done "$data/.lists_$data_type.done" "${list_opts[@]}"; then
     case $data_type in
       raw) python -m wespeaker_lap.bin.make_raw_list "$data/train" "$data/train/raw.list" ;;
       shard) python -m wespeaker_lap.bin.make_shard_list --num_utts_per_shard 1000 --nj "$nj" \
                --seed "$seed" "$data/train" "$data/train/shards" "$data/train/shard.list" ;;
       *) die "--data_type must be raw or shard, got $data_type" ;;
     esac
+    stage_done_with "$data/.lists_$data_type.done" "${list_opts[@]}"
+  fi
+  # before they had a marker of their own, the list type's marker covered them
+  if ! stage_is_done --legacy "$data/.lists_$data_type.done" "$data/.lists_aug.done" \
+      "${noise_marker_opts[@]}"; then
     if [ -n "$musan_root" ]; then
       python -m wespeaker_lap.bin.make_raw_list --type auto "$data/musan" "$data/musan.list"
     fi
     if [ -n "$rirs_root" ]; then
       python -m wespeaker_lap.bin.make_raw_list --type rir "$data/rirs" "$data/rirs.list"
     fi
-    touch "$data/.lists_$data_type.done"
+    stage_done_with "$data/.lists_aug.done" "${noise_marker_opts[@]}"
   fi
 fi
 

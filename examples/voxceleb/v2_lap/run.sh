@@ -55,6 +55,8 @@ help_message="Usage: bash run.sh --vox1_root DIR --vox2_root DIR --musan_root DI
 . "$(dirname "${BASH_SOURCE[0]}")/tools/parse_options.sh"  # before the cd: it reads $0
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . ./path.sh
+# shellcheck source=tools/stage_marker.sh
+. tools/stage_marker.sh
 
 log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*"; }
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -108,33 +110,85 @@ evaluate_exp() {  # exp_dir: stages 4-7
   asnorm "$1"
   calibrate "$1"
 }
+fine_tune() {  # phase phase_config init_exp exp_dir: stages 8 and 9 (then 4-7 on it)
+  local phase=$1 phase_config=$2 init=$3 exp_dir=$4
+  [ -f "$phase_config" ] || die "no phase-$phase config $phase_config (give --phase${phase}_config)"
+  [ -f "$init/config.yaml" ] || die "phase $phase starts from $init: train it first"
+  tools/average_model.sh --exp_dir "$init"
+  train "$phase_config" "$exp_dir" --model_init "$init/models/avg_model.pt"
+  if $evaluate; then
+    evaluate_exp "$exp_dir"
+  fi
+}
+needs() {  # option: stage 1 cannot go on without it
+  [ -n "${!1}" ] || die "stage 1 needs --$1 (see README.md)"
+}
+prep_done() {  # step [name=value ...]: stage 1's step done with these options (or by a
+  # recipe that had one marker for the whole stage)
+  local step=$1
+  shift
+  stage_is_done --legacy "$data/.prep.done" "$data/.prep.$step.done" "$@"
+}
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: data preparation into $data (VoxCeleb2 dev decoded into $vox2_audio)"
-  if [ ! -f "$data/.prep.done" ]; then
-    for v in vox1_root vox2_root musan_root rirs_root; do
-      [ -n "${!v}" ] || die "stage 1 needs --$v (see README.md)"
+  # seven steps, each with its marker $data/.prep.<step>.done
+  if [ ! -f "$data/.prep.done" ]; then  # the one marker of the stage before there were seven
+    for step in decode vox2_dev vox1 validate trials cal_trials musan_rirs; do
+      if [ ! -f "$data/.prep.$step.done" ]; then  # work left: every corpus is needed
+        for v in vox1_root vox2_root musan_root rirs_root; do needs "$v"; done
+        break
+      fi
     done
+  fi
+  if ! prep_done decode "audio_format=$audio_format"; then
+    needs vox2_root
     python local/prepare_voxceleb.py decode --format "$audio_format" --nj "$nj" \
       "$vox2_root/dev/aac" "$vox2_audio"
+    stage_done_with "$data/.prep.decode.done" "audio_format=$audio_format"
+  fi
+  if ! prep_done vox2_dev "audio_format=$audio_format"; then
+    [ -n "$vox2_audio" ] || needs vox2_root
     python local/prepare_voxceleb.py data --ext "$audio_format" --nj "$nj" \
       "$vox2_audio" "$data/vox2_dev"
+    stage_done_with "$data/.prep.vox2_dev.done" "audio_format=$audio_format"
+  fi
+  if ! prep_done vox1; then
+    needs vox1_root
     python local/prepare_voxceleb.py data --ext wav --nj "$nj" "$vox1_root/wav" "$data/vox1"
+    stage_done_with "$data/.prep.vox1.done"
+  fi
+  if ! prep_done validate "audio_format=$audio_format"; then
     for x in vox2_dev vox1; do
       python -m wespeaker_lap.bin.validate_data_dir --nj "$nj" "$data/$x"
     done
+    stage_done_with "$data/.prep.validate.done" "audio_format=$audio_format"
+  fi
+  if ! prep_done trials; then
+    [ -n "$trials_dir" ] || needs vox1_root
     python local/prepare_voxceleb.py trials "$trials_dir" "$data/vox1"
+    stage_done_with "$data/.prep.trials.done"
+  fi
+  if ! prep_done cal_trials "num_cal_trials=$num_cal_trials" "seed=$seed"; then
     python local/prepare_voxceleb.py cal_trials --num_trials "$num_cal_trials" --seed "$seed" \
       "$data/vox2_dev" "$cal_trials"
+    stage_done_with "$data/.prep.cal_trials.done" "num_cal_trials=$num_cal_trials" "seed=$seed"
+  fi
+  if ! prep_done musan_rirs; then
+    needs musan_root
+    needs rirs_root
     python local/prepare_musan_rirs.py --musan_root "$musan_root" --rirs_root "$rirs_root" \
       --data "$data"
-    touch "$data/.prep.done"
+    stage_done_with "$data/.prep.musan_rirs.done"
   fi
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "Stage 2: $data_type list of vox2_dev; MUSAN and RIR lists"
-  if [ ! -f "$data/.lists_$data_type.done" ]; then
+  # one marker a list type (both kinds can be kept); the MUSAN and RIR lists have theirs
+  list_opts=("audio_format=$audio_format")  # the paths in vox2_dev/wav.scp
+  [ "$data_type" = shard ] && list_opts+=("num_utts_per_shard=$num_utts_per_shard" "seed=$seed")
+  if ! stage_is_done "$data/.lists_$data_type.done" "${list_opts[@]}"; then
     case $data_type in
       raw) python -m wespeaker_lap.bin.make_raw_list "$data/vox2_dev" "$data/vox2_dev/raw.list" ;;
       shard) python -m wespeaker_lap.bin.make_shard_list --num_utts_per_shard \
@@ -142,9 +196,13 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
                "$data/vox2_dev" "$data/vox2_dev/shards" "$data/vox2_dev/shard.list" ;;
       *) die "--data_type must be raw or shard, got $data_type" ;;
     esac
+    stage_done_with "$data/.lists_$data_type.done" "${list_opts[@]}"
+  fi
+  # before they had a marker of their own, the list type's marker covered them
+  if ! stage_is_done --legacy "$data/.lists_$data_type.done" "$data/.lists_aug.done"; then
     python -m wespeaker_lap.bin.make_raw_list --type auto "$data/musan" "$data/musan.list"
     python -m wespeaker_lap.bin.make_raw_list --type rir "$data/rirs" "$data/rirs.list"
-    touch "$data/.lists_$data_type.done"
+    stage_done_with "$data/.lists_aug.done"
   fi
 fi
 
@@ -173,26 +231,15 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ] && $evaluate; then
   calibrate "$exp1"
 fi
 
-for phase in 2 3; do
-  this_stage=$((phase + 6))
-  if [ "$stage" -le "$this_stage" ] && [ "$stop_stage" -ge "$this_stage" ]; then
-    if [ "$phase" = 2 ]; then
-      phase_config=$phase2_config; phase_exp=$exp2; init=$exp1
-      what="joint fine-tuning"
-    else
-      phase_config=$phase3_config; phase_exp=$exp3; init=$exp2
-      what="large-margin fine-tuning"
-    fi
-    log "Stage $this_stage: phase $phase ($what) of $init into $phase_exp; stages 4-7 on it"
-    [ -f "$phase_config" ] || die "no phase-$phase config $phase_config (give --phase${phase}_config)"
-    [ -f "$init/config.yaml" ] || die "phase $phase starts from $init: train it first"
-    tools/average_model.sh --exp_dir "$init"
-    train "$phase_config" "$phase_exp" --model_init "$init/models/avg_model.pt"
-    if $evaluate; then
-      evaluate_exp "$phase_exp"
-    fi
-  fi
-done
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  log "Stage 8: phase 2 (joint fine-tuning) of $exp1 into $exp2; stages 4-7 on it"
+  fine_tune 2 "$phase2_config" "$exp1" "$exp2"
+fi
+
+if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
+  log "Stage 9: phase 3 (large-margin fine-tuning) of $exp2 into $exp3; stages 4-7 on it"
+  fine_tune 3 "$phase3_config" "$exp2" "$exp3"
+fi
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
   # WeSpeaker's export stage; off by default (--stage 10 --stop_stage 10). The newest phase
