@@ -24,7 +24,7 @@ eval_data=       # data dir of the evaluation utterances (utt2dur)
 mean_set=        # embeddings/<mean_set>/mean_vec.npy is subtracted; empty: none
 cohort_set=      # AS-norm cohort (and cohort_mean_* quality measures); empty: cosine scores
 cohort_utt2spk=  # average the cohort per speaker of this utt2spk
-top_n=300        # AS-norm and cohort_mean_*: top cohort scores per side
+top_n=           # (integer) AS-norm and cohort_mean_*: top cohort scores per side; empty: the package default
 scores_dir=      # empty: exp_dir/scores
 json=            # also write the calibrated systems' metrics to this JSON file
 
@@ -32,6 +32,9 @@ help_message="Usage: tools/calibrate.sh --exp_dir DIR --cal_set SET --cal_data D
 --cal_trials FILE --eval_set SET --eval_data DIR [options] <eval trials>..."
 # shellcheck source=parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+# one home for the default: wespeaker_lap.scoring.score_norm.DEFAULT_TOP_N
+[ -n "$top_n" ] || top_n=$(python -c \
+  "from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N; print(DEFAULT_TOP_N)")
 
 for v in exp_dir cal_set cal_data cal_trials eval_set eval_data; do
   [ -n "${!v}" ] || { echo "$0: --$v is required" >&2; echo "$help_message" >&2; exit 1; }

@@ -18,7 +18,7 @@ eval_set=        # embeddings/<eval_set> holds every trial utterance
 mean_set=        # embeddings/<mean_set>/mean_vec.npy is subtracted (as in tools/score.sh)
 cohort_set=      # embeddings/<cohort_set> is the AS-norm cohort
 cohort_utt2spk=  # average the cohort per speaker of this utt2spk; empty: one entry per utterance
-top_n=300        # AS-norm: top cohort scores per side
+top_n=           # (integer) AS-norm: top cohort scores per side; empty: the package default
 scores_dir=      # where the cosine score files are and the normalised ones go; empty: exp_dir/scores
 json=            # also write all metrics to this JSON file
 det_png=         # also draw the DET curves of all score files into this PNG
@@ -26,6 +26,9 @@ det_png=         # also draw the DET curves of all score files into this PNG
 help_message="Usage: tools/score_norm.sh --exp_dir DIR --eval_set SET --cohort_set SET [options] <trials>..."
 # shellcheck source=parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+# one home for the default: wespeaker_lap.scoring.score_norm.DEFAULT_TOP_N
+[ -n "$top_n" ] || top_n=$(python -c \
+  "from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N; print(DEFAULT_TOP_N)")
 
 if [ -z "$exp_dir" ] || [ -z "$eval_set" ] || [ -z "$cohort_set" ] || [ $# -eq 0 ]; then
   echo "$help_message" >&2; exit 1
