@@ -61,3 +61,25 @@ def make_corpus(root: Path, num_spk: int = 3, num_utt: int = 4, sr: int = 16000,
             wav[key], u2s[key] = str(path), spk
     write_data_dir(root / "data", wav, u2s)
     return root / "data"
+
+
+def make_tone_data_dir(d: Path, speakers: int = 3, utts: int = 3, seed: int = 0) -> Path:
+    """A Kaldi data dir of tones + noise, 0.5-1.5 s each (wav.scp, utt2spk, utt2dur)."""
+    sr = 16000
+    rng = np.random.default_rng(seed)
+    (d / "wav").mkdir(parents=True)
+    wav, u2s, dur = [], [], []
+    for s in range(speakers):
+        for u in range(utts):
+            key = f"spk{s}-utt{u}"
+            n = int(sr * rng.uniform(0.5, 1.5))
+            t = np.arange(n) / sr
+            x = 0.3 * np.sin(2 * np.pi * (120 + 60 * s) * t) + 0.05 * rng.standard_normal(n)
+            sf.write(d / "wav" / f"{key}.wav", x.astype(np.float32), sr)
+            wav.append(f"{key} {d / 'wav' / key}.wav\n")
+            u2s.append(f"{key} spk{s}\n")
+            dur.append(f"{key} {n / sr:.3f}\n")
+    (d / "wav.scp").write_text("".join(wav))
+    (d / "utt2spk").write_text("".join(u2s))
+    (d / "utt2dur").write_text("".join(dur))
+    return d

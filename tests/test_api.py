@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from data_helpers import make_tone_data_dir
 from test_extract import read_xvectors, tiny_config
 
 import wespeaker_lap
@@ -35,27 +36,6 @@ def make_exp_dir(d, seed=1):
     return d
 
 
-def make_data_dir(d, speakers=3, utts=3, seed=0):
-    """A Kaldi data dir of tones + noise, 0.5-1.5 s each (wav.scp, utt2spk, utt2dur)."""
-    rng = np.random.default_rng(seed)
-    (d / "wav").mkdir(parents=True)
-    wav, u2s, dur = [], [], []
-    for s in range(speakers):
-        for u in range(utts):
-            key = f"spk{s}-utt{u}"
-            n = int(SR * rng.uniform(0.5, 1.5))
-            t = np.arange(n) / SR
-            x = 0.3 * np.sin(2 * np.pi * (120 + 60 * s) * t) + 0.05 * rng.standard_normal(n)
-            sf.write(d / "wav" / f"{key}.wav", x.astype(np.float32), SR)
-            wav.append(f"{key} {d / 'wav' / key}.wav\n")
-            u2s.append(f"{key} spk{s}\n")
-            dur.append(f"{key} {n / SR:.3f}\n")
-    (d / "wav.scp").write_text("".join(wav))
-    (d / "utt2spk").write_text("".join(u2s))
-    (d / "utt2dur").write_text("".join(dur))
-    return d
-
-
 @pytest.fixture
 def model_dir(tmp_path):
     return make_exp_dir(tmp_path / "exp")
@@ -63,7 +43,7 @@ def model_dir(tmp_path):
 
 @pytest.fixture
 def data_dir(tmp_path):
-    return make_data_dir(tmp_path / "data")
+    return make_tone_data_dir(tmp_path / "data")
 
 
 class _Fixed:

@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from data_helpers import make_tone_data_dir
 
 from wespeaker_lap.bin import extract
 from wespeaker_lap.cli import main as cli
@@ -53,24 +54,7 @@ def model_dir(tmp_path):
 
 @pytest.fixture
 def data_dir(tmp_path):
-    rng = np.random.default_rng(0)
-    d = tmp_path / "data"
-    (d / "wav").mkdir(parents=True)
-    wav, u2s, dur = [], [], []
-    for s in range(3):
-        for u in range(3):
-            key = f"spk{s}-utt{u}"
-            n = int(16000 * rng.uniform(0.5, 1.5))
-            t = np.arange(n) / 16000
-            x = 0.3 * np.sin(2 * np.pi * (120 + 60 * s) * t) + 0.05 * rng.standard_normal(n)
-            sf.write(d / "wav" / f"{key}.wav", x.astype(np.float32), 16000)
-            wav.append(f"{key} {d / 'wav' / key}.wav\n")
-            u2s.append(f"{key} spk{s}\n")
-            dur.append(f"{key} {n / 16000:.3f}\n")
-    (d / "wav.scp").write_text("".join(wav))
-    (d / "utt2spk").write_text("".join(u2s))
-    (d / "utt2dur").write_text("".join(dur))
-    return d
+    return make_tone_data_dir(tmp_path / "data")
 
 
 def test_resolve_model_dir_prefers_the_averaged_model(model_dir):
