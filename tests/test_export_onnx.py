@@ -205,12 +205,54 @@ def test_an_onnx_file_from_another_model_is_a_clear_error(exported, tmp_path, ca
     with pytest.raises(ValueError, match="exported from another model"):
         OnnxEmbedder(out, model_dir=other)
     (other / "models" / "avg_model.pt").rename(other / "models" / "model_3.pt")
-    with pytest.raises(ValueError, match="exported from another model.*no models/avg_model.pt"):
+    with pytest.raises(ValueError, match="exported from another model: .* now loads "
+                       "models/model_3.pt, the file was exported from models/avg_model.pt"):
         OnnxEmbedder(out, model_dir=other)
     rc = cli.main(["embed", "--onnx", str(out), "--model_dir", str(other), wavs[0],
                    "--out", str(tmp_path / "e.npy")])
     assert rc == 2 and "exported from another model" in capsys.readouterr().err
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_an_export_is_refused_once_the_model_dir_would_load_other_weights(tmp_path, capsys):
+    # issue 28: export F while D holds only final_model.pt, then average into
+    # D/models/avg_model.pt. final_model.pt is unchanged, but D now loads avg_model.pt.
+    d = tmp_path / "exp"
+    (d / "models").mkdir(parents=True)
+    cfg = tiny_config()
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    save_weights(trained(cfg), d / "final_model.pt")
+    f = tmp_path / "f.onnx"
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(f), "--no_verify"]) == 0
+    wav = tmp_path / "a.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32),
+             RATE)
+    assert cli.main(["similarity", "--onnx", str(f), "--model_dir", str(d), str(wav),
+                     str(wav)]) == 0
+    save_weights(trained(cfg, seed=4), d / "models" / "avg_model.pt")
+    capsys.readouterr()
+    assert cli.main(["similarity", "--onnx", str(f), "--model_dir", str(d), str(wav),
+                     str(wav)]) == 2
+    err = capsys.readouterr().err
+    assert "exported from another model" in err
+    assert "now loads models/avg_model.pt" in err and "exported from final_model.pt" in err
+
+
+def test_the_torch_free_weights_rule_is_the_one_loading_uses(tmp_path):
+    from wespeaker_lap.export.identity import MODEL_CANDIDATES, weights_loaded_from
+    from wespeaker_lap.models import inference
+
+    assert MODEL_CANDIDATES == inference.MODEL_CANDIDATES
+    d = tmp_path / "exp"
+    (d / "models").mkdir(parents=True)
+    (d / "config.yaml").write_text("x: 1\n")
+    assert weights_loaded_from(d) is None
+    for name in ("models/model_2.pt", "models/model_10.pt", "models/state_12.pt",
+                 "final_model.pt", "models/final_model.pt", "avg_model.pt",
+                 "models/avg_model.pt"):
+        (d / name).write_bytes(b"w")
+        want = inference.resolve_model_dir(d)[1].relative_to(d).as_posix()
+        assert weights_loaded_from(d) == want, name
 
 
 def test_an_onnx_file_without_our_metadata_is_a_clear_error(exported, tmp_path):
@@ -247,16 +289,93 @@ def test_onnx_runtime_rejects_bad_audio_and_options_by_name(exported, tmp_path, 
     assert "give --model_dir" in capsys.readouterr().err
 
 
-def test_audio_longer_than_the_pytorch_window_is_embedded_whole_with_a_warning(
-        exported, tmp_path, caplog):
+def test_a_format_1_file_embeds_long_audio_whole_with_a_warning(exported, tmp_path, caplog):
     _, out, _ = exported
+    model = onnx.load(str(out))
+    props = {p.key: p.value for p in model.metadata_props}
+    props[PREFIX + "format_version"] = "1"
+    for key in ("pool_graph", "pool_sha256", "hop_samples", "frames_time_axis"):
+        del props[PREFIX + key]
+    del model.metadata_props[:]
+    for k, v in props.items():
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
+    old = tmp_path / "old.onnx"
+    onnx.save(model, str(old))
     long = tmp_path / "long.wav"
     sf.write(long, (0.1 * np.random.default_rng(5).standard_normal(21 * RATE)).astype(
         np.float32), RATE)
     with caplog.at_level("WARNING"):
-        emb = OnnxEmbedder(out)([str(long)])
+        emb = OnnxEmbedder(old)([str(long)])
     assert emb.shape == (1, 16) and np.isfinite(emb).all()
     assert "longer than 20 s" in caplog.text and "one pass" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        OnnxEmbedder(out)([str(long)])
+    assert "one pass" not in caplog.text
+
+
+# ---------------------------------------------------------------- long audio in windows
+WINDOW_BACKENDS = {
+    "LAP_ASTP": {"lap_dim": 16, "heads": 4}, "SUPERB_ASTP": {}, "SUPERB_TSTP": {},
+    "LastLayer_ASTP": {}, "MHFA": {"head_nb": 4, "compression_dim": 8},
+    "CA_MHFA": {"head_nb": 4, "compression_dim": 8, "context": 3},
+    "SSL_ECAPA_TDNN_c512": {}, "UniPool": {"channels": 16, "heads": 4},
+}
+
+
+def window_extractor(backend, seed=1):
+    cfg = {"frontend": "ssl", "frontend_args": {"config": tiny_ssl_config("wavlm")},
+           "model": backend, "model_args": {"embed_dim": 8, **WINDOW_BACKENDS[backend]}}
+    return trained(cfg, seed)
+
+
+def windowed_pair(backend, tmp_path):
+    ext = window_extractor(backend)
+    meta = model_metadata(embed_dim=8, sample_rate=RATE, min_samples=400,
+                          fingerprint="sha256:test", weights="none", model=backend)
+    return ext, OnnxEmbedder(export_extractor(ext, tmp_path / "x.onnx", meta, verify=False))
+
+
+@pytest.mark.parametrize("backend", list(WINDOW_BACKENDS))
+def test_onnx_windows_long_audio_as_pytorch_embed_does(backend, tmp_path):
+    # 10 s: the whole-utterance graph; 60 s: 20 s windows overlapping by 4 s, pooled once.
+    # Padded together in one batch, as PyTorch's embed gets them.
+    ext, run = windowed_pair(backend, tmp_path)
+    wavs, lengths = padded([60 * RATE, 10 * RATE], seed=4)
+    with torch.no_grad():
+        ref = ext.embed(torch.from_numpy(wavs), torch.from_numpy(lengths)).numpy()
+    got = run.embed_batch(wavs, lengths)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    whole = run.embed_waveforms(wavs[:1], lengths[:1])  # one pass differs from the windows
+    assert np.abs(whole - ref[:1]).max() > 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["LAP_ASTP", "UniPool"])
+def test_onnx_windows_ten_minutes_as_pytorch_embed_does(backend, tmp_path):
+    ext, run = windowed_pair(backend, tmp_path)
+    wavs, lengths = padded([600 * RATE + 1234], seed=6)
+    with torch.no_grad():
+        ref = ext.embed(torch.from_numpy(wavs), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(run.embed_batch(wavs, lengths), ref, atol=1e-4, rtol=0)
+
+
+def test_the_pooling_graph_must_be_the_one_exported_with_the_file(exported, tmp_path):
+    d, out, wavs = exported
+    pool = out.with_name("extractor.pool.onnx")
+    assert pool.is_file()
+    alone = tmp_path / "extractor.onnx"
+    alone.write_bytes(out.read_bytes())
+    with pytest.raises(FileNotFoundError, match="needs its pooling graph .*extractor.pool.onnx"):
+        OnnxEmbedder(alone)
+    other = onnx.load(str(pool))
+    other.graph.initializer[0].raw_data = bytes(len(other.graph.initializer[0].raw_data))
+    onnx.save(other, str(tmp_path / "extractor.pool.onnx"))
+    with pytest.raises(ValueError, match="is not the pooling graph exported with"):
+        OnnxEmbedder(alone)
+    with pytest.raises(ValueError, match="is the pooling graph of an export"):
+        OnnxEmbedder(pool)
 
 
 def test_export_of_a_directory_without_a_model_is_a_clear_error(tmp_path, capsys):
