@@ -345,9 +345,9 @@ def test_onnx_windows_long_audio_as_pytorch_embed_does(backend, tmp_path):
     wavs, lengths = padded([60 * RATE, 10 * RATE], seed=4)
     with torch.no_grad():
         ref = ext.embed(torch.from_numpy(wavs), torch.from_numpy(lengths)).numpy()
-    got = run.embed_batch(wavs, lengths)
+    got = run.embed_waveforms(wavs, lengths)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-    whole = run.embed_waveforms(wavs[:1], lengths[:1])  # one pass differs from the windows
+    whole = run.embed_whole(wavs[:1], lengths[:1])  # one pass differs from the windows
     assert np.abs(whole - ref[:1]).max() > 1e-6
 
 
@@ -358,7 +358,7 @@ def test_onnx_windows_ten_minutes_as_pytorch_embed_does(backend, tmp_path):
     wavs, lengths = padded([600 * RATE + 1234], seed=6)
     with torch.no_grad():
         ref = ext.embed(torch.from_numpy(wavs), torch.from_numpy(lengths)).numpy()
-    np.testing.assert_allclose(run.embed_batch(wavs, lengths), ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(run.embed_waveforms(wavs, lengths), ref, atol=1e-4, rtol=0)
 
 
 def test_the_pooling_graph_must_be_the_one_exported_with_the_file(exported, tmp_path):
@@ -411,3 +411,104 @@ def test_export_takes_rate_and_shortest_input_from_the_frontend_not_a_fallback()
     del ext.frontend.sample_rate
     with pytest.raises(AttributeError, match="sample_rate"):
         audio_contract(ext)  # no silent 16000
+
+
+# ---------------------------------------------------------------- variants and providers
+@pytest.fixture(scope="module")
+def variants(exported, tmp_path_factory):
+    """(model_dir, fp32 file, int8 file, fp16 file): exported with an EER measured."""
+    d, _, wavs = exported
+    root = tmp_path_factory.mktemp("variants")
+    rng = np.random.default_rng(8)
+    scp, names = [], []
+    for i in range(6):
+        p = root / f"u{i}.wav"
+        base = rng.standard_normal(12_000) if i % 2 == 0 else rng.standard_normal(12_000) * 0.5
+        sf.write(p, (0.1 * base).astype(np.float32), RATE)
+        scp.append(f"u{i} {p}")
+        names.append(f"u{i}")
+    (root / "wav.scp").write_text("\n".join(scp) + "\n")
+    trials = [f"u0 u{j} {'target' if j % 2 == 0 else 'nontarget'}" for j in range(1, 6)]
+    trials += [f"u1 u{j} {'target' if j % 2 == 1 else 'nontarget'}" for j in range(2, 6)]
+    (root / "trials").write_text("\n".join(trials) + "\n")
+    out = root / "x.onnx"
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out), "--no_verify",
+                             "--quantize", "int8", "--fp16", "--eer_trials",
+                             str(root / "trials"), "--eer_wav_scp", str(root / "wav.scp"),
+                             "--eer_name", "tiny"]) == 0
+    return d, out, root / "x.int8.onnx", root / "x.fp16.onnx"
+
+
+def test_int8_and_fp16_variants_carry_their_precision_and_measured_eer_change(variants):
+    d, out, int8, fp16 = variants
+    base = OnnxEmbedder(out, model_dir=d)
+    assert base.identity["eer_trials"] == "tiny" and "precision" not in base.identity
+    wavs, lengths = padded([30_000, 9_000, 21 * RATE])
+    ref = base.embed_waveforms(wavs, lengths)
+    for path, precision in ((int8, "int8"), (fp16, "fp16")):
+        run = OnnxEmbedder(path, model_dir=d)  # same model: the identity check passes
+        ident = run.identity
+        assert ident["precision"] == precision and ident["eer_trials"] == "tiny"
+        assert float(ident["eer_change"]) == pytest.approx(
+            float(ident["eer"]) - float(ident["eer_fp32"]), abs=1e-3)
+        assert float(ident["eer_fp32"]) == pytest.approx(float(base.identity["eer"]))
+        assert run.windowed  # shares the float32 pooling graph
+        got = run.embed_waveforms(wavs, lengths)
+        cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.min() > 0.99, (precision, cos)
+    q = onnx.load(str(int8))
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in q.graph.node)
+
+
+def test_load_model_picks_the_onnx_variant_by_precision(variants):
+    from wespeaker_lap.api import load_model
+
+    d, out, int8, _ = variants
+    m = load_model(out, runtime="onnx", precision="int8")
+    assert m.backend.path == int8 and m.backend.identity["precision"] == "int8"
+    m = load_model(d, runtime="onnx", onnx=out, precision="fp16", threads=1)
+    assert m.backend.identity["precision"] == "fp16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_model(out, runtime="onnx", precision="int4")
+    with pytest.raises(ValueError, match="options of runtime='onnx'"):
+        load_model(d, precision="int8")
+
+
+def test_onnx_runtime_options_and_bad_files_are_clear_errors(variants, tmp_path):
+    _, out, int8, _ = variants
+    with pytest.raises(ValueError, match=r"has no CUDAExecutionProvider; available here: .*"
+                       r"CPUExecutionProvider \(cpu\)"):
+        OnnxEmbedder(out, providers="cuda,cpu")
+    with pytest.raises(ValueError, match="has no NoSuchProvider"):
+        OnnxEmbedder(out, providers=["NoSuchProvider"])
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        OnnxEmbedder(out, threads=0)
+    assert OnnxEmbedder(out, providers="cpu", threads=1).providers == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="is a directory; expected an exported .onnx"):
+        OnnxEmbedder(tmp_path)
+    # a file cut short: the error names it
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(out.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cannot load ONNX file .*cut.onnx"):
+        OnnxEmbedder(cut)
+    # a quantized model needing an operator this runtime lacks
+    q = onnx.load(str(int8))
+    node = next(n for n in q.graph.node if n.op_type == "DynamicQuantizeLinear")
+    node.op_type, node.domain = "DynamicQuantizeLinearV9", "com.microsoft"
+    lacking = tmp_path / "x.int8.onnx"
+    onnx.save(q, str(lacking))
+    (tmp_path / "x.pool.onnx").write_bytes(out.with_name("x.pool.onnx").read_bytes())
+    with pytest.raises(ValueError, match="x.int8.onnx: this onnxruntime .* lacks an operator"):
+        OnnxEmbedder(lacking)
+
+
+def test_export_variant_options_are_checked_before_any_work(exported, tmp_path, capsys):
+    d, _, _ = exported
+    out = tmp_path / "x.onnx"
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out),
+                             "--eer_trials", str(tmp_path / "nope")]) == 2
+    assert "--eer_trials and --eer_wav_scp go together" in capsys.readouterr().err
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out), "--eer_trials",
+                             str(tmp_path / "nope"), "--eer_wav_scp", str(tmp_path)]) == 2
+    assert "--eer_trials: no such file" in capsys.readouterr().err
+    assert not out.exists()

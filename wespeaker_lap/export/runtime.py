@@ -114,7 +114,8 @@ def _session(ort, path: Path, opts, providers: list[str]):
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types
         text = str(e)
-        if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
+        if any(m in text for m in ("NOT_IMPLEMENTED", "Could not find an implementation",
+                                   "is not a registered function/op")):
             raise ValueError(
                 f"cannot load ONNX file {path}: this onnxruntime ({ort.__version__}, "
                 f"providers {providers}) lacks an operator it uses (a quantized or float16 "
@@ -222,26 +223,27 @@ class OnnxEmbedder:
                              f"got {lengths.tolist()}")
         return wavs, lengths
 
-    def embed_waveforms(self, wavs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """One run of the whole graph: wavs (B, N) float32 zero-padded, lengths (B,)
-        -> (B, E) float32 (no windowing; see :meth:`embed_batch`)."""
+    def embed_whole(self, wavs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """One run of the whole graph, at any length: wavs (B, N) float32 zero-padded,
+        lengths (B,) -> (B, E) float32 (no windowing; see :meth:`embed_waveforms`)."""
         wavs, lengths = self._check(wavs, lengths)
         (emb,) = self.session.run([OUTPUT_EMBEDDINGS], {INPUT_WAVS: wavs,
                                                         INPUT_LENGTHS: lengths})
         return emb.astype(np.float32, copy=False)
 
-    def embed_batch(self, wavs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Like :meth:`embed_waveforms`, but utterances longer than the window run in
-        windows (as the PyTorch extractor's ``embed``): (B, N), (B,) -> (B, E)."""
+    def embed_waveforms(self, wavs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """wavs (B, N) float32 zero-padded, lengths (B,) -> (B, E) float32, as the PyTorch
+        extractor's ``embed``: utterances longer than the window run in windows
+        (:meth:`embed_long`), the others through the whole graph together."""
         wavs, lengths = self._check(wavs, lengths)
         win = round(self.window * self.sample_rate)
         if not self.windowed or int(lengths.max()) <= win:
-            return self.embed_waveforms(wavs, lengths)
+            return self.embed_whole(wavs, lengths)
         out = np.zeros((len(lengths), self.embed_dim), dtype=np.float32)
         short = np.flatnonzero(lengths <= win)
         if short.size:
             n = int(lengths[short].max())
-            out[short] = self.embed_waveforms(wavs[short, :n], lengths[short])
+            out[short] = self.embed_whole(wavs[short, :n], lengths[short])
         for i in np.flatnonzero(lengths > win):
             out[i] = self.embed_long(wavs[i, : lengths[i]])
         return out
@@ -270,7 +272,7 @@ class OnnxEmbedder:
                              f"least {self.min_samples} samples and 0 <= overlap < window by "
                              f"at least one {hop}-sample frame")
         if n <= win:
-            return self.embed_waveforms(wav[None], np.array([n]))[0]
+            return self.embed_whole(wav[None], np.array([n]))[0]
         starts = list(range(0, n - win, step))
         last = -(-(n - win) // hop) * hop  # the last window ends at the utterance's end
         if last > starts[-1]:
@@ -333,7 +335,7 @@ class OnnxEmbedder:
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             batch, lengths = pad_batch([wavs[i] for i in rows])
-            out[rows] = self.embed_waveforms(batch, lengths)
+            out[rows] = self.embed_whole(batch, lengths)
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             names = [str(paths[i]) for i in np.flatnonzero(bad)]
