@@ -511,4 +511,30 @@ def test_export_variant_options_are_checked_before_any_work(exported, tmp_path, 
     assert export_onnx.main(["--model_dir", str(d), "--out", str(out), "--eer_trials",
                              str(tmp_path / "nope"), "--eer_wav_scp", str(tmp_path)]) == 2
     assert "--eer_trials: no such file" in capsys.readouterr().err
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out),
+                             "--quantize", "int8_static"]) == 2
+    assert "int8_static and --calib_wav_scp go together" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_static_int8_is_calibrated_on_given_audio_and_stays_close(variants, tmp_path):
+    from wespeaker_lap.export.variants import write_variant
+
+    d, out, _, _ = variants
+    local = tmp_path / "x.onnx"
+    local.write_bytes(out.read_bytes())
+    (tmp_path / "x.pool.onnx").write_bytes(out.with_name("x.pool.onnx").read_bytes())
+    with pytest.raises(ValueError, match="needs calibration audio"):
+        write_variant(local, "int8_static")
+    rng = np.random.default_rng(2)
+    calib = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (8_000, 16_000, 12_345)]
+    path = write_variant(local, "int8_static", calibration=calib)
+    assert path.name == "x.int8_static.onnx"
+    run = OnnxEmbedder(path, model_dir=d)
+    assert run.identity["precision"] == "int8_static"
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+    wavs, lengths = padded([30_000, 9_000])
+    ref = OnnxEmbedder(local).embed_waveforms(wavs, lengths)
+    got = run.embed_waveforms(wavs, lengths)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.98, cos

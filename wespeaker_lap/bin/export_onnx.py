@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from wespeaker_lap.export.exporter import OPSET, export_model_dir
-from wespeaker_lap.export.runtime import OnnxEmbedder
+from wespeaker_lap.export.runtime import OnnxEmbedder, read_audio
 from wespeaker_lap.export.variants import set_metadata, write_variant
 from wespeaker_lap.io.files import read_scp
 from wespeaker_lap.scoring.metrics import compute_eer
@@ -50,8 +50,15 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (>= 17)")
     p.add_argument("--no_verify", action="store_true",
                    help="skip the onnxruntime-vs-PyTorch check on untraced lengths")
-    p.add_argument("--quantize", choices=["int8"],
-                   help="also write OUT.int8.onnx: dynamic int8 quantization (CPU)")
+    p.add_argument("--quantize", choices=["int8", "int8_static"],
+                   help="also write OUT.int8.onnx: dynamic int8 quantization (CPU), or "
+                        "OUT.int8_static.onnx: static, calibrated on --calib_wav_scp")
+    p.add_argument("--calib_wav_scp", help="int8_static: wav.scp to draw calibration audio "
+                   "from (e.g. data/train/wav.scp)")
+    p.add_argument("--calib_utts", type=int, default=32,
+                   help="int8_static: utterances drawn (seed 0)")
+    p.add_argument("--calib_seconds", type=float, default=6.0,
+                   help="int8_static: seconds kept of each (its start)")
     p.add_argument("--fp16", action="store_true", help="also write OUT.fp16.onnx (GPU)")
     p.add_argument("--eer_trials", help="trial list (Kaldi or WeSpeaker format, labelled) to "
                    "measure each variant's EER on")
@@ -93,7 +100,25 @@ def check_args(args: argparse.Namespace) -> str | None:
             return f"--{opt}: no such file {path}"
     if args.batch_size < 1:
         return f"--batch_size must be >= 1, got {args.batch_size}"
+    if (args.quantize == "int8_static") != bool(args.calib_wav_scp):
+        return "--quantize int8_static and --calib_wav_scp go together"
+    if args.calib_wav_scp and not Path(args.calib_wav_scp).is_file():
+        return f"--calib_wav_scp: no such file {args.calib_wav_scp}"
+    if args.calib_utts < 1 or not args.calib_seconds > 0:
+        return "--calib_utts must be >= 1 and --calib_seconds > 0"
     return None
+
+
+def calibration_audio(onnx_path: Path, wav_scp: str, utts: int, seconds: float):
+    """Up to ``utts`` utterances of ``wav_scp`` drawn with seed 0, their first ``seconds``."""
+    run = OnnxEmbedder(onnx_path)
+    table = read_scp(wav_scp)
+    keys = sorted(table)
+    pick = np.random.default_rng(0).permutation(len(keys))[:utts]
+    n = int(seconds * run.sample_rate)
+    out = [read_audio(table[keys[i]], run.sample_rate, run.min_samples)[:n] for i in pick]
+    logger.info("calibration: %d utterances of %s, up to %g s each", len(out), wav_scp, seconds)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         out = export_model_dir(args.model_dir, args.out, opset=args.opset,
                                verify=not args.no_verify)
         print(f"wrote {out}")
-        variants = {p: write_variant(out, p) for p in precisions}
+        calib = (calibration_audio(out, args.calib_wav_scp, args.calib_utts, args.calib_seconds)
+                 if args.calib_wav_scp else None)
+        variants = {p: write_variant(out, p, calibration=calib) for p in precisions}
         for path in variants.values():
             print(f"wrote {path}")
         if args.eer_trials:

@@ -7,6 +7,10 @@
   Transformer's projections and feed-forward layers, the backend's linear
   layers), int8 weights with per-tensor scales, activations quantized at run
   time. Attention's activation-by-activation products and the CNN stay float32.
+* ``int8_static``: static quantization (``quantize_static``, QDQ format) of the
+  same matrix products, activations' ranges calibrated (min/max) on audio given
+  as waveforms, e.g. crops of utterances drawn from the training list
+  (``bin/export_onnx --quantize int8_static --calib_wav_scp data/train/wav.scp``).
 * ``fp16``: every float tensor and operator in float16 (onnxruntime's
   ``convert_float_to_float16``), inputs and outputs kept float32. For GPUs:
   onnxruntime's CPU provider lacks float16 kernels for several operators, so
@@ -24,13 +28,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+import numpy as np
 
 from wespeaker_lap.export.identity import PREFIX
 
 #: Precisions a variant can have, besides the exported float32.
-PRECISIONS = ("int8", "fp16")
+PRECISIONS = ("int8", "int8_static", "fp16")
 
 
 def variant_path(onnx_path: str | os.PathLike, precision: str) -> Path:
@@ -74,12 +80,28 @@ def set_metadata(path: str | os.PathLike, values: Mapping[str, str]) -> None:
         raise
 
 
+class _Calibration:
+    """onnxruntime's CalibrationDataReader protocol over waveforms, one per run."""
+
+    def __init__(self, wavs: Iterable[np.ndarray]):
+        self._it = iter(list(wavs))
+
+    def get_next(self):
+        wav = next(self._it, None)
+        if wav is None:
+            return None
+        wav = np.ascontiguousarray(wav, dtype=np.float32)
+        return {"wavs": wav[None], "lengths": np.array([len(wav)], dtype=np.int64)}
+
+
 def write_variant(onnx_path: str | os.PathLike, precision: str,
-                  out: str | os.PathLike | None = None) -> Path:
+                  out: str | os.PathLike | None = None,
+                  calibration: Iterable[np.ndarray] | None = None) -> Path:
     """Write the ``precision`` variant of the exported file ``onnx_path``; -> its path.
 
     ``out`` defaults to :func:`variant_path`; it must lie beside ``onnx_path``
-    (it names the same pooling graph).
+    (it names the same pooling graph). ``calibration``: waveforms (N,) float32 at
+    the model's rate, for ``int8_static`` (required there).
     """
     onnx = _onnx()
     src = Path(onnx_path)
@@ -94,17 +116,27 @@ def write_variant(onnx_path: str | os.PathLike, precision: str,
     if PREFIX + "fingerprint" not in meta:
         raise ValueError(f"{src} was not exported by wespeaker_lap.bin.export_onnx (no "
                          "metadata); export the model first")
+    if precision == "int8_static" and calibration is None:
+        raise ValueError("int8_static quantization needs calibration audio "
+                         "(--calib_wav_scp)")
     if meta.get(PREFIX + "precision", "fp32") != "fp32":
         raise ValueError(f"{src} is already a {meta[PREFIX + 'precision']} variant; start "
                          "from the float32 export")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     try:
-        if precision == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        if precision == "int8":
             quantize_dynamic(str(src), tmp, op_types_to_quantize=["MatMul", "Gemm"],
                              weight_type=QuantType.QInt8)
+        elif precision == "int8_static":
+            from onnxruntime.quantization import QuantFormat, quantize_static
+
+            quantize_static(str(src), tmp, _Calibration(calibration),
+                            quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["MatMul", "Gemm"],
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
         else:
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
