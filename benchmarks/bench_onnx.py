@@ -19,7 +19,8 @@ test sets, and the peak RSS of onnxruntime embedding one long random input
 linearly with the length (windows of 20 s).
 
     python benchmarks/bench_onnx.py --mini_exp /tmp/onnx_quick/exp_quick/lap_astp \\
-        --mini_data /tmp/onnx_quick/corpus_quick/data
+        --mini_data /tmp/onnx_quick/corpus_quick/data \\
+        --calib_wav_scp /tmp/onnx_quick/corpus_quick/data/train/wav.scp
     python benchmarks/bench_onnx.py --quick        # tiny random model only, smoke check
 """
 
@@ -53,7 +54,7 @@ from wespeaker_lap.scoring.metrics import compute_eer
 from wespeaker_lap.scoring.score import read_trials
 
 RATE = 16000
-VARIANTS = ("PyTorch fp32", "PyTorch bf16", "ORT fp32", "ORT int8")
+VARIANTS = ("PyTorch fp32", "PyTorch bf16", "ORT fp32", "ORT int8", "ORT int8 static")
 
 
 def best_of(fn, repeats: int) -> float:
@@ -66,7 +67,8 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def embedders(ext_fp32, ext_bf16, onnx_fp32: Path, onnx_int8: Path, threads: int) -> dict:
+def embedders(ext_fp32, ext_bf16, onnx_fp32: Path, onnx_int8: Path, threads: int,
+              onnx_static: Path | None = None) -> dict:
     """Variant name -> function (wav (N,) float32) -> (E,) embedding."""
     def pt(ext):
         def f(wav):
@@ -78,8 +80,11 @@ def embedders(ext_fp32, ext_bf16, onnx_fp32: Path, onnx_int8: Path, threads: int
         run = OnnxEmbedder(path, threads=threads)
         return lambda wav: run.embed_waveforms(wav[None], np.array([len(wav)]))[0]
 
-    return {"PyTorch fp32": pt(ext_fp32), "PyTorch bf16": pt(ext_bf16),
-            "ORT fp32": ort(onnx_fp32), "ORT int8": ort(onnx_int8)}
+    out = {"PyTorch fp32": pt(ext_fp32), "PyTorch bf16": pt(ext_bf16),
+           "ORT fp32": ort(onnx_fp32), "ORT int8": ort(onnx_int8)}
+    if onnx_static is not None:
+        out["ORT int8 static"] = ort(onnx_static)
+    return out
 
 
 def speed(fns: dict, utts: int, seconds: float, repeats: int) -> dict:
@@ -139,17 +144,21 @@ def random_model(ssl_config: dict, workdir: Path, name: str):
     meta = model_metadata(embed_dim=ext.embed_dim, sample_rate=RATE, min_samples=400,
                           fingerprint="sha256:benchmark", weights="none")
     path = export_extractor(ext, workdir / f"{name}.onnx", meta, verify=False)
-    return ext, ext_bf16, path, write_variant(path, "int8")
+    return ext, ext_bf16, path, write_variant(path, "int8"), None
 
 
-def mini_model(exp: Path, workdir: Path):
+def mini_model(exp: Path, workdir: Path, calib_wav_scp: Path | None = None):
     config, weights = resolve_model_dir(exp)
     out = workdir / "mini.onnx"
     assert export_onnx.main(["--model_dir", str(exp), "--out", str(out),
                              "--quantize", "int8"]) == 0
+    static = None
+    if calib_wav_scp is not None:
+        calib = export_onnx.calibration_audio(out, str(calib_wav_scp), 16, 6.0)
+        static = write_variant(out, "int8_static", calibration=calib)
     return (load_trained_extractor(config, weights, "cpu", "float32"),
             load_trained_extractor(config, weights, "cpu", "bfloat16"), out,
-            out.with_name("mini.int8.onnx"))
+            out.with_name("mini.int8.onnx"), static)
 
 
 def main() -> None:
@@ -165,6 +174,8 @@ def main() -> None:
     p.add_argument("--test_sets", nargs="+", default=["test", "test_unseen"])
     p.add_argument("--long_minutes", type=float, nargs="*", default=[1.0, 10.0, 60.0])
     p.add_argument("--no_base_plus", action="store_true")
+    p.add_argument("--calib_wav_scp", type=Path,
+                   help="mini model: also static int8, calibrated on 16 utterances of this list")
     p.add_argument("--quick", action="store_true", help="tiny random model only")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
@@ -180,13 +191,14 @@ def main() -> None:
                                                               "tiny")))
         else:
             if args.mini_exp:
-                models.append(("mini", lambda: mini_model(args.mini_exp, work)))
+                models.append(("mini", lambda: mini_model(args.mini_exp, work,
+                                                          args.calib_wav_scp)))
             if not args.no_base_plus:
                 models.append(("Base+ size", lambda: random_model(BASE_PLUS, work, "base")))
         for name, build in models:
             print(f"{name}:", flush=True)
-            ext, ext_bf16, fp32, int8 = build()
-            fns = embedders(ext, ext_bf16, fp32, int8, args.threads)
+            ext, ext_bf16, fp32, int8, static = build()
+            fns = embedders(ext, ext_bf16, fp32, int8, args.threads, static)
             r = {"speed": speed(fns, args.utts, args.seconds, args.repeats),
                  "onnx_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20}
             if name == "mini" and args.mini_data:
@@ -206,7 +218,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, r in results["models"].items():
         base = r["speed"]["PyTorch fp32"]["utt_per_s"]
-        for v in VARIANTS:
+        for v in [v for v in VARIANTS if v in r["speed"]]:
             s = r["speed"][v]
             print(f"| {name} | {v} | {s['utt_per_s']:.2f} | {s['rtf']:.4f} | "
                   f"{s['utt_per_s'] / base:.2f}x |")
@@ -214,7 +226,7 @@ def main() -> None:
         if "eer" in r:
             print("\n| variant | " + " | ".join(f"EER {s} (%)" for s in r["eer"]) + " |")
             print("|---|" + "---|" * len(r["eer"]))
-            for v in VARIANTS:
+            for v in [v for v in VARIANTS if v in r["speed"]]:
                 print(f"| {v} | " + " | ".join(f"{r['eer'][s][v]:.2f}" for s in r["eer"])
                       + " |")
     if args.json:

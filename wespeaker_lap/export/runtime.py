@@ -328,7 +328,8 @@ class OnnxEmbedder:
         if self.windowed:
             for i in long:
                 out[i] = self.embed_long(wavs[i])
-            rest = [i for i in range(len(wavs)) if i not in set(long)]
+            done = set(long)
+            rest = [i for i in range(len(wavs)) if i not in done]
         else:
             rest = list(range(len(wavs)))
         order = sorted(rest, key=lambda i: len(wavs[i]))
