@@ -324,15 +324,15 @@ WINDOW_BACKENDS = {
 }
 
 
-def window_extractor(backend, seed=1):
-    cfg = {"frontend": "ssl", "frontend_args": {"config": tiny_ssl_config("wavlm")},
+def window_extractor(backend, seed=1, family="wavlm"):
+    cfg = {"frontend": "ssl", "frontend_args": {"config": tiny_ssl_config(family)},
            "model": backend, "model_args": {"embed_dim": 8, **WINDOW_BACKENDS[backend]}}
     return trained(cfg, seed)
 
 
-def windowed_pair(backend, tmp_path):
-    ext = window_extractor(backend)
-    meta = model_metadata(embed_dim=8, sample_rate=RATE, min_samples=400,
+def windowed_pair(backend, tmp_path, family="wavlm"):
+    ext = window_extractor(backend, family=family)
+    meta = model_metadata(embed_dim=8, sample_rate=RATE, min_samples=ext.frontend.min_samples,
                           fingerprint="sha256:test", weights="none", model=backend)
     return ext, OnnxEmbedder(export_extractor(ext, tmp_path / "x.onnx", meta, verify=False))
 
@@ -349,6 +349,15 @@ def test_onnx_windows_long_audio_as_pytorch_embed_does(backend, tmp_path):
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     whole = run.embed_whole(wavs[:1], lengths[:1])  # one pass differs from the windows
     assert np.abs(whole - ref[:1]).max() > 1e-6
+
+
+def test_onnx_windows_w2v_bert_fbank_frames_as_pytorch_embed_does(tmp_path):
+    # w2v-BERT's frames come from its stacked fbank, not a CNN: other frame counts per window
+    ext, run = windowed_pair("LAP_ASTP", tmp_path, family="wav2vec2-bert")
+    wavs, lengths = padded([45 * RATE + 777], seed=9)
+    with torch.no_grad():
+        ref = ext.embed(torch.from_numpy(wavs), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(run.embed_waveforms(wavs, lengths), ref, atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow
