@@ -1,23 +1,38 @@
-"""onnxruntime against PyTorch on the CPU: real-time factor of the whole exported extractor.
+"""PyTorch fp32 / bf16 against onnxruntime fp32 / int8 on the CPU: speed, EER, long-audio memory.
 
-The extractor (random SSL model + LAP_ASTP backend with its paper sizes) is
-exported with ``wespeaker_lap.export.exporter.export_extractor`` and run on random
-audio by both runtimes with the same number of threads. Models: a tiny WavLM
-(2 x 32) and a WavLM Base+-sized one (12 x 768, the config of
-``bench_frontend.py``), both with random weights.
+Models:
 
-    python benchmarks/bench_onnx.py                 # the table of benchmarks/README.md (1 thread)
-    python benchmarks/bench_onnx.py --quick         # tiny model only, one length
+* ``mini``: the mini recipe's trained LAP_ASTP model (``--mini_exp``, e.g.
+  ``/tmp/onnx_quick/exp_quick/lap_astp`` after ``bash examples/mini/run.sh --quick
+  --workdir /tmp/onnx_quick``), exported with ``bin/export_onnx --quantize int8``;
+* ``Base+ size``: a WavLM Base+-sized random model (12 x 768, transformers'
+  WavLMConfig sizes of ``bench_frontend.BASE_PLUS``) + LAP_ASTP with the paper's
+  sizes, random weights (so its EER means nothing: speed only).
 
-Columns: rtf = wall seconds / seconds of audio (best of ``--repeats`` after one
-warm-up; lower is faster); speed-up = PyTorch wall / onnxruntime wall;
-max |diff| = largest difference between the two runtimes' embeddings.
+For each model and each variant (PyTorch fp32, PyTorch bf16 SSL forward,
+onnxruntime fp32, onnxruntime int8): utterances/s and RTF embedding
+``--utts`` random utterances of ``--seconds`` one at a time (best of
+``--repeats`` after a warm-up), same thread count for both runtimes. For the
+mini model also the EER (cosine, no normalisation) of each variant on both mini
+test sets, and the peak RSS of onnxruntime embedding one long random input
+(``--long_minutes``, in a fresh process each) to show that memory grows
+linearly with the length (windows of 20 s).
+
+    python benchmarks/bench_onnx.py --mini_exp /tmp/onnx_quick/exp_quick/lap_astp \\
+        --mini_data /tmp/onnx_quick/corpus_quick/data \\
+        --calib_wav_scp /tmp/onnx_quick/corpus_quick/data/train/wav.scp
+    python benchmarks/bench_onnx.py --quick        # tiny random model only, smoke check
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +41,20 @@ import numpy as np
 import torch
 from bench_frontend import BASE_PLUS
 
+from wespeaker_lap.bin import export_onnx
 from wespeaker_lap.export.exporter import export_extractor
 from wespeaker_lap.export.identity import model_metadata
-from wespeaker_lap.export.runtime import OnnxEmbedder
+from wespeaker_lap.export.runtime import OnnxEmbedder, read_audio
+from wespeaker_lap.export.variants import write_variant
 from wespeaker_lap.frontend.testing import tiny_ssl_config
+from wespeaker_lap.io.files import read_scp
 from wespeaker_lap.models import build_extractor
+from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
+from wespeaker_lap.scoring.metrics import compute_eer
+from wespeaker_lap.scoring.score import read_trials
 
 RATE = 16000
+VARIANTS = ("PyTorch fp32", "PyTorch bf16", "ORT fp32", "ORT int8", "ORT int8 static")
 
 
 def best_of(fn, repeats: int) -> float:
@@ -45,72 +67,170 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def bench_model(name: str, ssl_config: dict, cases: list[tuple[int, float]], threads: int,
-                repeats: int, workdir: Path) -> list[dict]:
+def embedders(ext_fp32, ext_bf16, onnx_fp32: Path, onnx_int8: Path, threads: int,
+              onnx_static: Path | None = None) -> dict:
+    """Variant name -> function (wav (N,) float32) -> (E,) embedding."""
+    def pt(ext):
+        def f(wav):
+            with torch.no_grad():
+                return ext.embed(torch.from_numpy(wav[None])).float().numpy()[0]
+        return f
+
+    def ort(path):
+        run = OnnxEmbedder(path, threads=threads)
+        return lambda wav: run.embed_waveforms(wav[None], np.array([len(wav)]))[0]
+
+    out = {"PyTorch fp32": pt(ext_fp32), "PyTorch bf16": pt(ext_bf16),
+           "ORT fp32": ort(onnx_fp32), "ORT int8": ort(onnx_int8)}
+    if onnx_static is not None:
+        out["ORT int8 static"] = ort(onnx_static)
+    return out
+
+
+def speed(fns: dict, utts: int, seconds: float, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    wavs = [(0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+            for _ in range(utts)]
+    out = {}
+    for name, fn in fns.items():
+        t = best_of(lambda fn=fn: [fn(w) for w in wavs], repeats)
+        out[name] = {"utt_per_s": utts / t, "rtf": t / (utts * seconds)}
+        print(f"    {name}: {utts / t:.2f} utt/s, RTF {t / (utts * seconds):.4f}", flush=True)
+    return out
+
+
+def eer_on(fns: dict, data: Path, test_set: str) -> dict:
+    d = data / test_set
+    trials = read_trials(next(p for p in (d / "trials.kaldi", d / "trials") if p.is_file()))
+    table = read_scp(d / "wav.scp")
+    keys = sorted(set(trials.enroll) | set(trials.test))
+    wavs = [read_audio(table[k], RATE, 400) for k in keys]
+    row = {k: i for i, k in enumerate(keys)}
+    out = {}
+    for name, fn in fns.items():
+        emb = np.stack([fn(w) for w in wavs])
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        s = (emb[[row[k] for k in trials.enroll]] * emb[[row[k] for k in trials.test]]).sum(1)
+        out[name] = 100.0 * compute_eer(s, trials.labels)[0]
+        print(f"    {test_set} {name}: EER {out[name]:.3f} %", flush=True)
+    return out
+
+
+def peak_rss_mb(onnx_path: Path, minutes: float, threads: int) -> float:
+    """Peak RSS (MB) of a fresh process embedding ``minutes`` of random audio with ORT."""
+    code = ("import resource, numpy as np\n"
+            "from wespeaker_lap.export.runtime import OnnxEmbedder\n"
+            f"run = OnnxEmbedder({str(onnx_path)!r}, threads={threads})\n"
+            f"n = int({minutes} * 60 * {RATE})\n"
+            "wav = np.random.default_rng(0).standard_normal(n, dtype=np.float32)\n"
+            "wav *= 0.1\n"
+            "e = run.embed_waveforms(wav[None], np.array([n]))\n"
+            "assert np.isfinite(e).all()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ})
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def random_model(ssl_config: dict, workdir: Path, name: str):
     torch.manual_seed(0)
-    ext = build_extractor({"frontend": "ssl", "frontend_args": {"config": ssl_config},
-                           "model": "LAP_ASTP", "model_args": {}}).eval()
+    cfg = {"frontend": "ssl", "frontend_args": {"config": ssl_config},
+           "model": "LAP_ASTP", "model_args": {}}
+    ext = build_extractor(cfg).eval()
+    cfg_bf16 = {**cfg, "frontend_args": {"config": ssl_config, "dtype": "bfloat16"}}
+    torch.manual_seed(0)
+    ext_bf16 = build_extractor(cfg_bf16).eval()
+    ext_bf16.backend.load_state_dict(ext.backend.state_dict())
     meta = model_metadata(embed_dim=ext.embed_dim, sample_rate=RATE, min_samples=400,
                           fingerprint="sha256:benchmark", weights="none")
-    t0 = time.perf_counter()
     path = export_extractor(ext, workdir / f"{name}.onnx", meta, verify=False)
-    export_s = time.perf_counter() - t0
-    run = OnnxEmbedder(path, threads=threads)
-    rows = []
-    rng = np.random.default_rng(0)
-    for batch, seconds in cases:
-        n = int(seconds * RATE)
-        wavs = (0.1 * rng.standard_normal((batch, n))).astype(np.float32)
-        lengths = np.full(batch, n, dtype=np.int64)
-        tw, tl = torch.from_numpy(wavs), torch.from_numpy(lengths)
+    return ext, ext_bf16, path, write_variant(path, "int8"), None
 
-        def pt(tw=tw, tl=tl):
-            with torch.no_grad():
-                return ext(tw, tl).numpy()
 
-        def ort(wavs=wavs, lengths=lengths):
-            return run.embed_waveforms(wavs, lengths)
-
-        diff = float(np.max(np.abs(pt() - ort())))
-        t_pt, t_ort = best_of(pt, repeats), best_of(ort, repeats)
-        audio = batch * seconds
-        rows.append({"model": name, "batch": batch, "seconds": seconds,
-                     "pt_rtf": t_pt / audio, "ort_rtf": t_ort / audio,
-                     "speedup": t_pt / t_ort, "diff": diff, "export_s": export_s})
-        print(f"  {name} batch {batch} x {seconds:g} s: PyTorch {t_pt:.3f} s, "
-              f"onnxruntime {t_ort:.3f} s", flush=True)
-    return rows
+def mini_model(exp: Path, workdir: Path, calib_wav_scp: Path | None = None):
+    config, weights = resolve_model_dir(exp)
+    out = workdir / "mini.onnx"
+    assert export_onnx.main(["--model_dir", str(exp), "--out", str(out),
+                             "--quantize", "int8"]) == 0
+    static = None
+    if calib_wav_scp is not None:
+        calib = export_onnx.calibration_audio(out, str(calib_wav_scp), 16, 6.0)
+        static = write_variant(out, "int8_static", calibration=calib)
+    return (load_trained_extractor(config, weights, "cpu", "float32"),
+            load_trained_extractor(config, weights, "cpu", "bfloat16"), out,
+            out.with_name("mini.int8.onnx"), static)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1,
-                   help="threads of each runtime (1: stable timings on a shared machine)")
+                   help="threads of each runtime (1: steadier timings on a shared machine)")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="tiny model, one length")
+    p.add_argument("--utts", type=int, default=6)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--mini_exp", type=Path, help="the mini recipe's exp dir (LAP_ASTP)")
+    p.add_argument("--mini_data", type=Path, help="the mini corpus's data dir")
+    p.add_argument("--test_sets", nargs="+", default=["test", "test_unseen"])
+    p.add_argument("--long_minutes", type=float, nargs="*", default=[1.0, 10.0, 60.0])
+    p.add_argument("--no_base_plus", action="store_true")
+    p.add_argument("--calib_wav_scp", type=Path,
+                   help="mini model: also static int8, calibrated on 16 utterances of this list")
+    p.add_argument("--quick", action="store_true", help="tiny random model only")
+    p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime
 
-    models = [("tiny WavLM", tiny_ssl_config("wavlm"), [(1, 3.0), (1, 10.0), (4, 3.0)])]
-    if args.quick:
-        models = [("tiny WavLM", tiny_ssl_config("wavlm"), [(1, 3.0)])]
-    else:
-        models.append(("WavLM Base+ size", BASE_PLUS, [(1, 3.0), (1, 10.0), (4, 3.0)]))
-    rows = []
+    results: dict = {"models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, cfg, cases in models:
-            rows += bench_model(name, cfg, cases, args.threads, args.repeats, Path(tmp))
+        work = Path(tmp)
+        models = []
+        if args.quick:
+            models.append(("tiny WavLM", lambda: random_model(tiny_ssl_config("wavlm"), work,
+                                                              "tiny")))
+        else:
+            if args.mini_exp:
+                models.append(("mini", lambda: mini_model(args.mini_exp, work,
+                                                          args.calib_wav_scp)))
+            if not args.no_base_plus:
+                models.append(("Base+ size", lambda: random_model(BASE_PLUS, work, "base")))
+        for name, build in models:
+            print(f"{name}:", flush=True)
+            ext, ext_bf16, fp32, int8, static = build()
+            fns = embedders(ext, ext_bf16, fp32, int8, args.threads, static)
+            r = {"speed": speed(fns, args.utts, args.seconds, args.repeats),
+                 "onnx_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20}
+            if name == "mini" and args.mini_data:
+                r["eer"] = {s: eer_on(fns, args.mini_data, s) for s in args.test_sets}
+            if name in ("mini", "tiny WavLM"):
+                r["rss_mb"] = {m: peak_rss_mb(fp32, m, args.threads) for m in args.long_minutes}
+                for m, v in r["rss_mb"].items():
+                    print(f"    ORT fp32 {m:g} min: peak RSS {v:.0f} MB", flush=True)
+            results["models"][name] = r
+    results["env"] = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                      "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+                      "maxrss_mb_parent": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                      / 1024}
     print(f"\ntorch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"{args.threads} threads, {platform.processor() or platform.machine()}")
-    print("| model | batch | audio/utt (s) | PyTorch RTF | onnxruntime RTF | speed-up "
-          "| max abs diff | export (s) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['seconds']:g} | {r['pt_rtf']:.4f} | "
-              f"{r['ort_rtf']:.4f} | {r['speedup']:.2f}x | {r['diff']:.1e} | "
-              f"{r['export_s']:.0f} |")
+          f"{args.threads} thread(s), {args.utts} utterances x {args.seconds:g} s, one at a time")
+    print("| model | variant | utt/s | RTF | x PyTorch fp32 |")
+    print("|---|---|---|---|---|")
+    for name, r in results["models"].items():
+        base = r["speed"]["PyTorch fp32"]["utt_per_s"]
+        for v in [v for v in VARIANTS if v in r["speed"]]:
+            s = r["speed"][v]
+            print(f"| {name} | {v} | {s['utt_per_s']:.2f} | {s['rtf']:.4f} | "
+                  f"{s['utt_per_s'] / base:.2f}x |")
+    for r in results["models"].values():
+        if "eer" in r:
+            print("\n| variant | " + " | ".join(f"EER {s} (%)" for s in r["eer"]) + " |")
+            print("|---|" + "---|" * len(r["eer"]))
+            for v in [v for v in VARIANTS if v in r["speed"]]:
+                print(f"| {v} | " + " | ".join(f"{r['eer'][s][v]:.2f}" for s in r["eer"])
+                      + " |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

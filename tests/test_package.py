@@ -81,7 +81,7 @@ def packaged(tmp_path_factory):
         "--cohort_embeddings", str(emb / "xvector.scp"), "--cohort_utt2spk",
         str(data / "utt2spk"), "--top_n", "3", "--trials", str(trials), "--trial_embeddings",
         str(emb / "xvector.scp"), "--trial_utt2dur", str(data / "utt2dur"), "--calibrate",
-        "--onnx", "--name", "tiny test model"]) == 0
+        "--onnx", "--onnx_precision", "int8", "--name", "tiny test model"]) == 0
     return {"exp": exp, "data": data, "emb": emb, "trials": trials, "out": out, "root": root}
 
 
@@ -148,6 +148,20 @@ def test_onnx_in_the_package_runs_without_torch_and_equals_pytorch(packaged, tmp
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split("\n")[:2] == ["True", "[]"], res.stdout + res.stderr
+
+
+def test_the_package_carries_the_int8_onnx_variant_and_load_model_picks_it(packaged):
+    out, wav = packaged["out"], str(packaged["data"] / "wav" / "spk1-utt0.wav")
+    meta = json.loads((out / "package.json").read_text())
+    assert meta["onnx_variants"] == {"int8": {"file": "model.int8.onnx"}}
+    assert "model.int8.onnx" in json.loads((out / "manifest.json").read_text())["files"]
+    m = load_model(out, runtime="onnx", precision="int8")
+    assert m.backend.identity["precision"] == "int8"
+    ref = load_model(out, runtime="onnx").embed(wav).ravel()
+    got = m.embed(wav).ravel()
+    assert float(got @ ref / np.linalg.norm(got) / np.linalg.norm(ref)) > 0.99
+    with pytest.raises(ValueError, match="has no fp16 ONNX variant .*int8"):
+        load_model(out, runtime="onnx", precision="fp16")
 
 
 def _copy(packaged, tmp_path) -> Path:

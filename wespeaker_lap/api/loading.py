@@ -22,6 +22,7 @@ from wespeaker_lap.api.package import (
     read_package,
 )
 from wespeaker_lap.export.runtime import OnnxEmbedder
+from wespeaker_lap.export.variants import PRECISIONS, variant_path
 from wespeaker_lap.io.files import read_yaml
 from wespeaker_lap.io.sources import split_hub_id
 from wespeaker_lap.scoring.calibration import QMFCalibrator
@@ -81,7 +82,8 @@ def load_model(source: str | os.PathLike, *, device: str = "cpu", dtype: str = "
                runtime: str = "torch", revision: str | None = None,
                cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
                onnx: str | os.PathLike | None = None, batch_size: int = 8,
-               ignore_frontend_mismatch: bool = False) -> SpeakerModel:
+               ignore_frontend_mismatch: bool = False, precision: str | None = None,
+               providers: str | None = None, threads: int | None = None) -> SpeakerModel:
     """Load a speaker model for :meth:`~SpeakerModel.embed`, scoring and decisions.
 
     ``source`` is one of:
@@ -99,9 +101,17 @@ def load_model(source: str | os.PathLike, *, device: str = "cpu", dtype: str = "
     package's ``model.onnx``, or with an ``exp_dir`` the file given as ``onnx``
     (which must have been exported from it). ``dtype`` is the SSL forward
     precision of the PyTorch runtime (``float32``, ``bfloat16``, ``float16``, ``auto``).
+    With ``runtime="onnx"``: ``precision`` picks an exported variant (``int8``,
+    ``fp16``: ``x.int8.onnx`` beside ``x.onnx``, or the package's), ``providers``
+    the onnxruntime providers (``"cuda,cpu"``; default the CPU), ``threads`` its
+    intra-op threads.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    onnx_opts = {"batch_size": batch_size, "providers": providers, "threads": threads}
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)} (None: float32), "
+                         f"got {precision!r}")
     kind = source_kind(source)
     if kind == "hub":
         repo, rev = split_hub_id(os.fspath(source))
@@ -113,26 +123,32 @@ def load_model(source: str | os.PathLike, *, device: str = "cpu", dtype: str = "
                              "package.json in it)")
         where = f"hub:{repo}@{revision or rev or 'main'}"
         return _load_package(root, device, dtype, runtime, cache_dir, token, batch_size,
-                             ignore_frontend_mismatch, source=where)
+                             ignore_frontend_mismatch, source=where, precision=precision,
+                             onnx_opts=onnx_opts)
     if revision is not None:
         raise ValueError(f"revision= is for hub ids; {source} is a local {kind}")
     if runtime == "onnx" or kind == "onnx":
         _check_onnx_options(device, dtype)
+    elif precision is not None or providers is not None or threads is not None:
+        raise ValueError("precision, providers and threads are options of runtime='onnx'")
     if kind == "onnx":
-        return SpeakerModel(OnnxEmbedder(source, batch_size=batch_size),
+        path = variant_path(source, precision) if precision else source
+        return SpeakerModel(OnnxEmbedder(path, **onnx_opts),
                             info={"source": os.fspath(source), "runtime": "onnx"},
                             batch_size=batch_size)
     if kind == "package":
         if onnx is not None:
             raise ValueError("onnx= goes with an exp_dir; a package brings its own model.onnx")
         return _load_package(Path(source), device, dtype, runtime, cache_dir, token,
-                             batch_size, ignore_frontend_mismatch, source=os.fspath(source))
+                             batch_size, ignore_frontend_mismatch, source=os.fspath(source),
+                             precision=precision, onnx_opts=onnx_opts)
     # an exp_dir
     if runtime == "onnx":
         if onnx is None:
             raise ValueError(f"runtime='onnx' with the exp_dir {source} needs onnx= (the file "
                              "bin/export_onnx wrote from it)")
-        backend = OnnxEmbedder(onnx, model_dir=source, batch_size=batch_size)
+        path = variant_path(onnx, precision) if precision else onnx
+        backend = OnnxEmbedder(path, model_dir=source, **onnx_opts)
     else:
         backend = _torch_backend().from_exp_dir(source, device, dtype, ignore_frontend_mismatch)
     return SpeakerModel(backend, info={"source": os.fspath(source), "runtime": runtime},
@@ -146,14 +162,23 @@ def _check_onnx_options(device: str, dtype: str) -> None:
 
 
 def _load_package(root: Path, device, dtype, runtime, cache_dir, token, batch_size,
-                  ignore_frontend_mismatch, source: str) -> SpeakerModel:
+                  ignore_frontend_mismatch, source: str, precision: str | None = None,
+                  onnx_opts: dict[str, Any] | None = None) -> SpeakerModel:
     pkg = read_package(root)
     if runtime == "onnx":
         path = pkg.path(ONNX_FILE)
         if not path.is_file():
             raise ValueError(f"package {root} has no {ONNX_FILE}; build it with "
                              "package_model --onnx, or use runtime='torch'")
-        backend = OnnxEmbedder(path, model_dir=root, batch_size=batch_size)
+        if precision is not None:
+            variants = pkg.meta.get("onnx_variants") or {}
+            if precision not in variants:
+                raise ValueError(f"package {root} has no {precision} ONNX variant (it has "
+                                 f"{sorted(variants) or 'none'}); build it with package_model "
+                                 f"--onnx --onnx_precision {precision}")
+            path = pkg.path(variants[precision]["file"])
+        backend = OnnxEmbedder(path, model_dir=root,
+                               **(onnx_opts or {"batch_size": batch_size}))
     else:
         fa = _ssl_frontend_args(pkg, cache_dir, token)
         backend = _torch_backend().from_package(root, fa, device, dtype,

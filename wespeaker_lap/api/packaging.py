@@ -43,6 +43,7 @@ from wespeaker_lap.api.package import (
 from wespeaker_lap.export.exporter import export_extractor
 from wespeaker_lap.export.identity import fingerprint as onnx_fingerprint
 from wespeaker_lap.export.identity import model_metadata
+from wespeaker_lap.export.variants import write_variant
 from wespeaker_lap.frontend.fingerprint import (
     compare_fingerprints,
     frontend_fingerprint,
@@ -80,6 +81,7 @@ class PackageOptions:
     trial_utt2dur: Sequence[str] | None = None
     calibrate: bool = False
     onnx: bool = False
+    onnx_precisions: Sequence[str] = ()
     overwrite: bool = False
     card: dict[str, Any] = field(default_factory=dict)
 
@@ -298,6 +300,11 @@ def build_package(exp_dir: str | os.PathLike, out: str | os.PathLike,
                 fingerprint=onnx_fingerprint(tmp / CONFIG_FILE, tmp / WEIGHTS_FILE),
                 weights=WEIGHTS_FILE, model=str(cfg.get("model"))))
             meta["onnx"] = ONNX_FILE
+            meta["onnx_variants"] = {
+                p: {"file": write_variant(tmp / ONNX_FILE, p).name}
+                for p in opts.onnx_precisions}
+        elif opts.onnx_precisions:
+            raise ValueError("--onnx_precision needs --onnx")
         meta["card"] = {k: v for k, v in opts.card.items() if k in ("name", "license",
                                                                       "repo_id")}
         (tmp / PACKAGE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -57,6 +57,9 @@ def get_parser() -> argparse.ArgumentParser:
     sc.add_argument("--calibrate", action="store_true",
                     help="fit a QMF calibration on --trials")
     p.add_argument("--onnx", action="store_true", help="add model.onnx (needs onnx)")
+    p.add_argument("--onnx_precision", action="append", choices=["int8", "fp16"], default=[],
+                   help="with --onnx, also add model.int8.onnx / model.fp16.onnx (repeatable); "
+                        "load_model(..., runtime='onnx', precision='int8') picks one")
     card = p.add_argument_group("model card")
     card.add_argument("--name", help="model name on the card")
     card.add_argument("--license", default="apache-2.0", help="license id (default apache-2.0)")
@@ -82,6 +85,7 @@ def _body(args: argparse.Namespace) -> int:
         cohort_utt2spk=args.cohort_utt2spk, top_n=args.top_n, trials=args.trials,
         trials_name=args.trials_name, trial_embeddings=args.trial_embeddings,
         trial_utt2dur=args.trial_utt2dur, calibrate=args.calibrate, onnx=args.onnx,
+        onnx_precisions=tuple(args.onnx_precision),
         overwrite=args.overwrite, card=card)
     out = build_package(args.exp_dir, args.out, opts)
     print(f"wrote {out}")

@@ -42,8 +42,13 @@ from wespeaker_lap.export.identity import (
     INPUT_LENGTHS,
     INPUT_WAVS,
     OUTPUT_EMBEDDINGS,
+    OUTPUT_FRAME_LENGTHS,
+    OUTPUT_FRAMES,
+    PREFIX,
     fingerprint,
     model_metadata,
+    pool_graph_path,
+    sha256_of,
 )
 from wespeaker_lap.export.runtime import OnnxEmbedder
 from wespeaker_lap.frontend.fbank import (
@@ -56,8 +61,13 @@ from wespeaker_lap.frontend.fbank import (
 )
 from wespeaker_lap.frontend.ssl import SSLFrontend
 from wespeaker_lap.io.files import atomic_path
-from wespeaker_lap.models.extractor import LONG_AUDIO_WINDOW, SpeakerEmbeddingExtractor
+from wespeaker_lap.models.extractor import (
+    LONG_AUDIO_OVERLAP,
+    LONG_AUDIO_WINDOW,
+    SpeakerEmbeddingExtractor,
+)
 from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
+from wespeaker_lap.models.interfaces import FramePoolingBackend
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +191,11 @@ def make_traceable(fe: SSLFrontend) -> None:
 class TraceableExtractor(nn.Module):
     """A copy of the extractor whose forward a trace keeps dynamic in batch and time.
 
+    Besides the embeddings it returns what a window of long audio contributes:
+    the backend's per-frame output (``frame_features``, (B, T, C)) for a
+    :class:`~wespeaker_lap.models.interfaces.FramePoolingBackend`, else the SSL
+    hidden states (B, L, T, D), and the valid frames (B,).
+
     Same computation as ``SpeakerEmbeddingExtractor.forward`` on a frozen
     :class:`~wespeaker_lap.frontend.SSLFrontend` (checked by :func:`verify_onnx`),
     with what matters only to a trace changed: the frame masks are sized from
@@ -190,7 +205,8 @@ class TraceableExtractor(nn.Module):
     caller (:class:`~wespeaker_lap.export.runtime.OnnxEmbedder` checks lengths
     before each run). Any other frontend is called as it is.
 
-    forward(wavs (B, N) float32, lengths (B,) int64) -> (B, embed_dim) float32
+    forward(wavs (B, N) float32, lengths (B,) int64)
+        -> (embeddings (B, embed_dim) float32, frames, frame_lengths (B,) int64)
     """
 
     def __init__(self, extractor: SpeakerEmbeddingExtractor):
@@ -199,12 +215,17 @@ class TraceableExtractor(nn.Module):
         if isinstance(self.extractor.frontend, SSLFrontend):
             make_traceable(self.extractor.frontend)
 
-    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor):
         fe = self.extractor.frontend
-        if not isinstance(fe, SSLFrontend):
-            return self.extractor(wavs, lengths)
-        hidden, frame_lengths = self._ssl_hidden(fe, wavs, lengths)
-        return self.extractor.backend(hidden, frame_lengths)
+        if isinstance(fe, SSLFrontend):
+            hidden, frame_lengths = self._ssl_hidden(fe, wavs, lengths)
+        else:
+            hidden, frame_lengths = fe(wavs, lengths)
+        backend = self.extractor.backend
+        if isinstance(backend, FramePoolingBackend):
+            frames, _ = backend.frame_features(hidden, frame_lengths)
+            return backend.pool_frames(frames, frame_lengths), frames, frame_lengths
+        return backend(hidden, frame_lengths), hidden, frame_lengths
 
     def _ssl_hidden(self, fe: SSLFrontend, wavs: torch.Tensor, lengths: torch.Tensor):
         """SSLFrontend._forward with shape-sized masks: -> (B, L, T, D), (B,)."""
@@ -228,6 +249,25 @@ class TraceableExtractor(nn.Module):
         return hidden * frame_mask[:, None, :, None], frame_lengths
 
 
+class TraceablePooling(nn.Module):
+    """The utterance-level part of the backend: what runs once over all windows' frames.
+
+    ``pool_frames`` of a :class:`~wespeaker_lap.models.interfaces.FramePoolingBackend`
+    (frames (B, T, C)), else the whole backend on concatenated hidden states
+    (B, L, T, D), as ``SpeakerEmbeddingExtractor.embed`` does.
+    forward(frames, frame_lengths (B,) int64) -> (B, embed_dim) float32
+    """
+
+    def __init__(self, backend: nn.Module):
+        super().__init__()
+        self.backend = copy.deepcopy(backend)
+
+    def forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.backend, FramePoolingBackend):
+            return self.backend.pool_frames(frames, frame_lengths)
+        return self.backend(frames, frame_lengths)
+
+
 def audio_contract(extractor: nn.Module) -> tuple[int, int]:
     """``(sample rate, shortest input in samples)``, as the extractor's frontend reports them."""
     fe = extractor.frontend
@@ -247,67 +287,120 @@ def example_input(sample_rate: int, min_samples: int) -> tuple[torch.Tensor, tor
     return wavs, lengths
 
 
+def _export_quietly(module: nn.Module, args: tuple, path: Path, opset: int,
+                    input_names: list[str], output_names: list[str],
+                    dynamic_axes: dict[str, dict[int, str]]) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        # the trace warns about every Python-side int()/bool() it freezes; those are
+        # the input checks and the verification tests other shapes
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        # gathers with negative indices would be wrong; the indices here are frame
+        # counts - 1 >= 0 because the runtime rejects inputs shorter than min_samples
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        # strided slices (w2v-BERT's frame stacking) are computed at run time
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+
+
+def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    onnx = _onnx()
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "wespeaker_lap"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def window_metadata(extractor: SpeakerEmbeddingExtractor, window: float = LONG_AUDIO_WINDOW,
+                    overlap: float = LONG_AUDIO_OVERLAP) -> dict[str, str]:
+    """The metadata the runtime windows long audio by, as ``extractor.embed`` does."""
+    time_axis = 1 if isinstance(extractor.backend, FramePoolingBackend) else 2
+    return {PREFIX + "long_audio_window": f"{float(window):g}",
+            PREFIX + "long_audio_overlap": f"{float(overlap):g}",
+            PREFIX + "hop_samples": str(int(extractor.frontend.hop_samples)),
+            PREFIX + "frames_time_axis": str(time_axis)}
+
+
 def export_extractor(extractor: SpeakerEmbeddingExtractor, out: str | os.PathLike,
                      metadata: dict[str, str], opset: int = OPSET,
                      verify: bool = True, atol: float = 1e-4) -> Path:
     """Write ``extractor`` (frozen, float32, CPU) to the ONNX file ``out`` with ``metadata``.
 
-    The file is written atomically and, with ``verify``, only after
-    :func:`verify_onnx` accepted it. Returns ``out``.
+    Two graphs are written: ``out``, the whole extractor (embeddings, and the
+    per-frame output a window of long audio contributes), and beside it
+    ``x.pool.onnx`` (:func:`~wespeaker_lap.export.identity.pool_graph_path`), the
+    utterance-level pooling that runs once over all windows' frames. ``out``'s
+    metadata names the pooling graph and its sha256, so a mismatched pair is
+    refused. Both are written atomically and, with ``verify``, only after
+    :func:`verify_onnx` accepted them. Returns ``out``.
     """
-    onnx = _onnx()
     out = Path(out)
+    pool_out = pool_graph_path(out)
     extractor = extractor.to("cpu").eval()
     wrapped = TraceableExtractor(extractor).eval()
+    pooling = TraceablePooling(extractor.backend).eval()
     wavs, lengths = example_input(*audio_contract(extractor))
-    with atomic_path(out) as tmp:
-        with warnings.catch_warnings(), torch.no_grad():
-            # the trace warns about every Python-side int()/bool() it freezes; those are
-            # the input checks and the verification below tests other shapes
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            # gathers with negative indices would be wrong; the indices here are frame
-            # counts - 1 >= 0 because the runtime rejects inputs shorter than min_samples
-            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-            # strided slices (w2v-BERT's frame stacking) are computed at run time
-            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
-            torch.onnx.export(
-                wrapped, (wavs, lengths), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_WAVS, INPUT_LENGTHS], output_names=[OUTPUT_EMBEDDINGS],
-                dynamic_axes={INPUT_WAVS: {0: "batch", 1: "samples"},
-                              INPUT_LENGTHS: {0: "batch"}, OUTPUT_EMBEDDINGS: {0: "batch"}},
-                do_constant_folding=True,
-            )
-        model = onnx.load(str(tmp))
-        for key, value in metadata.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-        model.producer_name = "wespeaker_lap"
-        onnx.checker.check_model(model)
-        onnx.save(model, str(tmp))
+    meta = {**metadata, **window_metadata(extractor)}
+    time_axis = int(meta[PREFIX + "frames_time_axis"])
+    with atomic_path(pool_out) as pool_tmp, atomic_path(out) as tmp:
+        _export_quietly(wrapped, (wavs, lengths), tmp, opset, [INPUT_WAVS, INPUT_LENGTHS],
+                        [OUTPUT_EMBEDDINGS, OUTPUT_FRAMES, OUTPUT_FRAME_LENGTHS],
+                        {INPUT_WAVS: {0: "batch", 1: "samples"}, INPUT_LENGTHS: {0: "batch"},
+                         OUTPUT_EMBEDDINGS: {0: "batch"},
+                         OUTPUT_FRAMES: {0: "batch", time_axis: "frames"},
+                         OUTPUT_FRAME_LENGTHS: {0: "batch"}})
+        with torch.no_grad():
+            _, frames, frame_lengths = wrapped(wavs, lengths)
+        _export_quietly(pooling, (frames, frame_lengths), pool_tmp, opset,
+                        [OUTPUT_FRAMES, OUTPUT_FRAME_LENGTHS], [OUTPUT_EMBEDDINGS],
+                        {OUTPUT_FRAMES: {0: "batch", time_axis: "frames"},
+                         OUTPUT_FRAME_LENGTHS: {0: "batch"}, OUTPUT_EMBEDDINGS: {0: "batch"}})
+        _write_metadata(pool_tmp, {**meta, PREFIX + "role": "pool"})
+        meta[PREFIX + "pool_graph"] = pool_out.name
+        meta[PREFIX + "pool_sha256"] = sha256_of(pool_tmp)
+        _write_metadata(tmp, meta)
         if verify:
-            verify_onnx(extractor, tmp, atol=atol)
-    logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 2**20)
+            verify_onnx(extractor, tmp, atol=atol, pool_path=pool_tmp)
+    logger.info("wrote %s (%.1f MB) and its pooling graph %s", out,
+                out.stat().st_size / 2**20, pool_out.name)
     return out
 
 
 def verify_onnx(extractor: SpeakerEmbeddingExtractor, onnx_path: str | os.PathLike,
                 length_sets: Sequence[Sequence[int]] | None = None,
-                atol: float = 1e-4) -> float:
+                atol: float = 1e-4, pool_path: str | os.PathLike | None = None) -> float:
     """Check onnxruntime against PyTorch on batches the trace did not see; -> max |diff|.
 
     ``length_sets``: per batch, the utterance lengths in samples (padded to the
     longest); by default one long utterance alone, and three utterances of
-    different lengths padded together. A difference above ``atol`` is a
-    ``RuntimeError``.
+    different lengths padded together. Then the windowed path: an utterance of
+    2.7 s in 1 s windows overlapping by 0.3 s, against ``extractor.embed`` with
+    the same windows. A difference above ``atol`` is a ``RuntimeError``.
+    ``pool_path``: the pooling graph, when not yet under the name the metadata gives.
     """
     rate, shortest = audio_contract(extractor)
     if length_sets is None:
         length_sets = [[int(1.7 * rate)], [int(1.3 * rate), int(0.45 * rate), shortest + 77]]
-    session = OnnxEmbedder(onnx_path)
+    session = OnnxEmbedder(onnx_path, pool_path=pool_path)
     rng = np.random.default_rng(0)
     worst = 0.0
+
+    def check(got, ref, what):
+        nonlocal worst
+        diff = float(np.max(np.abs(got - ref)))
+        worst = max(worst, diff)
+        if not diff <= atol:
+            raise RuntimeError(
+                f"the exported graph {onnx_path} differs from PyTorch by {diff:.3g} > {atol:g} "
+                f"on {what}: the trace froze a shape or a branch (see TraceableExtractor)")
+
     for lens in length_sets:
         wavs = np.zeros((len(lens), max(lens)), dtype=np.float32)
         for i, n in enumerate(lens):
@@ -315,16 +408,14 @@ def verify_onnx(extractor: SpeakerEmbeddingExtractor, onnx_path: str | os.PathLi
         lengths = np.asarray(lens, dtype=np.int64)
         with torch.no_grad():
             ref = extractor(torch.from_numpy(wavs), torch.from_numpy(lengths)).float().numpy()
-        got = session.embed_waveforms(wavs, lengths)
-        diff = float(np.max(np.abs(got - ref)))
-        worst = max(worst, diff)
-        if not diff <= atol:
-            raise RuntimeError(
-                f"the exported graph {onnx_path} differs from PyTorch by {diff:.3g} > {atol:g} "
-                f"on a batch of lengths {list(lens)}: the trace froze a shape or a branch "
-                "(see TraceableExtractor)"
-            )
-    logger.info("onnxruntime matches PyTorch within %.2g on %d batches", worst, len(length_sets))
+        check(session.embed_waveforms(wavs, lengths), ref, f"a batch of lengths {list(lens)}")
+    if session.windowed:
+        wav = (0.1 * rng.standard_normal(int(2.7 * rate))).astype(np.float32)
+        ref = extractor.embed(torch.from_numpy(wav[None]), window=1.0, overlap=0.3)
+        got = session.embed_long(wav, window=1.0, overlap=0.3)
+        check(got[None], ref.float().numpy(), "2.7 s in 1 s windows (overlap 0.3 s)")
+    logger.info("onnxruntime matches PyTorch within %.2g on %d batches and a windowed utterance",
+                worst, len(length_sets))
     return worst
 
 

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
-#: Version of the exported graph's interface (inputs, outputs, metadata keys).
-FORMAT_VERSION = "1"
+#: Version of the exported graph's interface (inputs, outputs, metadata keys). Version 2
+#: adds the window outputs (``frames``, ``frame_lengths``) and the pooling graph beside it.
+FORMAT_VERSION = "2"
+#: The versions this code reads (a version-1 file embeds long audio in one pass).
+READABLE_VERSIONS = ("1", "2")
 
 #: Metadata keys (all prefixed, so they never clash with other tools' entries).
 PREFIX = "wespeaker_lap."
@@ -26,6 +30,54 @@ REQUIRED_KEYS = ("format_version", "embed_dim", "sample_rate", "min_samples", "f
 
 #: Graph input and output names.
 INPUT_WAVS, INPUT_LENGTHS, OUTPUT_EMBEDDINGS = "wavs", "lengths", "embeddings"
+#: The whole graph's window outputs, which are also the pooling graph's inputs.
+OUTPUT_FRAMES, OUTPUT_FRAME_LENGTHS = "frames", "frame_lengths"
+
+#: What a training exp_dir loads, in order of preference (the torch-free twin of
+#: ``models.inference.MODEL_CANDIDATES``; tests/test_export_onnx.py ties the two), then
+#: the newest ``models/model_<epoch>.pt``; a model package loads ``model.safetensors``.
+MODEL_CANDIDATES = ("models/avg_model.pt", "avg_model.pt", "models/final_model.pt",
+                    "final_model.pt")
+PACKAGE_MARKER, PACKAGE_WEIGHTS = "package.json", "model.safetensors"
+_EPOCH_RE = re.compile(r"^model_(\d+)\.pt$")
+
+
+def pool_graph_path(onnx_path: str | os.PathLike) -> Path:
+    """The pooling graph written beside an exported file: ``x.onnx`` -> ``x.pool.onnx``."""
+    p = Path(onnx_path)
+    return p.with_name(p.name[: -len(".onnx")] + ".pool.onnx" if p.name.endswith(".onnx")
+                       else p.name + ".pool.onnx")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of one file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+def weights_loaded_from(model_dir: str | os.PathLike) -> str | None:
+    """The weights file (relative POSIX path) that loading ``model_dir`` would use now.
+
+    A model package: ``model.safetensors``. A training exp_dir: the first of
+    :data:`MODEL_CANDIDATES` that exists, else the newest ``models/model_<epoch>.pt``
+    (as ``models.inference.resolve_model_dir`` picks). ``None`` when there is none.
+    """
+    d = Path(model_dir)
+    if (d / PACKAGE_MARKER).is_file():
+        return PACKAGE_WEIGHTS if (d / PACKAGE_WEIGHTS).is_file() else None
+    for name in MODEL_CANDIDATES:
+        if (d / name).is_file():
+            return name
+    epochs = []
+    if (d / "models").is_dir():
+        for p in (d / "models").iterdir():
+            m = _EPOCH_RE.match(p.name)
+            if m and p.is_file():
+                epochs.append((int(m.group(1)), p.name))
+    return f"models/{max(epochs)[1]}" if epochs else None
 
 
 def fingerprint(config: str | os.PathLike, weights: str | os.PathLike) -> str:
@@ -76,9 +128,10 @@ def parse_metadata(props: Mapping[str, str], source: str) -> dict[str, str | int
             f"lacks {[PREFIX + k for k in missing]}; export the model with "
             "python -m wespeaker_lap.bin.export_onnx --model_dir EXP --out FILE"
         )
-    if ours["format_version"] != FORMAT_VERSION:
+    if ours["format_version"] not in READABLE_VERSIONS:
         raise ValueError(f"{source} has export format version {ours['format_version']!r}; "
-                         f"this version of wespeaker_lap reads {FORMAT_VERSION!r}: re-export it")
+                         f"this version of wespeaker_lap reads {list(READABLE_VERSIONS)}: "
+                         "re-export it")
     out: dict[str, str | int] = dict(ours)
     for key in ("embed_dim", "sample_rate", "min_samples"):
         try:
@@ -93,15 +146,25 @@ def check_matches_model_dir(identity: Mapping[str, str | int], model_dir: str | 
                             source: str) -> None:
     """Raise ``ValueError`` unless ``source`` was exported from ``model_dir`` as it is now.
 
-    Hashes ``model_dir/config.yaml`` and the weights file named in the metadata.
+    Compares with what loading ``model_dir`` would use today
+    (:func:`weights_loaded_from`): the same weights file as the one exported,
+    and the same bytes of it and of ``config.yaml``. So an export made while
+    ``model_dir`` held only ``final_model.pt`` is refused once an ``avg_model.pt``
+    appears there, even though ``final_model.pt`` is unchanged.
     """
     d = Path(model_dir)
-    config, weights = d / "config.yaml", d / str(identity["weights"])
-    for path in (config, weights):
-        if not path.is_file():
-            raise ValueError(f"{source} was exported from another model: {d} has no "
-                             f"{path.relative_to(d)} (the exported model's files are "
-                             f"config.yaml and {identity['weights']})")
+    config = d / "config.yaml"
+    if not config.is_file():
+        raise ValueError(f"{source} was exported from another model: {d} has no config.yaml")
+    loads = weights_loaded_from(d)
+    if loads is None:
+        raise ValueError(f"{source} was exported from another model: {d} has no weights "
+                         f"(the exported model's were {identity['weights']})")
+    if loads != str(identity["weights"]):
+        raise ValueError(
+            f"{source} was exported from another model: {d} now loads {loads}, the file was "
+            f"exported from {identity['weights']}; re-export it from {d}")
+    weights = d / loads
     here = fingerprint(config, weights)
     if here != identity["fingerprint"]:
         raise ValueError(
