@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_api import make_data_dir
+from data_helpers import make_tone_data_dir
 from test_extract import tiny_config
 
 from wespeaker_lap.api import PackageError, load_model
@@ -69,7 +69,7 @@ def _trials(data: Path) -> Path:
 def packaged(tmp_path_factory):
     root = tmp_path_factory.mktemp("pkg")
     exp = _exp_on_saved_ssl(root)
-    data = make_data_dir(root / "data", speakers=4, utts=3)
+    data = make_tone_data_dir(root / "data", speakers=4, utts=3)
     emb = exp / "embeddings" / "val"
     assert extract.main(["--model_dir", str(exp), "--data", str(data), "--embed_dir",
                          str(emb), "--no_progress"]) == 0
