@@ -317,6 +317,11 @@ def _card(meta: Mapping[str, Any], cfg: Mapping[str, Any], opts: PackageOptions)
                   "", "| operating point | threshold |", "| --- | --- |"]
         lines += [f"| {op} | {v:.6f} |" for op, v in th["values"].items()]
         lines.append("")
+        endless = [op for op, v in th["values"].items() if not np.isfinite(v)]
+        if endless:
+            lines += [f"An infinite threshold ({', '.join(endless)}) rejects every trial: on "
+                      f"this list's {t['n_target']} targets the lowest detection cost at that "
+                      "prior is to accept nothing; a larger list is needed to place it.", ""]
     if meta.get("test_sets"):
         lines += _test_set_lines(meta["test_sets"], th["norm"])
     if meta.get("calibration"):
