@@ -1,12 +1,23 @@
-"""The mini recipe, stages 1-6 at --quick size: CI's end-to-end integration test."""
+"""The mini recipe, stages 1-7 at --quick size: CI's end-to-end integration test, with its
+model package checked against the recipe's scores and the top README's snippets run on it.
+
+``WESPEAKER_LAP_QUICK_WORKDIR=/tmp/q pytest -m slow tests/test_mini_recipe.py`` runs (or
+resumes: finished stages are skipped) the recipe in that directory instead of a fresh one."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from wespeaker_lap.api import load_model
+from wespeaker_lap.scoring.metrics import compute_metrics
+from wespeaker_lap.scoring.score import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 # %, AS-norm EER ceilings of --quick (360 trials, 12 speakers per set). Measured on the
@@ -29,17 +40,25 @@ def run_recipe(workdir: Path, *opts: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=1800)
 
 
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """(workdir, the run's CompletedProcess) of one --quick run shared by the slow tests."""
+    given = os.environ.get("WESPEAKER_LAP_QUICK_WORKDIR")
+    workdir = Path(given) if given else tmp_path_factory.mktemp("mini_quick")
+    return workdir, run_recipe(workdir)
+
+
 @pytest.mark.slow
-def test_quick_recipe_runs_stages_1_to_6_and_learns_something(tmp_path):
-    r = run_recipe(tmp_path)
+def test_quick_recipe_runs_stages_1_to_7_and_learns_something(quick):
+    tmp_path, r = quick
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    for stage in range(1, 7):
+    for stage in range(1, 8):
         assert f"Stage {stage}:" in r.stdout
     corpus, exp = tmp_path / "corpus_quick", tmp_path / "exp_quick" / "lap_astp"
     assert (corpus / ".done").is_file() and (corpus / "data" / ".lists.done").is_file()
     assert (tmp_path / "exp_quick" / "ssl" / "config.json").is_file()
     assert (exp / "config.yaml").is_file() and (exp / "models" / "avg_model.pt").is_file()
-    for x in ("test", "train"):
+    for x in ("test", "train", "valid"):
         assert (exp / "embeddings" / x / "xvector.scp").is_file()
         assert (exp / "embeddings" / x / "mean_vec.npy").is_file()
     metrics = json.loads((exp / "scores" / "metrics.json").read_text())
@@ -83,6 +102,76 @@ def test_quick_recipe_runs_stages_1_to_6_and_learns_something(tmp_path):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert (corpus / "data" / "train" / "wav.scp").stat().st_mtime_ns == stamp
     assert "torchrun" not in r.stdout and "epoch 1" not in r.stderr
+
+
+def _asnorm_metrics(exp: Path) -> dict:
+    """The recipe's AS-norm figures of the in-domain test set (stage 6's metrics.json)."""
+    metrics = json.loads((exp / "scores" / "metrics.json").read_text())
+    (key,) = [k for k in metrics if ".asnorm" in Path(k).name]
+    return {"file": key, **metrics[key]}
+
+
+@pytest.mark.slow
+def test_quick_package_scores_the_test_trials_to_the_recipes_asnorm_eer(quick):
+    """The issue's "done when": the package, embedding the test audio and scoring the trials
+    through model.score, gives stage 6's AS-norm EER exactly."""
+    workdir, r = quick
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    exp, data = workdir / "exp_quick" / "lap_astp", workdir / "corpus_quick" / "data"
+    pkg = exp / "package"
+    meta = json.loads((pkg / "package.json").read_text())
+    assert meta["thresholds"]["trials"]["name"] == "valid" and meta["calibration"]
+    assert meta["ssl"]["source"] == "bundled" and meta["score_norm"]["top_n"] == 100
+    assert [t["name"] for t in meta["test_sets"]][0] == "test"
+    card = (pkg / "README.md").read_text()
+    assert "[95% CI]" in card and "## The thresholds on the test sets" in card
+    recipe = _asnorm_metrics(exp)
+    trials, recipe_scores = read_scores(recipe["file"], require_labels=True)
+    wavs = dict(line.split() for line in (data / "test" / "wav.scp").read_text().splitlines())
+    model = load_model(pkg)
+    keys = sorted(set(trials.enroll) | set(trials.test))
+    table = dict(zip(keys, model.embed([wavs[k] for k in keys]), strict=True))
+    ours = model.score(np.stack([table[k] for k in trials.enroll]),
+                       np.stack([table[k] for k in trials.test]))
+    np.testing.assert_allclose(ours, recipe_scores, atol=1e-4, rtol=0)
+    assert compute_metrics(ours, trials.labels)["eer"] == recipe["eer"]
+
+
+def _readme_block(lang: str, containing: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def _on_quick_run(code: str, workdir: Path) -> str:
+    """The README's paths (default run) -> the --quick run's in ``workdir``."""
+    for default, quick_dir in (("examples/mini/exp/", "exp_quick/"),
+                               ("examples/mini/corpus/", "corpus_quick/")):
+        assert default in code, (default, code)
+        code = code.replace(default, f"{workdir}/{quick_dir}")
+    return code
+
+
+@pytest.mark.slow
+def test_the_readmes_python_and_cli_lines_run_on_the_quick_package(quick):
+    workdir, r = quick
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    code = _on_quick_run(_readme_block("python", "load_model("), workdir)
+    assert len(code.strip().splitlines()) == 5
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(" llr " in x and "measured on valid" in x for x in lines)
+    cli = _on_quick_run(_readme_block("bash", "wespeaker-lap verify --model"), workdir)
+    res = subprocess.run(["bash", "-euc", cli], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert " llr " in res.stdout and "measured on valid" in res.stdout
+    assert res.stdout.strip().splitlines()[-1] == lines[0].splitlines()[-1], (res.stdout, lines)
 
 
 def test_unknown_recipe_option_fails_with_the_valid_ones(tmp_path):

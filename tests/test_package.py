@@ -289,3 +289,71 @@ def test_cli_operating_point_missing_from_the_package_lists_those_it_has(package
     assert cli.main(["verify", "--model", str(pkg), a, a, "--operating_point",
                      "mindcf0.01"]) == 2
     assert "no mindcf0.01 threshold; it has ['eer']" in capsys.readouterr().err
+
+
+def _package_args(packaged, out: Path, *extra: str) -> list[str]:
+    emb = packaged["emb"]
+    return ["--exp_dir", str(packaged["exp"]), "--out", str(out), "--bundle_ssl",
+            "--mean_vec", str(emb / "mean_vec.npy"), "--cohort_embeddings",
+            str(emb / "xvector.scp"), "--cohort_utt2spk", str(packaged["data"] / "utt2spk"),
+            "--top_n", "3", "--trials", str(packaged["trials"]), "--trial_embeddings",
+            str(emb / "xvector.scp"), *extra]
+
+
+def test_a_qmf_model_fitted_elsewhere_is_the_packages_calibration(packaged, tmp_path, capsys):
+    qmf = json.loads((packaged["out"] / "calibration.json").read_text())
+    qmf["bias"] += 1.0  # another model: the same LLRs shifted by one
+    qmf["info"]["fit_on"] = "/somewhere/scores/cal/qmf_cal.kaldi.asnorm3.score"
+    (tmp_path / "qmf.json").write_text(json.dumps(qmf))
+    out = tmp_path / "p"
+    assert package_model.main(_package_args(packaged, out, "--calibration",
+                                            str(tmp_path / "qmf.json"))) == 0
+    meta = json.loads((out / "package.json").read_text())
+    assert meta["calibration"]["fit_on"] == "qmf_cal.kaldi.asnorm3.score"  # no machine paths
+    assert "fitted on `qmf_cal.kaldi.asnorm3.score`" in (out / "README.md").read_text()
+    a, b = (str(packaged["data"] / "wav" / f"{k}.wav") for k in ("spk0-utt0", "spk1-utt1"))
+    ref = load_model(packaged["out"]).verify(a, b)
+    r = load_model(out).verify(a, b)
+    assert r.llr == pytest.approx(ref.llr + 1.0, abs=1e-6)
+    qmf["top_n"] = 5
+    (tmp_path / "qmf5.json").write_text(json.dumps(qmf))
+    assert package_model.main(_package_args(packaged, tmp_path / "p5", "--calibration",
+                                            str(tmp_path / "qmf5.json"))) == 1
+    assert "fitted with cohort top_n 5, the package's is --top_n 3" in capsys.readouterr().err
+    assert package_model.main(_package_args(packaged, tmp_path / "p6", "--calibrate",
+                                            "--calibration", str(tmp_path / "qmf.json"))) == 1
+    assert "not both" in capsys.readouterr().err
+
+
+def test_the_card_shows_where_the_thresholds_land_on_each_test_set(packaged, tmp_path, capsys):
+    tar = np.array([0.9, 0.5, 0.1, -0.2])
+    non = np.array([0.6, 0.2, -0.3, -0.5, -0.6, 0.0])
+    scores = tmp_path / "trials.kaldi.asnorm3.score"
+    scores.write_text("".join(f"t{i} u{i} {s} target\n" for i, s in enumerate(tar))
+                      + "".join(f"n{i} v{i} {s} nontarget\n" for i, s in enumerate(non)))
+    results = tmp_path / "results_ci.md"
+    results.write_text("| test set | EER (%) [95% CI] |\n| --- | --- |\n| t | 25.0 [1, 50] |\n")
+    out = tmp_path / "p"
+    assert package_model.main(_package_args(packaged, out, "--test_scores", "held_out",
+                                            str(scores), "--results", str(results))) == 0
+    meta = json.loads((out / "package.json").read_text())
+    (t,) = meta["test_sets"]
+    assert (t["name"], t["scores"], t["size"]) == ("held_out", scores.name, 10)
+    labels = np.r_[np.ones(4), np.zeros(6)]
+    own = compute_eer(np.r_[tar, non], labels)[1]
+    for op, thr in meta["thresholds"]["values"].items():
+        at = t["at_package_thresholds"][op]
+        assert at["threshold"] == thr
+        assert at["p_miss"] == pytest.approx(np.mean(tar < thr))
+        assert at["p_fa"] == pytest.approx(np.mean(non >= thr))
+    assert t["at_package_thresholds"]["eer"]["own_threshold"] == pytest.approx(own)
+    card = (out / "README.md").read_text()
+    assert "| t | 25.0 [1, 50] |" in card and "## The thresholds on the test sets" in card
+    assert f"| held_out (`{scores.name}`) | 10 |" in card
+    # a test list that shares utterances with the threshold list is refused
+    shared = tmp_path / "shared.score"
+    shared.write_text("spk0-utt0 x1 0.5 target\ny1 y2 0.1 nontarget\n")
+    assert package_model.main(_package_args(packaged, tmp_path / "p2", "--test_scores",
+                                            "leaky", str(shared))) == 1
+    err = capsys.readouterr().err
+    assert "1 utterances are also in the threshold list" in err and "spk0-utt0" in err

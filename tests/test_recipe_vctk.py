@@ -1,5 +1,5 @@
 """examples/vctk: the VCTK 0.92 protocol (unit tests of the split and the trials at the
-protocol's size) and the recipe's stages 1-7 on a fabricated VCTK tree (48 kHz mic1/mic2
+protocol's size) and the recipe's stages 1-8 on a fabricated VCTK tree (48 kHz mic1/mic2
 flac files, a speaker-info.txt in the release's format) with a tiny random WavLM.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from test_recipe_voxceleb import (
+    assert_recipe_package,
     assert_valid,
     load_local,
     run_recipe,
@@ -224,7 +225,7 @@ def test_a_cell_without_speaker_pairs_gives_its_share_to_the_others():
 
 # ------------------------------------------------------------------ the recipe end to end
 @pytest.mark.slow
-def test_recipe_stages_1_to_7_on_fabricated_vctk(tmp_path):
+def test_recipe_stages_1_to_8_on_fabricated_vctk(tmp_path):
     kept = make_vctk(tmp_path / "VCTK-Corpus-0.92")
     work = tmp_path / "work"
     config = tiny_config(ROOT / "conf" / "lap_astp_wavlm_base_plus.yaml", tmp_path / "tiny.yaml")
@@ -234,7 +235,7 @@ def test_recipe_stages_1_to_7_on_fabricated_vctk(tmp_path):
             "--ssl_model", str(tiny_ssl_model(tmp_path / "tiny_wavlm"))]
     r = run_recipe(RECIPE, *opts)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    for stage in range(1, 8):
+    for stage in range(1, 9):
         assert f"Stage {stage}:" in r.stdout
 
     data = work / "data"
@@ -281,6 +282,9 @@ def test_recipe_stages_1_to_7_on_fabricated_vctk(tmp_path):
         assert m["n_target"] == 30 and m["n_nontarget"] == 40
     table = (exp / "results.md").read_text().splitlines()
     assert len(table) == 5 and "vctk_test" in table[0]
+    wavs = sorted(dirs["test"].wav.values())
+    assert_recipe_package(exp / "package", "vctk_val", "vctk_val.kaldi", ["vctk_test"],
+                          wavs[0], wavs[1])
 
     # a re-run skips the finished stages, and keeps the 16 kHz files
     stamp = Path(first).stat().st_mtime_ns

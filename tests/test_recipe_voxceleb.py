@@ -22,6 +22,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from wespeaker_lap.api import load_model
 from wespeaker_lap.dataset.datadir import read_data_dir, validate_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,22 @@ def run_recipe(recipe: Path, *opts: str, timeout: int = 600) -> subprocess.Compl
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     return subprocess.run(["bash", str(recipe / "run.sh"), *opts], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+def assert_recipe_package(pkg: Path, threshold_list: str, cal_list: str,
+                          test_sets: list[str], wav_a: str, wav_b: str) -> None:
+    """A recipe's package stage: thresholds on its named list, the recipe's QMF model as the
+    calibration, the card's test-set rows; it loads and verifies with an LLR."""
+    meta = json.loads((pkg / "package.json").read_text())
+    assert meta["thresholds"]["trials"]["name"] == threshold_list
+    assert set(meta["thresholds"]["values"]) == {"eer", "mindcf0.01", "mindcf0.05"}
+    assert meta["calibration"]["fit_on"].startswith(cal_list), meta["calibration"]
+    assert [t["name"] for t in meta["test_sets"]] == test_sets
+    card = (pkg / "README.md").read_text()
+    assert "## Results" in card and "## The thresholds on the test sets" in card
+    assert not [p for p in pkg.rglob("*") if p.suffix in (".pt", ".pkl")]
+    r = load_model(pkg).verify(wav_a, wav_b)
+    assert r.llr is not None and f"measured on {threshold_list}" in r.threshold_source
 
 
 def assert_valid(data_dir: Path) -> None:
@@ -349,6 +366,16 @@ def test_recipe_stages_1_to_9_on_fabricated_voxceleb(tmp_path, corpora):
         assert len(pm) == 6 and all(m["n_target"] > 0 for m in pm.values())
     p1 = torch.load(exp / "models" / "avg_model.pt", weights_only=True)
     assert not any(k.startswith("frontend.") for k in p1)  # phase 1: SSL referenced only
+
+    # stage 10: the newest evaluated phase's package, thresholds on the calibration trials
+    r = run_recipe(RECIPE, *opts, "--stage", "10", "--stop_stage", "10")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "Stage 10:" in r.stdout and "tiny_phase3/package" in r.stdout
+    vox1 = read_data_dir(data / "vox1").wav
+    a, b = sorted(vox1)[:2]
+    assert_recipe_package(work / "exp" / "tiny_phase3" / "package", "vox2_dev_qmf_cal",
+                          "qmf_cal.kaldi", [f"vox1_{x}_cleaned" for x in "OEH"], vox1[a],
+                          vox1[b])
 
 
 def test_stage_1_names_the_missing_corpus_option(tmp_path):

@@ -6,13 +6,17 @@
 #   2. raw (or shard) lists, noise/RIR lists; pre-train the SSL model (HuBERT-style
 #      masked unit prediction on the unlabeled pool plus the training audio)
 #   3. train the backend on the frozen SSL model (torchrun)
-#   4. average checkpoints; extract test, unseen-voice test and train (cohort) embeddings
+#   4. average checkpoints; extract test, unseen-voice test, train (cohort) and valid
+#      (held-out speakers of the training voices) embeddings
 #   5. cosine scoring with mean subtraction; EER / minDCF
 #   6. AS-norm of stage 5's scores; EER / minDCF; DET and layer-attention plots;
 #      results table with speaker-bootstrap 95% intervals; per-stage time table
-#   7. (off by default) ONNX export of the whole extractor
+#   7. the model package exp/lap_astp/package (python -m wespeaker_lap.bin.package_model):
+#      train mean and AS-norm cohort, thresholds and QMF calibration on the valid trials,
+#      the SSL model bundled; its card shows stage 6's intervals and the thresholds' test errors
+#   8. (off by default) ONNX export of the whole extractor
 #
-#   bash run.sh                                   # stages 1-6, LAP_ASTP
+#   bash run.sh                                   # stages 1-7, LAP_ASTP
 #   bash run.sh --quick                           # small sizes (CI's integration test)
 #   bash run.sh --stage 3 --config conf/mhfa.yaml # another backend, same data and SSL
 #   bash run.sh --ssl_model microsoft/wavlm-base-plus   # a real SSL model instead
@@ -22,7 +26,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 . ./path.sh
 
 stage=1                       # first stage to run
-stop_stage=6                  # last stage to run
+stop_stage=7                  # last stage to run
 quick=false                   # small corpus, short pre-training and training (about 3 min)
 seed=7                        # corpus seed
 nj=2                          # parallel jobs for synthesis
@@ -129,6 +133,7 @@ fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "Stage 4: average checkpoints; extract embeddings"
   eval_dirs=(); for x in "${test_sets[@]}"; do eval_dirs+=("$data/$x"); done
+  [ -f "$data/valid/trials.kaldi" ] && eval_dirs+=("$data/valid")  # stage 7's thresholds
   tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
     "${eval_dirs[@]}" "$data/train"
   stage_done "4 embeddings"
@@ -185,16 +190,51 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   stage_done "6 AS-norm, plots, intervals"
 fi
 
+package=$exp_dir/package
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  # off by default (bash run.sh --stage 7 --stop_stage 7); needs the export extra (onnx,
+  log "Stage 7: model package $package (thresholds and calibration on the valid trials)"
+  if [ ! -f "$data/valid/$trials" ]; then
+    echo "run.sh: stage 7 needs the valid set $data/valid (a corpus from before it existed:" \
+      "delete $corpus and rerun from stage 1)" >&2
+    exit 1
+  fi
+  # the package is rebuilt when the model (its averaged weights) or the options change
+  weights=$(sha256sum < "$exp_dir/models/avg_model.pt"); weights=${weights%% *}
+  package_opts=("top_n=$top_n" "weights=$weights")
+  if ! stage_is_done "$exp_dir/.package.done" "${package_opts[@]}"; then
+    # each test set's AS-norm score file (stage 6's), as python names them
+    test_args=()
+    for x in "${test_sets[@]}"; do
+      d=$scores; [ "$x" = test ] || d=$scores/$x
+      cosine=$(python -m wespeaker_lap.bin.score --print_paths --trials "$data/$x/$trials" \
+        --output_dir "$d")
+      normed=$(python -m wespeaker_lap.bin.score_norm --print_paths --scores "$cosine" \
+        --top_n "$top_n" --output_dir "$d")
+      test_args+=(--test_scores "$x" "$normed")
+    done
+    emb=$exp_dir/embeddings
+    python -m wespeaker_lap.bin.package_model --exp_dir "$exp_dir" --out "$package" \
+      --overwrite --bundle_ssl --mean_vec "$emb/train/mean_vec.npy" \
+      --cohort_embeddings "$emb/train/xvector.scp" --cohort_utt2spk "$data/train/utt2spk" \
+      --top_n "$top_n" --trials "$data/valid/$trials" --trials_name valid \
+      --trial_embeddings "$emb/valid/xvector.scp" --trial_utt2dur "$data/valid/utt2dur" \
+      --calibrate --name "wespeaker-lap mini $(basename "$exp_dir")" \
+      --results "$exp_dir/results_ci.md" "${test_args[@]}"
+    stage_done_with "$exp_dir/.package.done" "${package_opts[@]}"
+  fi
+  stage_done "7 package"
+fi
+
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  # off by default (bash run.sh --stage 8 --stop_stage 8); needs the export extra (onnx,
   # onnxruntime). The export checks onnxruntime against PyTorch before writing the file.
-  log "Stage 7: export ONNX (waveform -> embedding) to $exp_dir/extractor.onnx"
+  log "Stage 8: export ONNX (waveform -> embedding) to $exp_dir/extractor.onnx"
   python -m wespeaker_lap.bin.export_onnx --model_dir "$exp_dir" --out "$exp_dir/extractor.onnx"
   read -r _ wav1 < "$data/test/wav.scp"
   python -m wespeaker_lap.cli.main similarity --onnx "$exp_dir/extractor.onnx" \
     --model_dir "$exp_dir" "$wav1" "$wav1" >/dev/null
   log "onnxruntime runs $exp_dir/extractor.onnx (wespeaker-lap embed --onnx ...)"
-  stage_done "7 ONNX export"
+  stage_done "8 ONNX export"
 fi
 if [ ${#stage_names[@]} -gt 0 ]; then
   echo "| stage | wall time (s) |"

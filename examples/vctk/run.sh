@@ -11,6 +11,8 @@
 #   5. cosine scoring of the test trials (train mean subtracted); EER / minDCF
 #   6. AS-norm (top_n of the train speakers' mean embeddings); EER / minDCF
 #   7. QMF calibration fitted on the val trials, applied to test; results table
+#   8. model package <exp_dir>/package: train mean and AS-norm cohort, thresholds measured
+#      on the val trials, stage 7's QMF model; its card shows where they land on test
 #
 #   bash run.sh --vctk_root /corpora/VCTK-Corpus-0.92 [--musan_root ... --rirs_root ...]
 #   bash run.sh --stage 3 --config conf/unipool_wavlm_base_plus.yaml  # another backend
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 stage=1                  # first stage to run
-stop_stage=7             # last stage to run
+stop_stage=8             # last stage to run
 vctk_root=               # VCTK 0.92: speaker-info.txt, wav48_silence_trimmed/pXXX/*.flac
 musan_root=              # MUSAN (openslr 17) for additive noise; empty: none
 rirs_root=               # RIRS_NOISES (openslr 28) for reverberation; empty: none
@@ -39,6 +41,7 @@ num_nodes=1              # torchrun nodes; more than 1: the same command on ever
 HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint host:port (multi-node)
 top_n=50                 # AS-norm and QMF cohort statistics: top of the ~65 train speakers
 seed=777                 # speaker split, trials, shard order
+ssl_revision=            # stage 8: the SSL hub model's revision to pin; empty: bundle the model
 
 help_message="Usage: bash run.sh --vctk_root DIR [--stage N] [--stop_stage M] [--config conf/X.yaml]"
 # shellcheck source=tools/parse_options.sh
@@ -168,5 +171,31 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
     --cohort_set train --cohort_utt2spk "$data/train/utt2spk" --top_n "$top_n" \
     --json "$exp_dir/scores/metrics_qmf.json" "$test_trials"
   python local/results_table.py "$exp_dir" | tee "$exp_dir/results.md"
+fi
+
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  log "Stage 8: model package $exp_dir/package (thresholds on the val trials)"
+  qmf=$exp_dir/scores/qmf.asnorm$top_n.json
+  [ -f "$qmf" ] || die "stage 8 packages stage 7's calibration $qmf: run stages 4-7 first"
+  weights=$(sha256sum < "$exp_dir/models/avg_model.pt"); weights=${weights%% *}
+  package_opts=("top_n=$top_n" "ssl_revision=$ssl_revision" "weights=$weights")
+  if ! stage_is_done "$exp_dir/.package.done" "${package_opts[@]}"; then
+    # stage 6's AS-norm score file of the test trials, as python names it
+    cosine=$(python -m wespeaker_lap.bin.score --print_paths --trials "$test_trials" \
+      --output_dir "$exp_dir/scores")
+    normed=$(python -m wespeaker_lap.bin.score_norm --print_paths --scores "$cosine" \
+      --top_n "$top_n" --output_dir "$exp_dir/scores")
+    ssl_opts=(--bundle_ssl)
+    [ -n "$ssl_revision" ] && ssl_opts=(--ssl_revision "$ssl_revision")
+    emb=$exp_dir/embeddings
+    python -m wespeaker_lap.bin.package_model --exp_dir "$exp_dir" --out "$exp_dir/package" \
+      --overwrite "${ssl_opts[@]}" --mean_vec "$emb/train/mean_vec.npy" \
+      --cohort_embeddings "$emb/train/xvector.scp" --cohort_utt2spk "$data/train/utt2spk" \
+      --top_n "$top_n" --trials "$val_trials" --trials_name vctk_val \
+      --trial_embeddings "$emb/val/xvector.scp" --calibration "$qmf" \
+      --results "$exp_dir/results.md" --name "wespeaker-lap $(basename "$exp_dir") (VCTK)" \
+      --datasets vctk --test_scores vctk_test "$normed"
+    stage_done_with "$exp_dir/.package.done" "${package_opts[@]}"
+  fi
 fi
 log "done"

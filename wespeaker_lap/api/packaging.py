@@ -58,7 +58,7 @@ from wespeaker_lap.io.xvectors import load_embeddings, load_mean_vec, save_npy
 from wespeaker_lap.models.inference import load_trained_extractor, resolve_model_dir
 from wespeaker_lap.scoring.calibration import QMFCalibrator, trial_features
 from wespeaker_lap.scoring.metrics import compute_metrics
-from wespeaker_lap.scoring.score import read_trials, resolve_trials
+from wespeaker_lap.scoring.score import read_scores, read_trials, resolve_trials
 from wespeaker_lap.scoring.score_norm import CohortStats, build_cohort
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class PackageOptions:
     trial_embeddings: Sequence[str] | None = None
     trial_utt2dur: Sequence[str] | None = None
     calibrate: bool = False
+    calibration: str | None = None
+    test_scores: Sequence[tuple[str, str]] = ()
     onnx: bool = False
     onnx_precisions: Sequence[str] = ()
     overwrite: bool = False
@@ -141,12 +143,14 @@ def _ssl_part(tmp: Path, fa: Mapping[str, Any], recorded: Mapping[str, Any] | No
 
 
 def _thresholds(model: SpeakerModel, opts: PackageOptions, dim: int,
-                cohort_stats_top: int | None) -> tuple[dict | None, QMFCalibrator | None]:
-    """Operating thresholds (and QMF calibration) measured on the named trial list."""
+                cohort_stats_top: int | None
+                ) -> tuple[dict | None, QMFCalibrator | None, set[str]]:
+    """Operating thresholds (and QMF calibration) measured on the named trial list, and
+    that list's utterance keys."""
     if opts.trials is None:
         if opts.calibrate:
             raise ValueError("--calibrate needs --trials (the list it is fitted on)")
-        return None, None
+        return None, None, set()
     if not opts.trial_embeddings:
         raise ValueError("--trials needs --trial_embeddings (xvector.scp of its utterances)")
     trials = read_trials(opts.trials)
@@ -185,7 +189,87 @@ def _thresholds(model: SpeakerModel, opts: PackageOptions, dim: int,
         kept, x = trial_features(trials, scores, features, table, durations, stats)
         cal = QMFCalibrator.fit(x, kept.labels, features, top_n=cohort_stats_top)
         cal.info["fit_on"] = name
-    return thresholds, cal
+    return thresholds, cal, set(trials.enroll) | set(trials.test)
+
+
+def _external_calibration(path: str, model: SpeakerModel, thresholds: dict | None,
+                          top_n: int) -> QMFCalibrator:
+    """A QMF model fitted elsewhere (a recipe's ``tools/calibrate.sh``), checked against the
+    package: its cohort features and top-N must be the package's."""
+    cal = QMFCalibrator.load(path)
+    uses_cohort = any(f.startswith("cohort_mean") for f in cal.features)
+    norm = thresholds["norm"] if thresholds else model.default_norm
+    if (uses_cohort or norm != "none") and model.cohort is None:
+        raise ValueError(f"--calibration {path}: its features {cal.features} (or the {norm} "
+                         "scores it calibrates) need a cohort; give --cohort_embeddings")
+    if model.cohort is not None and cal.top_n is not None and cal.top_n != top_n:
+        raise ValueError(f"--calibration {path} was fitted with cohort top_n {cal.top_n}, the "
+                         f"package's is --top_n {top_n}: give the same top-N")
+    # the list it was fitted on, by name (a package holds no paths of the machine it was built on)
+    cal.info["fit_on"] = Path(str(cal.info.get("fit_on") or path)).name
+    return cal
+
+
+def _error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(P_miss, P_fa) of deciding ``score >= threshold``, as fractions."""
+    labels = labels.astype(bool)
+    return (float(np.mean(scores[labels] < threshold)),
+            float(np.mean(scores[~labels] >= threshold)))
+
+
+def _test_sets(opts: PackageOptions, thresholds: dict | None,
+               threshold_keys: set[str]) -> list[dict[str, Any]]:
+    """Where the package's thresholds land on each test set (``--test_scores NAME FILE``).
+
+    Each labelled score file must be scored as the package scores (its norm, mean and
+    cohort: the recipe's AS-norm file) and share no utterance with the threshold list.
+    Returns per set: trial counts, its own EER / minDCF thresholds, and at each of the
+    package's thresholds the miss and false-alarm rates it gives there.
+    """
+    if not opts.test_scores:
+        return []
+    if thresholds is None:
+        raise ValueError("--test_scores needs --trials: the package's thresholds to carry over")
+    out = []
+    for name, path in opts.test_scores:
+        trials, scores = read_scores(path, require_labels=True)
+        shared = threshold_keys & (set(trials.enroll) | set(trials.test))
+        if shared:
+            raise ValueError(f"--test_scores {name} {path}: {len(shared)} utterances are also in "
+                             f"the threshold list {opts.trials}, e.g. {sorted(shared)[0]}; the "
+                             "list the thresholds are measured on must be disjoint from the test "
+                             "lists")
+        m = compute_metrics(scores, trials.labels)
+        own = {"eer": m["eer_threshold"]}
+        for op, p in OPERATING_POINTS.items():
+            if p is not None:
+                own[op] = m[f"min_dcf_{p:g}_threshold"]
+        at = {}
+        for op, thr in thresholds["values"].items():
+            miss, fa = _error_rates(scores, trials.labels, thr)
+            at[op] = {"threshold": thr, "own_threshold": own.get(op), "p_miss": miss,
+                      "p_fa": fa}
+        out.append({"name": name, "scores": Path(path).name, "size": len(trials),
+                    "n_target": m["n_target"], "n_nontarget": m["n_nontarget"],
+                    "eer": m["eer"], "at_package_thresholds": at})
+    return out
+
+
+def _test_set_lines(sets: Sequence[Mapping[str, Any]], norm: str) -> list[str]:
+    lines = ["## The thresholds on the test sets", "",
+             "Each test set has its own EER (and minDCF) threshold; a user gets the package's, "
+             f"chosen on the validation list. Here is where it lands on each test set's {norm} "
+             "scores, and the miss and false-alarm rates it gives there: the figures to expect "
+             "on new data of the same kind.", "",
+             "| test set (score file) | trials | EER (%) | operating point | package threshold "
+             "| test set's own threshold | miss (%) | false alarm (%) |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for t in sets:
+        for op, a in t["at_package_thresholds"].items():
+            lines.append(f"| {t['name']} (`{t['scores']}`) | {t['size']} | {t['eer']:.2f} | {op} "
+                         f"| {a['threshold']:.4f} | {a['own_threshold']:.4f} | "
+                         f"{100 * a['p_miss']:.2f} | {100 * a['p_fa']:.2f} |")
+    return lines + [""]
 
 
 def _card(meta: Mapping[str, Any], cfg: Mapping[str, Any], opts: PackageOptions) -> str:
@@ -235,9 +319,18 @@ def _card(meta: Mapping[str, Any], cfg: Mapping[str, Any], opts: PackageOptions)
                   "", "| operating point | threshold |", "| --- | --- |"]
         lines += [f"| {op} | {v:.6f} |" for op, v in th["values"].items()]
         lines.append("")
+        endless = [op for op, v in th["values"].items() if not np.isfinite(v)]
+        if endless:
+            lines += [f"An infinite threshold ({', '.join(endless)}) rejects every trial: on "
+                      f"this list's {t['n_target']} targets the lowest detection cost at that "
+                      "prior is to accept nothing; a larger list is needed to place it.", ""]
+    if meta.get("test_sets"):
+        lines += _test_set_lines(meta["test_sets"], th["norm"])
     if meta.get("calibration"):
+        fit_on = meta["calibration"].get("fit_on")
         lines += ["Scores are calibrated to log-likelihood ratios by a QMF logistic regression "
-                  "fitted on the same list (`calibration.json`).", ""]
+                  + (f"fitted on `{fit_on}`" if fit_on else "fitted on the same list")
+                  + " (`calibration.json`).", ""]
     lines += ["Every file's sha256 is in `manifest.json`; loading checks them.", ""]
     return "\n".join(lines)
 
@@ -287,13 +380,21 @@ def build_package(exp_dir: str | os.PathLike, out: str | os.PathLike,
             meta["score_norm"] = {"method": "asnorm", "cohort": COHORT_FILE,
                                   "top_n": int(opts.top_n), "cohort_size": int(len(cohort))}
         model = SpeakerModel(_Dims(dim), mean_vec=mean, cohort=cohort, top_n=opts.top_n)
-        thresholds, cal = _thresholds(model, opts, dim, opts.top_n if cohort is not None
-                                      else None)
+        if opts.calibrate and opts.calibration:
+            raise ValueError("give --calibrate (fit on --trials) or --calibration FILE (fitted "
+                             "elsewhere), not both")
+        thresholds, cal, keys = _thresholds(model, opts, dim, opts.top_n if cohort is not None
+                                            else None)
         meta["thresholds"] = thresholds
+        meta["test_sets"] = _test_sets(opts, thresholds, keys)
+        if opts.calibration:
+            cal = _external_calibration(opts.calibration, model, thresholds, opts.top_n)
         if cal is not None:
             cal.save(tmp / CALIBRATION_FILE)
-            meta["calibration"] = {"file": CALIBRATION_FILE, "norm": thresholds["norm"],
-                                   "features": cal.features}
+            meta["calibration"] = {"file": CALIBRATION_FILE,
+                                   "norm": thresholds["norm"] if thresholds
+                                   else model.default_norm,
+                                   "features": cal.features, "fit_on": cal.info.get("fit_on")}
         if opts.onnx:
             export_extractor(extractor, tmp / ONNX_FILE, model_metadata(
                 embed_dim=dim, sample_rate=int(fe.sample_rate), min_samples=int(fe.min_samples),

@@ -13,7 +13,10 @@
 #   7. QMF calibration fitted on the vox2_dev trials; EER / minDCF; results table
 #   8. phase 2: joint fine-tuning from phase 1, then stages 4-7 on it
 #   9. phase 3: large-margin fine-tuning from phase 2, then stages 4-7 on it
-#  10. ONNX export of the newest phase (WeSpeaker's stage 8; off by default)
+#  10. model package of the newest evaluated phase (<exp_dir>/package): the vox2_dev mean
+#      and AS-norm cohort, thresholds measured on the calibration trials, stage 7's QMF
+#      model; its card shows where those thresholds land on Vox1-O/E/H
+#  11. ONNX export of the newest phase (WeSpeaker's stage 8; off by default)
 #
 #   bash run.sh --vox1_root /corpora/voxceleb1 --vox2_root /corpora/voxceleb2 \
 #     --musan_root /corpora/musan --rirs_root /corpora/RIRS_NOISES
@@ -23,7 +26,7 @@
 set -euo pipefail
 
 stage=1                  # first stage to run
-stop_stage=9             # last stage to run
+stop_stage=10            # last stage to run
 vox1_root=               # VoxCeleb1: wav/idXXXXX/<video>/NNNNN.wav (dev and test unzipped)
 vox2_root=               # VoxCeleb2: dev/aac/idXXXXX/<video>/NNNNN.m4a
 trials_dir=              # veri_test2.txt, list_test_all2.txt, list_test_hard2.txt; empty: vox1_root
@@ -48,6 +51,7 @@ evaluate=true            # false on all nodes but one: stages 4-7 and 8-9's eval
 top_n=300                # AS-norm and QMF cohort statistics: top cohort scores per side
 num_cal_trials=30000     # QMF calibration trials drawn from vox2_dev
 seed=777                 # shard order, calibration trials
+ssl_revision=            # stage 10: the SSL hub model's revision to pin; empty: bundle the model
 
 help_message="Usage: bash run.sh --vox1_root DIR --vox2_root DIR --musan_root DIR --rirs_root DIR \
 [--stage N] [--stop_stage M] [--config conf/X.yaml] [--gpus \"[0,1]\"]"
@@ -119,6 +123,33 @@ fine_tune() {  # phase phase_config init_exp exp_dir: stages 8 and 9 (then 4-7 o
   if $evaluate; then
     evaluate_exp "$exp_dir"
   fi
+}
+package() {  # exp_dir: its model package <exp_dir>/package (stage 10)
+  local exp_dir=$1 scores=$1/scores emb=$1/embeddings weights out i
+  local ssl_opts=(--bundle_ssl) test_args=() cosine normed
+  weights=$(sha256sum < "$exp_dir/models/avg_model.pt"); weights=${weights%% *}
+  local opts=("top_n=$top_n" "num_cal_trials=$num_cal_trials" "seed=$seed"
+              "ssl_revision=$ssl_revision" "weights=$weights")
+  stage_is_done "$exp_dir/.package.done" "${opts[@]}" && return 0
+  # stage 6's AS-norm score files of Vox1-O/E/H, as python names them
+  out=$(python -m wespeaker_lap.bin.score --print_paths --trials "${trials[@]}" \
+    --output_dir "$scores")
+  mapfile -t cosine <<< "$out"
+  out=$(python -m wespeaker_lap.bin.score_norm --print_paths --scores "${cosine[@]}" \
+    --top_n "$top_n" --output_dir "$scores")
+  mapfile -t normed <<< "$out"
+  for i in "${!trials[@]}"; do
+    test_args+=(--test_scores "$(basename "${trials[$i]}" .kaldi)" "${normed[$i]}")
+  done
+  [ -n "$ssl_revision" ] && ssl_opts=(--ssl_revision "$ssl_revision")
+  python -m wespeaker_lap.bin.package_model --exp_dir "$exp_dir" --out "$exp_dir/package" \
+    --overwrite "${ssl_opts[@]}" --mean_vec "$emb/vox2_dev/mean_vec.npy" \
+    --cohort_embeddings "$emb/vox2_dev/xvector.scp" --cohort_utt2spk "$data/vox2_dev/utt2spk" \
+    --top_n "$top_n" --trials "$cal_trials" --trials_name vox2_dev_qmf_cal \
+    --trial_embeddings "$emb/vox2_dev/xvector.scp" \
+    --calibration "$scores/qmf.asnorm$top_n.json" --results "$exp_dir/results.md" \
+    --name "wespeaker-lap $(basename "$exp_dir")" --datasets voxceleb2 "${test_args[@]}"
+  stage_done_with "$exp_dir/.package.done" "${opts[@]}"
 }
 needs() {  # option: stage 1 cannot go on without it
   [ -n "${!1}" ] || die "stage 1 needs --$1 (see README.md)"
@@ -241,14 +272,25 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   fine_tune 3 "$phase3_config" "$exp2" "$exp3"
 fi
 
-if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
-  # WeSpeaker's export stage; off by default (--stage 10 --stop_stage 10). The newest phase
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && $evaluate; then
+  # the newest phase that was evaluated (stage 7's QMF model is the package's calibration)
+  for package_exp in "$exp3" "$exp2" "$exp1"; do
+    [ -f "$package_exp/scores/qmf.asnorm$top_n.json" ] && break
+  done
+  [ -f "$package_exp/scores/qmf.asnorm$top_n.json" ] || \
+    die "stage 10 packages an evaluated system (stages 4-7, top_n $top_n): run them first"
+  log "Stage 10: model package $package_exp/package (thresholds on the calibration trials)"
+  package "$package_exp"
+fi
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
+  # WeSpeaker's export stage; off by default (--stage 11 --stop_stage 11). The newest phase
   # that was trained is exported; needs the export extra (onnx, onnxruntime).
   for export_exp in "$exp3" "$exp2" "$exp1"; do
     [ -f "$export_exp/config.yaml" ] && break
   done
-  [ -f "$export_exp/config.yaml" ] || die "stage 10 exports a trained system: train one first"
-  log "Stage 10: export ONNX (waveform -> embedding) of $export_exp"
+  [ -f "$export_exp/config.yaml" ] || die "stage 11 exports a trained system: train one first"
+  log "Stage 11: export ONNX (waveform -> embedding) of $export_exp"
   tools/average_model.sh --exp_dir "$export_exp"
   python -m wespeaker_lap.bin.export_onnx --model_dir "$export_exp" \
     --out "$export_exp/extractor.onnx"
