@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 
 import pytest
@@ -182,3 +183,23 @@ def test_tensorboard_events_and_plots(tmp_path, corpus, valid):
     for name in ("training.png", "layer_use.png"):
         assert (exp / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_training.main([str(tmp_path / "nothing")]) == 1
+
+
+def test_resume_with_validation_is_exact_and_appends_once(tmp_path, corpus, valid):
+    cfg = _cfg(tmp_path, corpus, valid, keep_last_states=2)
+    train(cfg)
+    full = tmp_path / "exp"
+    cut = tmp_path / "cut"
+    (cut / "models").mkdir(parents=True)
+    shutil.copy(checkpoint_path(full / "models", 1, "state"), cut / "models")
+    # the killed run had logged part of epoch 2 (and a torn line) before it died
+    lines = (full / "train_log.jsonl").read_text().splitlines(keepends=True)
+    (cut / "train_log.jsonl").write_text("".join(lines[:9]) + lines[9][:20])
+    train({**cfg, "exp_dir": str(cut), "checkpoint": "latest"})
+    a = read_weights(checkpoint_path(full / "models", 2))
+    b = read_weights(checkpoint_path(cut / "models", 2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = read_train_log(full / "train_log.jsonl"), read_train_log(cut / "train_log.jsonl")
+    assert [(r["kind"], r.get("global_step")) for r in ra] == \
+        [(r["kind"], r.get("global_step")) for r in rb]
+    assert ra[-1]["valid"]["eer"] == rb[-1]["valid"]["eer"]

@@ -172,8 +172,9 @@ SCHEMA: tuple[KeySpec, ...] = (
             "(null: keep every saved one)", check=_optional(check_int, lo=1)),
     # ---- <name> / <name>_args sections
     KeySpec("valid_args", "validation during training (with valid_data): every_n_epochs "
-            "(validate after every N epochs and the last), batch_size, max_batch_seconds, "
-            "max_utts (embed at most this many utterances: null for all)", section=True,
+            "(default 1; validate after every N epochs and after the last), batch_size (16), "
+            "max_batch_seconds (240), max_utts (null: every utterance the trials name)",
+            section=True,
             keys=VALID_ARGS_KEYS, parse=parse_valid_args),
     KeySpec("dataloader_args", "torch DataLoader settings (batch_size is per process)",
             section=True, keys=DATALOADER_ARGS_KEYS, parse=parse_dataloader_args),

@@ -236,7 +236,8 @@ def run_epoch(
     log: Any = None,
 ) -> dict[str, float]:
     """Train one epoch; return its mean ``loss`` and ``acc`` (over ranks), ``lr``, ``margin``,
-    ``grad_norm`` (mean over the steps), ``samples_per_s`` (all ranks), ``steps``, ``seconds``.
+    ``grad_norm`` (mean over the steps), ``samples_per_s`` (all ranks), ``steps``, ``seconds``
+    and ``cpu_seconds`` (this process's CPU time: all its threads, not the loader workers).
 
     Args:
         loader: yields dicts with ``wavs`` (B, N), ``lengths`` (B,), ``labels`` (B,).
@@ -250,7 +251,7 @@ def run_epoch(
     params = [p for g in optimizer.param_groups for p in g["params"]]
     it = iter(loader)
     meter = _Meter()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     step = 0
     norm_sum = 0.0
     lr = margin = float("nan")
@@ -287,7 +288,8 @@ def run_epoch(
     seconds = time.perf_counter() - t0
     mean_loss, mean_acc = all_reduce_mean([meter.mean_loss, meter.acc], info)
     stats = {"loss": mean_loss, "acc": mean_acc, "lr": lr, "margin": margin, "steps": step,
-             "seconds": seconds, "grad_norm": norm_sum / max(step, 1),
+             "seconds": seconds, "cpu_seconds": time.process_time() - c0,
+             "grad_norm": norm_sum / max(step, 1),
              "samples_per_s": meter.count * info.world_size / max(seconds, 1e-9)}
     if info.is_main:
         _log_row(epoch, step, lr, margin, mean_loss, mean_acc, end=True)

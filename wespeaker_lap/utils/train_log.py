@@ -11,9 +11,10 @@ Rank 0 writes both into ``exp_dir`` (:class:`TrainLog`):
     began), ``peak_mem_mb``;
   - ``"epoch"``: ``epoch``, ``global_step``, ``loss`` and ``acc`` (means over ranks),
     ``lr``, ``margin``, ``grad_norm`` (mean over the epoch's steps),
-    ``samples_per_s``, ``train_seconds``, ``peak_mem_mb``, and after a validation
-    ``valid`` (``eer`` in %, ``min_dcf_0.01``, ``min_dcf_0.05``, ``n_target``,
-    ``n_nontarget``, ``seconds``, ``num_utts``) and ``layer_use`` (``scores``: the
+    ``samples_per_s``, ``train_seconds`` (wall) and ``train_cpu_seconds`` (rank 0's
+    process CPU time), ``peak_mem_mb``, and after a validation ``valid`` (``eer`` in %,
+    ``min_dcf_0.01``, ``min_dcf_0.05``, ``n_target``, ``n_nontarget``, ``seconds``,
+    ``cpu_seconds``, ``num_utts``) and ``layer_use`` (``scores``: the
     backend's mean layer score per head and layer on the validation set, a
     ``heads x L`` list: LAP's attention, SUPERB's one row of layer weights,
     MHFA's key and value weights);

@@ -418,7 +418,8 @@ def epoch_record(epoch: int, stats: Mapping[str, Any], data: TrainData, info: Di
         "epoch": epoch, "global_step": epoch * data.epoch_iter, "loss": stats["loss"],
         "acc": stats["acc"], "lr": stats["lr"], "margin": stats["margin"],
         "grad_norm": stats["grad_norm"], "samples_per_s": stats["samples_per_s"],
-        "train_seconds": stats["seconds"], "peak_mem_mb": peak_memory_mb(info.device),
+        "train_seconds": stats["seconds"], "train_cpu_seconds": stats["cpu_seconds"],
+        "peak_mem_mb": peak_memory_mb(info.device),
     }
     if valid is not None:
         rec["valid"] = valid.record()

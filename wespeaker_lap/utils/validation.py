@@ -228,14 +228,16 @@ class ValidResult:
 
     metrics: dict[str, float]  # eer (%), min_dcf_0.01, min_dcf_0.05, n_target, n_nontarget
     layer_use: np.ndarray | None  # (heads, L) mean layer score on the set, or None
-    seconds: float
+    seconds: float  # wall clock, rank 0
     num_utts: int
+    cpu_seconds: float = 0.0  # rank 0's process CPU time
 
     def record(self) -> dict[str, Any]:
         """The JSON-ready fields of a log record."""
         out: dict[str, Any] = {k: (int(v) if k.startswith("n_") else float(v))
                                for k, v in self.metrics.items() if not k.endswith("_threshold")}
-        out.update(seconds=round(self.seconds, 3), num_utts=self.num_utts)
+        out.update(seconds=round(self.seconds, 3), cpu_seconds=round(self.cpu_seconds, 3),
+                   num_utts=self.num_utts)
         return out
 
 
@@ -246,7 +248,7 @@ def run_validation(extractor: torch.nn.Module, vset: ValidSet, opts: ValidOption
     ``extractor``: the :class:`~wespeaker_lap.models.extractor.SpeakerEmbeddingExtractor`
     being trained (unwrapped from DDP).
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     was_training = extractor.training
     rng = get_rng_state()
     mine: dict[str, np.ndarray] = {}
@@ -277,7 +279,7 @@ def run_validation(extractor: torch.nn.Module, vset: ValidSet, opts: ValidOption
     result, failure = None, None
     if info.is_main:
         try:
-            result = _score(parts, vset, t0)
+            result = _score(parts, vset, t0, c0)
         except (ValueError, RuntimeError) as e:  # told to every rank, which all raise
             failure = f"{type(e).__name__}: {e}"
     failure = all_gather_object(failure, info)[0]
@@ -286,7 +288,7 @@ def run_validation(extractor: torch.nn.Module, vset: ValidSet, opts: ValidOption
     return result
 
 
-def _score(parts: list, vset: ValidSet, t0: float) -> ValidResult:
+def _score(parts: list, vset: ValidSet, t0: float, c0: float) -> ValidResult:
     """Rank 0: the ranks' embeddings merged, mean-subtracted cosine scores, metrics."""
     merged: dict[str, np.ndarray] = {}
     total = LayerScoreSum()
@@ -300,4 +302,5 @@ def _score(parts: list, vset: ValidSet, t0: float) -> ValidResult:
     trials, s = cosine_score(merged, vset.trials, mean_vec=mean, allow_missing=True)
     metrics = compute_metrics(s, trials.labels, P_TARGETS)
     layer_use = total.mean() if total.total is not None else None
-    return ValidResult(metrics, layer_use, time.perf_counter() - t0, len(merged))
+    return ValidResult(metrics, layer_use, time.perf_counter() - t0, len(merged),
+                       time.process_time() - c0)
