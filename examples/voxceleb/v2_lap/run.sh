@@ -199,23 +199,23 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
       "${valid_split_opts[@]}"; then
     python local/prepare_voxceleb.py valid --num_speakers "$num_valid_speakers" \
       --num_trials "$num_valid_trials" --seed "$seed" \
-      "$data/vox2_dev" "$data/vox2_train" "$data/vox2_valid"
-    for x in vox2_train vox2_valid; do
-      python -m wespeaker_lap.bin.validate_data_dir --nj "$nj" "$data/$x"
-    done
+      "$data/vox2_dev" "$data/vox2_train" "$data/vox2_valid"  # validates both dirs
     stage_done_with "$data/.prep.valid.done" "${valid_split_opts[@]}"
   fi
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "Stage 2: $data_type list of $train_set; MUSAN and RIR lists"
-  # one marker a list type (both kinds can be kept); the MUSAN and RIR lists have theirs
-  list_opts=("audio_format=$audio_format" "train_set=$train_set")  # the paths in wav.scp
-  [ "$train_set" = vox2_train ] && list_opts+=("${valid_split_opts[@]}")
+  # one marker a list type and training set (both kinds can be kept; vox2_dev's is the
+  # marker of the recipe before validation); the MUSAN and RIR lists have theirs
+  list_marker=$data/.lists_$data_type.done
+  list_opts=("audio_format=$audio_format")  # the paths in wav.scp
+  if [ "$train_set" = vox2_train ]; then
+    list_marker=$data/.lists_${data_type}_vox2_train.done
+    list_opts+=("num_valid_speakers=$num_valid_speakers" "split_seed=$seed")  # its speakers
+  fi
   [ "$data_type" = shard ] && list_opts+=("num_utts_per_shard=$num_utts_per_shard" "seed=$seed")
-  if ! stage_is_done "$data/.lists_$data_type.done" "${list_opts[@]}"; then
-    [ -f "$data/$train_set/wav.scp" ] || die "no $data/$train_set: run stage 1 (its validation \
-split) first, or give --num_valid_speakers 0 to train on all of vox2_dev"
+  if ! stage_is_done "$list_marker" "${list_opts[@]}"; then
     case $data_type in
       raw) python -m wespeaker_lap.bin.make_raw_list "$data/$train_set" \
              "$data/$train_set/raw.list" ;;
@@ -224,7 +224,7 @@ split) first, or give --num_valid_speakers 0 to train on all of vox2_dev"
                "$data/$train_set" "$data/$train_set/shards" "$data/$train_set/shard.list" ;;
       *) die "--data_type must be raw or shard, got $data_type" ;;
     esac
-    stage_done_with "$data/.lists_$data_type.done" "${list_opts[@]}"
+    stage_done_with "$list_marker" "${list_opts[@]}"
   fi
   # before they had a marker of their own, the list type's marker covered them
   if ! stage_is_done --legacy "$data/.lists_$data_type.done" "$data/.lists_aug.done"; then

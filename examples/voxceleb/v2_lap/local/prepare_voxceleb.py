@@ -35,7 +35,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_lap.dataset.datadir import compute_utt2dur, read_data_dir, write_data_dir
+from wespeaker_lap.dataset.datadir import (
+    compute_utt2dur,
+    read_data_dir,
+    validate_data_dir,
+    write_data_dir,
+)
 from wespeaker_lap.io.files import read_table, write_table
 from wespeaker_lap.utils.logging_utils import setup_logging
 
@@ -296,6 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         write_subset(src, train, args.train_out)
         write_subset(src, valid, args.valid_out)
+        for out in (args.train_out, args.valid_out):  # the audio was checked in vox2_dev
+            problems = validate_data_dir(out, check_audio=False)
+            if problems:
+                logger.error("%s: %s", out, "; ".join(problems))
+                return 1
         vu2s = {u: src.utt2spk[u] for u in valid}
         rows = sample_trials(vu2s, args.num_trials, args.seed)
         write_table(args.valid_out / "trials.kaldi", rows)
