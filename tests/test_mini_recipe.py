@@ -77,6 +77,12 @@ def test_quick_recipe_runs_stages_1_to_7_and_learns_something(quick):
         assert 100 * by[("test_unseen", "AS-norm")]["eer"] < QUICK_UNSEEN_EER_CEILING, by
     assert (exp / "scores" / "det.png").stat().st_size > 0
     assert (exp / "layer_attention.png").stat().st_size > 0
+    # validated on data/valid every epoch; the average took the best-validated epochs
+    epochs = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    epochs = [e for e in epochs if e["kind"] == "epoch"]
+    assert len(epochs) == 10 and all("eer" in e["valid"] for e in epochs)
+    assert "--select best_valid" in r.stderr
+    assert (exp / "training.png").stat().st_size > 0 and (exp / "layer_use.png").stat().st_size
     table = (exp / "results.md").read_text().splitlines()
     assert len(table) == 4 and "AS-norm" in table[-1]
     breakdown = (exp / "results_breakdown.md").read_text()

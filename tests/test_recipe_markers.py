@@ -26,6 +26,7 @@ VOX_STEPS = {
     "trials": "prepare_voxceleb.py trials",
     "cal_trials": "prepare_voxceleb.py cal_trials",
     "musan_rirs": "prepare_musan_rirs.py",
+    "valid": "prepare_voxceleb.py valid",
 }
 
 
@@ -110,13 +111,13 @@ def test_voxceleb_rerun_skips_and_a_seed_change_redoes_what_it_shapes(vox):
 
     r, cmds = vox.run("--seed", "778")
     assert r.returncode == 0, r.stderr
-    assert ran(cmds) == ["cal_trials"]
+    assert ran(cmds) == ["cal_trials", "valid"]  # the validation speakers too
     assert [c for c in cmds if "make_shard_list" in c]  # the shards' order too
     assert not [c for c in cmds if "--type rir" in c]
     assert "/data/.prep.cal_trials.done: redoing the step, options changed since it was " \
            "done: seed ('777' -> '778')" in r.stdout
-    assert "/data/.lists_shard.done: redoing the step, options changed since it was done: " \
-           "seed ('777' -> '778')" in r.stdout
+    assert "/data/.lists_shard_vox2_train.done: redoing the step, options changed since it " \
+           "was done: split_seed ('777' -> '778'), seed ('777' -> '778')" in r.stdout
 
 
 def test_voxceleb_shard_size_and_list_type_changes_redo_the_lists(vox):
@@ -143,7 +144,7 @@ def test_voxceleb_killed_sixth_step_is_redone_alone(vox):
         f".prep.{s}.done" for s in list(VOX_STEPS)[:5])
     r, cmds = vox.run("--stop_stage", "1")
     assert r.returncode == 0, r.stderr
-    assert ran(cmds) == ["cal_trials", "musan_rirs"]
+    assert ran(cmds) == ["cal_trials", "musan_rirs", "valid"]
     # a marker lost for step 6 only (as if killed between its work and its marker)
     (data / ".prep.cal_trials.done").unlink()
     r, cmds = vox.run("--stop_stage", "1")
@@ -156,7 +157,8 @@ def test_voxceleb_markers_of_the_recipe_before_options_are_honoured(vox):
     data.mkdir()
     (data / ".prep.done").touch()
     (data / ".lists_shard.done").touch()
-    r, cmds = vox.run()
+    # the recipe before validation trained on all of vox2_dev: so does --num_valid_speakers 0
+    r, cmds = vox.run("--num_valid_speakers", "0")
     assert r.returncode == 0, r.stderr
     assert cmds == []
     lines = [x for x in r.stdout.splitlines() if "written before markers recorded" in x]
@@ -164,9 +166,13 @@ def test_voxceleb_markers_of_the_recipe_before_options_are_honoured(vox):
     assert all(x.endswith("taken as done (delete it to redo the step with the current "
                           "options)") for x in lines)
     # a new list type is made, and then no longer vouched for by the old marker
-    r, cmds = vox.run("--stage", "2", "--data_type", "raw")
+    r, cmds = vox.run("--stage", "2", "--data_type", "raw", "--num_valid_speakers", "0")
     assert r.returncode == 0, r.stderr
     assert ran(cmds, {"raw": "raw.list", "musan": "musan.list"}) == ["raw", "musan"]
+    # with validation (the default) the split and the lists of its training set are new work
+    r, cmds = vox.run()
+    assert r.returncode == 0, r.stderr
+    assert ran(cmds) == ["valid"] and any("vox2_train/shard.list" in c for c in cmds)
 
 
 def test_voxceleb_stage_1_checks_every_corpus_only_when_work_is_left(vox, tmp_path):

@@ -275,6 +275,9 @@ def test_recipe_stages_1_to_8_on_fabricated_vctk(tmp_path):
     exp = work / "exp" / "tiny"
     for x in vctk.SUBSETS:
         assert (exp / "embeddings" / x / "xvector.scp").is_file()
+    # validated on the val speakers; the average took the best-validated checkpoint
+    assert '"valid": {"eer"' in (exp / "train_log.jsonl").read_text()
+    assert "--select best_valid" in r.stderr
     metrics = json.loads((exp / "scores" / "metrics.json").read_text())
     metrics.update(json.loads((exp / "scores" / "metrics_qmf.json").read_text()))
     assert len(metrics) == 3  # cosine, AS-norm, AS-norm + QMF

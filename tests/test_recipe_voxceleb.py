@@ -128,6 +128,9 @@ def assert_valid(data_dir: Path) -> None:
 # ------------------------------------------------------------------ VoxCeleb trees
 VOX1_SPEAKERS = ("id10270", "id10271", "id10272", "id10273")
 VOX2_SPEAKERS = ("id00012", "id00015", "id00017", "id00019", "id00020", "id00021")
+# two more for the recipe test, which holds two speakers out to validate on and still needs
+# six training speakers (phase 3's inter-top-5 head)
+VOX2_MORE_SPEAKERS = ("id00023", "id00024")
 VIDEOS = ("1zcIwhmdeo4", "x6uYqmx31kE")
 
 
@@ -153,10 +156,11 @@ def make_official_trials(root: Path, keys: list[str]) -> None:
     (root / "list_test_hard2.txt").write_text("\n".join(lines[1::2]) + "\n")
 
 
-def make_vox2_dev(root: Path, tmp: Path) -> list[Path]:
+def make_vox2_dev(root: Path, tmp: Path, speakers: tuple[str, ...] = VOX2_SPEAKERS
+                  ) -> list[Path]:
     """``root/dev/aac/idXXXXX/<video>/NNNNN.m4a`` (AAC, 16 kHz mono, as released)."""
     inputs, outputs = [], []
-    for i, spk in enumerate(VOX2_SPEAKERS):
+    for i, spk in enumerate(speakers):
         for v, video in enumerate(VIDEOS):
             for n in (1, 2):
                 wav = write_audio(tmp / f"{spk}_{video}_{n}.wav", seed=500 + 10 * i + 3 * v + n)
@@ -240,6 +244,18 @@ def test_calibration_trials_are_balanced_distinct_and_seeded():
         assert e != t and (utt2spk[e] == utt2spk[t]) == (label == "target")
 
 
+def test_validation_split_holds_whole_speakers_out_seeded_and_capped():
+    utt2spk = {f"id{s:05d}/v/{u:05d}.wav": f"id{s:05d}" for s in range(10) for u in range(30)}
+    train, valid = prep.split_valid(utt2spk, 3, 20, seed=5)
+    held = {utt2spk[u] for u in valid}
+    assert len(held) == 3 and not held & {utt2spk[u] for u in train}
+    assert len(valid) == 60 and len(train) == 7 * 30  # capped at 20 each; the rest unused
+    assert (train, valid) == prep.split_valid(utt2spk, 3, 20, seed=5)
+    assert valid != prep.split_valid(utt2spk, 3, 20, seed=6)[1]
+    with pytest.raises(ValueError, match=r"--num_speakers must be in \[1, 9\]"):
+        prep.split_valid(utt2spk, 10, 20, seed=5)
+
+
 def test_musan_and_rirs_dirs_follow_the_openslr_layouts(tmp_path):
     make_musan(tmp_path / "musan")
     make_rirs(tmp_path / "RIRS_NOISES")
@@ -283,7 +299,7 @@ def corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpora")
     keys = make_vox1(root / "voxceleb1")
     make_official_trials(root / "voxceleb1", keys)
-    make_vox2_dev(root / "voxceleb2", root / "src")
+    make_vox2_dev(root / "voxceleb2", root / "src", VOX2_SPEAKERS + VOX2_MORE_SPEAKERS)
     make_musan(root / "musan")
     make_rirs(root / "RIRS_NOISES")
     return root
@@ -298,7 +314,8 @@ def test_recipe_stages_1_to_9_on_fabricated_voxceleb(tmp_path, corpora):
             "--vox2_audio", str(work / "vox2_flac"), "--data", str(work / "data"),
             "--exp", str(work / "exp"), "--nj", "2", "--num_utts_per_shard", "10",
             "--num_cal_trials", "40", "--top_n", "3", "--gpus", "", "--config", str(config),
-            "--ssl_model", str(tiny_ssl_model(work / "tiny_wavlm"))]
+            "--ssl_model", str(tiny_ssl_model(work / "tiny_wavlm")),
+            "--num_valid_speakers", "2", "--num_valid_trials", "20"]
     r = run_recipe(RECIPE, *opts, "--stop_stage", "7")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     for stage in range(1, 8):
@@ -310,7 +327,7 @@ def test_recipe_stages_1_to_9_on_fabricated_voxceleb(tmp_path, corpora):
         assert_valid(data / x)
         assert (data / x / "utt2dur").is_file()
     vox2 = read_data_dir(data / "vox2_dev")
-    assert len(vox2.wav) == 24 and len(vox2.spk2utt) == 6
+    assert len(vox2.wav) == 32 and len(vox2.spk2utt) == 8
     assert "id00012/1zcIwhmdeo4/00001.wav" in vox2.wav
     assert all(p.endswith(".flac") and p.startswith(str(work / "vox2_flac")) for p in
                vox2.wav.values())
@@ -326,16 +343,25 @@ def test_recipe_stages_1_to_9_on_fabricated_voxceleb(tmp_path, corpora):
     cal = (data / "vox2_dev" / "trials" / "qmf_cal.kaldi").read_text().splitlines()
     assert len(cal) == 40
     assert (data / "musan" / "utt2type").read_text().count("babble") == 2
-    # stage 2: shards of vox2_dev, MUSAN and RIR lists
-    shards = (data / "vox2_dev" / "shard.list").read_text().split()
+    # the validation split: 2 of the 8 speakers held out, their trials; training without them
+    train, valid = read_data_dir(data / "vox2_train"), read_data_dir(data / "vox2_valid")
+    assert len(valid.spk2utt) == 2 and len(train.spk2utt) == 6 and len(train.wav) == 24
+    assert not set(valid.spk2utt) & set(train.spk2utt)
+    vtrials = (data / "vox2_valid" / "trials.kaldi").read_text().split("\n")
+    assert {line.split()[2] for line in vtrials if line} == {"target", "nontarget"}
+    assert all(u in valid.wav for line in vtrials if line for u in line.split()[:2])
+    # stage 2: shards of the training speakers, MUSAN and RIR lists
+    shards = (data / "vox2_train" / "shard.list").read_text().split()
     assert len(shards) == 3 and all(Path(s).is_file() for s in shards)
     musan = [json.loads(x) for x in (data / "musan.list").read_text().splitlines()]
     assert {m["type"] for m in musan} == {"noise", "music", "babble"}
     assert len((data / "rirs.list").read_text().splitlines()) == 6
 
-    # stages 3-7: one system trained, averaged, extracted, scored three ways
+    # stages 3-7: one system trained (and validated), averaged, extracted, scored three ways
     exp = work / "exp" / "tiny"
     assert (exp / "models" / "avg_model.pt").is_file()
+    assert '"valid": {"eer"' in (exp / "train_log.jsonl").read_text()
+    assert "--select best_valid" in r.stderr
     for x in ("vox1", "vox2_dev"):
         assert (exp / "embeddings" / x / "xvector.scp").is_file()
     metrics = json.loads((exp / "scores" / "metrics.json").read_text())

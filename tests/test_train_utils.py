@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -37,6 +38,7 @@ from wespeaker_lap.utils.training_state import (
     get_rng_state,
     link_final_model,
     load_training_state,
+    prune_models,
     prune_states,
     resolve_resume,
     save_training_state,
@@ -159,6 +161,39 @@ def test_average_model_cli_averages_the_last_n(tmp_path):
     assert read_weights(dst)["w"].tolist() == [1.5, 1.5]
     assert average_model.main(["--dst_model", str(dst), "--src_path", str(models),
                                "--num", "9"]) == 1
+
+
+def test_average_model_best_valid_averages_the_lowest_eer_epochs(tmp_path, capsys):
+    models = tmp_path / "models"
+    for e in range(1, 6):
+        save_weights({"w": torch.full((2,), float(e))}, checkpoint_path(models, e))
+    eers = {1: 9.0, 2: 3.0, 3: 5.0, 4: 3.0, 5: 7.0}  # a tie: the later epoch first
+    (tmp_path / "train_log.jsonl").write_text("".join(
+        json.dumps({"kind": "epoch", "epoch": e, "valid": {"eer": v}}) + "\n"
+        for e, v in eers.items()) + '{"kind": "step", "epo')  # a torn last line
+    dst = models / "avg_model.pt"
+    argv = ["--dst_model", str(dst), "--src_path", str(models), "--select", "best_valid"]
+    assert average_model.main([*argv, "--num", "2"]) == 0
+    assert read_weights(dst)["w"].tolist() == [3.0, 3.0]  # epochs 2 and 4
+    assert average_model.main([*argv, "--num", "3"]) == 0
+    assert read_weights(dst)["w"].tolist() == [3.0, 3.0]  # 2, 3, 4
+    checkpoint_path(models, 4).unlink()  # pruned by keep_best: the next best is taken
+    assert average_model.main([*argv, "--num", "2"]) == 0
+    assert read_weights(dst)["w"].tolist() == [2.5, 2.5]  # 2 and 3
+    assert average_model.main([*argv, "--num", "5"]) == 1
+    (tmp_path / "train_log.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1}) + "\n")
+    assert average_model.main([*argv, "--num", "1"]) == 1
+    assert "has no validation record" in capsys.readouterr().err
+
+
+def test_prune_models_keeps_best_last_window_and_newest(tmp_path):
+    models = tmp_path / "models"
+    for e in range(1, 8):
+        save_weights({"w": torch.zeros(1)}, checkpoint_path(models, e))
+    gone = prune_models(models, {1: 5.0, 2: 1.0, 3: 4.0, 4: 2.0, 5: 3.0}, keep_best=2,
+                        keep_after=5, newest=7)
+    assert sorted(p.name for p in gone) == ["model_1.pt", "model_3.pt", "model_5.pt"]
+    assert [e for e, _ in list_checkpoints(models)] == [2, 4, 6, 7]
 
 
 # ---------------------------------------------------------------------- lr schedules

@@ -18,11 +18,12 @@ import yaml
 from wespeaker_lap.frontend.testing import tiny_ssl_config
 
 REPO = Path(__file__).resolve().parents[1]
+COMMON_SCRIPT = Path(__file__).resolve()
 SR = 16000
 
 
 def make_corpus(root: Path, num_spk: int = 4, num_utt: int = 6, seconds: float = 0.6,
-                seed: int = 0) -> tuple[Path, Path]:
+                seed: int = 0, prefix: str = "spk") -> tuple[Path, Path]:
     """Write ``num_spk`` x ``num_utt`` wavs whose speakers differ by pitch and timbre.
 
     Returns ``(raw.list, utt2spk)``. Each speaker is a harmonic series at its own
@@ -36,7 +37,7 @@ def make_corpus(root: Path, num_spk: int = 4, num_utt: int = 6, seconds: float =
     for s in range(num_spk):
         f0 = 110.0 * 1.35 ** s
         weights = rng.uniform(0.2, 1.0, size=6)
-        spk = f"spk{s:02d}"
+        spk = f"{prefix}{s:02d}"
         for u in range(num_utt):
             jitter = rng.uniform(0.97, 1.03)
             wav = sum(w * np.sin(2 * np.pi * f0 * jitter * (h + 1) * t + rng.uniform(0, 6.28))
@@ -53,6 +54,22 @@ def make_corpus(root: Path, num_spk: int = 4, num_utt: int = 6, seconds: float =
     label = root / "utt2spk"
     label.write_text("\n".join(sorted(utt2spk)) + "\n")
     return raw, label
+
+
+def make_valid_dir(root: Path, num_spk: int = 3, num_utt: int = 3, seed: int = 1,
+                   prefix: str = "val") -> tuple[Path, Path]:
+    """A Kaldi data dir of held-out speakers (``val00``...) and its Kaldi trial list (every
+    pair of utterances). Returns ``(data dir, trials)``."""
+    raw, label = make_corpus(root, num_spk, num_utt, seed=seed, prefix=prefix)
+    entries = [json.loads(line) for line in raw.read_text().splitlines()]
+    entries.sort(key=lambda e: e["key"])
+    (root / "wav.scp").write_text("".join(f"{e['key']} {e['wav']}\n" for e in entries))
+    (root / "utt2spk").write_text(label.read_text())
+    lines = [f"{a['key']} {b['key']} {'target' if a['spk'] == b['spk'] else 'nontarget'}"
+             for i, a in enumerate(entries) for b in entries[i + 1:]]
+    trials = root / "trials.kaldi"
+    trials.write_text("\n".join(lines) + "\n")
+    return root, trials
 
 
 def tiny_config(exp_dir: Path, raw: Path, label: Path, **overrides: Any) -> dict[str, Any]:
@@ -184,6 +201,45 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
     cleanup()
 
 
+# ------------------------------------------------------ sharded validation script
+def valid_shards_main(config: str, valid_dir: str, trials: str, mode: str) -> None:
+    """run_validation under torchrun: ``one_utt`` gives the set a single utterance (the
+    other ranks embed none); ``fail`` gives rank 1 an entry that cannot be read. Every
+    rank prints what it got; rank 0 prints the EER."""
+    import torch
+
+    from wespeaker_lap.scoring.score import Trials
+    from wespeaker_lap.utils.config import load_config
+    from wespeaker_lap.utils.distributed import barrier, cleanup, init_distributed
+    from wespeaker_lap.utils.trainer import build_model, seed_everything
+    from wespeaker_lap.utils.validation import ValidOptions, load_valid_set, run_validation
+
+    info = init_distributed("cpu")
+    cfg = load_config(config)
+    seed_everything(0)
+    model = build_model(cfg, num_class=4).train()
+    opts = ValidOptions(batch_size=2)
+    vset = load_valid_set(valid_dir, trials, cfg["train_label"], opts)
+    if mode == "one_utt":
+        vset.entries = vset.entries[:1]
+        key = vset.entries[0]["key"]
+        vset.trials = Trials([key, key], [key, key], np.array([1, 0]))
+    elif mode == "fail" and info.rank == 1:
+        vset.entries = [vset.entries[0], {"key": "broken"}]
+    before = torch.get_rng_state()
+    try:
+        result = run_validation(model, vset, opts, info)
+        print(f"rank {info.rank} result {None if result is None else result.metrics['eer']}",
+              flush=True)
+    except RuntimeError as e:
+        print(f"rank {info.rank} raised {e}", flush=True)
+    assert model.training and torch.equal(before, torch.get_rng_state())
+    barrier(info)
+    cleanup()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "grad_step":
         grad_step_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1] == "valid_shards":
+        valid_shards_main(*sys.argv[2:6])

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The embedding stage of every recipe: average the last num_avg checkpoints into
+# The embedding stage of every recipe: average num_avg checkpoints (the last ones, or
+# with --select best_valid those of the lowest validation EER) into
 # models/avg_model.pt, then extract whole-utterance embeddings of each data dir into
 # exp_dir/embeddings/<data dir name>/ (xvector.scp/.ark, mean_vec.npy).
 #
@@ -12,6 +13,7 @@ set -euo pipefail
 
 exp_dir=            # trained experiment (config.yaml, models/model_*.pt)
 num_avg=            # (integer) checkpoints averaged; empty: num_avg of exp_dir/config.yaml
+select=last         # last | best_valid: which checkpoints average_model.sh averages
 gpus=               # "[0,1]": torchrun, one process per GPU; empty: one process (GPU 0 or CPU)
 num_workers=1       # data loader workers per process
 layer_scores=false  # also write layer_scores.npy (the backend's layer attention)
@@ -22,7 +24,8 @@ help_message="Usage: tools/extract_embeddings.sh --exp_dir DIR [options] <data_d
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 
 if [ -z "$exp_dir" ] || [ $# -eq 0 ]; then echo "$help_message" >&2; exit 1; fi
-"$(dirname "${BASH_SOURCE[0]}")/average_model.sh" --exp_dir "$exp_dir" --num_avg "$num_avg"
+"$(dirname "${BASH_SOURCE[0]}")/average_model.sh" --exp_dir "$exp_dir" --num_avg "$num_avg" \
+  --select "$select"
 avg=$exp_dir/models/avg_model.pt
 
 opts=(--model_dir "$exp_dir" --num_workers "$num_workers")

@@ -5,12 +5,14 @@
 #      pool speakers; trials, noise, RIRs); validate
 #   2. raw (or shard) lists, noise/RIR lists; pre-train the SSL model (HuBERT-style
 #      masked unit prediction on the unlabeled pool plus the training audio)
-#   3. train the backend on the frozen SSL model (torchrun)
-#   4. average checkpoints; extract test, unseen-voice test, train (cohort) and valid
-#      (held-out speakers of the training voices) embeddings
+#   3. train the backend on the frozen SSL model (torchrun), validated on data/valid
+#      (held-out speakers of the training voices) every epoch
+#   4. average the checkpoints of the best validation EERs; extract test, unseen-voice
+#      test, train (cohort) and valid embeddings
 #   5. cosine scoring with mean subtraction; EER / minDCF
 #   6. AS-norm of stage 5's scores; EER / minDCF; DET and layer-attention plots;
-#      results table with speaker-bootstrap 95% intervals; per-stage time table
+#      training curves and layer use per epoch; results table with speaker-bootstrap
+#      95% intervals; per-stage time table
 #   7. the model package exp/lap_astp/package (python -m wespeaker_lap.bin.package_model):
 #      train mean and AS-norm cohort, thresholds and QMF calibration on the valid trials,
 #      the SSL model bundled; its card shows stage 6's intervals and the thresholds' test errors
@@ -119,6 +121,13 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   stage_done "2 lists + SSL pre-training"
 fi
 
+# validation during training, and checkpoints chosen by it, when the corpus has data/valid
+valid_opts=(); select=last
+if [ -f "$data/valid/trials.kaldi" ]; then
+  valid_opts=(--valid_data "$data/valid" --valid_trials "$data/valid/trials.kaldi")
+  select=best_valid
+fi
+
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "Stage 3: train $(basename "$config" .yaml) into $exp_dir"
   tools/train.sh --config "$config" --exp_dir "$exp_dir" --gpus "$gpus" \
@@ -126,16 +135,16 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --data_type "$data_type" --train_data "$data/train/$data_type.list" \
     --train_label "$data/train/utt2spk" \
     --noise_data "$data/noise.list" --reverb_data "$data/rirs.list" \
-    --frontend_args.model_name_or_path "$ssl_dir" "${train_opts[@]}"
+    --frontend_args.model_name_or_path "$ssl_dir" "${valid_opts[@]}" "${train_opts[@]}"
   stage_done "3 backend training"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log "Stage 4: average checkpoints; extract embeddings"
+  log "Stage 4: average checkpoints ($select); extract embeddings"
   eval_dirs=(); for x in "${test_sets[@]}"; do eval_dirs+=("$data/$x"); done
   [ -f "$data/valid/trials.kaldi" ] && eval_dirs+=("$data/valid")  # stage 7's thresholds
   tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
-    "${eval_dirs[@]}" "$data/train"
+    --select "$select" "${eval_dirs[@]}" "$data/train"
   stage_done "4 embeddings"
 fi
 
@@ -178,6 +187,8 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     --lap_scores "$exp_dir/embeddings/test/layer_scores.npy" "${compare[@]}" \
     --title "$(basename "$exp_dir"): layer attention on the test set" \
     --out "$exp_dir/layer_attention.png"
+  # training curves (training.png) and layer use per validated epoch (layer_use.png)
+  python -m wespeaker_lap.bin.plot_training "$exp_dir"
   python local/results_table.py --exp_dir "$exp_dir" --top_n "$top_n" | tee "$exp_dir/results.md"
   # EER with speaker-bootstrap 95% intervals and minDCF, both test sets
   python local/score_ci.py --json "$scores/metrics_ci.json" "${ci_args[@]}" \

@@ -6,8 +6,9 @@
 #      and utterance count; val and test trials (targets even over speakers, non-targets
 #      even over the gender x accent cells); MUSAN / RIRS_NOISES dirs when given
 #   2. raw (or shard) training list; MUSAN and RIR lists
-#   3. train the backend on the frozen SSL model (torchrun, one or many nodes)
-#   4. average checkpoints; embeddings of train, val and test
+#   3. train the backend on the frozen SSL model (torchrun, one or many nodes), validated
+#      every epoch on (at most 2,000 utterances of) the protocol's val speakers
+#   4. average the checkpoints of the best validation EERs; embeddings of train, val and test
 #   5. cosine scoring of the test trials (train mean subtracted); EER / minDCF
 #   6. AS-norm (top_n of the train speakers' mean embeddings); EER / minDCF
 #   7. QMF calibration fitted on the val trials, applied to test; results table
@@ -143,12 +144,13 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --num_nodes "$num_nodes" --HOST_NODE_ADDR "$HOST_NODE_ADDR" -- \
     --data_type "$data_type" --train_data "$data/train/$data_type.list" \
     --train_label "$data/train/utt2spk" "${aug_opts[@]}" \
+    --valid_data "$data/val" --valid_trials "$val_trials" --valid_args.max_utts 2000 \
     "${extra_opts[@]+"${extra_opts[@]}"}"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log "Stage 4: average checkpoints; embeddings of train, val and test"
-  tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" \
+  log "Stage 4: average checkpoints (best_valid); embeddings of train, val and test"
+  tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --select best_valid \
     "$data/train" "$data/val" "$data/test"
 fi
 

@@ -31,7 +31,16 @@ line and derived sizes as comments; the SSL model's path made absolute),
 ``train.log``, ``models/model_{epoch}.pt``
 (every ``save_epoch_interval`` epochs and the last ``num_avg``),
 ``models/state_{epoch}.pt`` (resume, the newest ``keep_last_states``),
-``models/final_model.pt`` and ``tensorboard/`` when TensorBoard is installed.
+``models/final_model.pt``, ``train_log.jsonl`` (one JSON object per logged step and
+per epoch: loss, accuracy, lr, margin, gradient norm, samples/s, peak memory,
+validation EER and minDCF, layer use; see :mod:`wespeaker_lap.utils.train_log`) and
+``tensorboard/`` (the same scalars).
+
+Validation: ``--valid_data DIR --valid_trials FILE`` (a Kaldi data dir of speakers
+held out of training, and its trial list) embeds and scores the set every
+``valid_args.every_n_epochs`` epochs and after the last (see
+:mod:`wespeaker_lap.utils.validation`); ``--keep_best K`` then keeps only the
+``model_*.pt`` of the K best-validated epochs, the last ``num_avg`` and the newest.
 See :mod:`wespeaker_lap.io.checkpoints` for the file contract,
 :mod:`wespeaker_lap.utils.training_state` for what a resume file holds, and
 :mod:`wespeaker_lap.utils.distributed` for the learning-rate scaling rule.

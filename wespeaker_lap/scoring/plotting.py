@@ -145,3 +145,91 @@ def plot_layer_attention(
     if title:
         fig.suptitle(title)
     _save(fig, out_png)
+
+
+#: The panels of :func:`plot_training_curves`: (record key, title).
+TRAINING_PANELS = (("loss", "training loss"), ("acc", "training accuracy (%)"),
+                   ("lr", "learning rate"), ("margin", "AAM margin"),
+                   ("eer", "validation EER (%)"))
+
+
+def plot_training_curves(records: Sequence[Mapping], out_png: str | os.PathLike,
+                         title: str | None = None) -> None:
+    """Loss, accuracy, learning rate, margin and validation EER against the epoch.
+
+    ``records``: the JSON objects of a ``train_log.jsonl``. The step records are a
+    thin line at fractional epochs (``global_step / steps per epoch``), the epoch
+    records points on it; the EER panel has the validated epochs only (empty,
+    with a note, without validation).
+    """
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    if not epochs:
+        raise ValueError("no epoch record to plot (has an epoch finished?)")
+    steps = [r for r in records if r.get("kind") == "step"]
+    per_epoch = max(1, int(epochs[0]["global_step"]) // max(1, int(epochs[0]["epoch"])))
+    fig = _new_figure((4.0 * len(TRAINING_PANELS), 3.2))
+    for i, (key, name) in enumerate(TRAINING_PANELS):
+        ax = fig.add_subplot(1, len(TRAINING_PANELS), i + 1)
+        if key == "eer":
+            pts = [(r["epoch"], r["valid"]["eer"]) for r in epochs
+                   if isinstance(r.get("valid"), Mapping) and r["valid"].get("eer") is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "o-", color="tab:red", markersize=4)
+                best = min(pts, key=lambda p: p[1])
+                ax.annotate(f"best {best[1]:.2f}% (epoch {best[0]})", best,
+                            textcoords="offset points", xytext=(0, 8), fontsize="small")
+            else:
+                ax.text(0.5, 0.5, "no validation", transform=ax.transAxes, ha="center")
+        else:
+            sx = [r["global_step"] / per_epoch for r in steps if r.get(key) is not None]
+            sy = [r[key] for r in steps if r.get(key) is not None]
+            if sx:
+                ax.plot(sx, sy, "-", color="tab:gray", linewidth=0.7, alpha=0.7)
+            ex = [r["epoch"] for r in epochs if r.get(key) is not None]
+            ey = [r[key] for r in epochs if r.get(key) is not None]
+            ax.plot(ex, ey, "o-", color="tab:blue", markersize=3)
+            if key == "lr":
+                ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    _save(fig, out_png)
+
+
+def plot_layer_use(epochs: Sequence[int], scores: Sequence[np.ndarray],
+                   out_png: str | os.PathLike, title: str | None = None) -> None:
+    """Heatmap of layer use against the epoch: one row per validated epoch.
+
+    ``scores``: per epoch the backend's (heads, L) mean layer scores on the
+    validation set (``layer_use.scores`` of ``train_log.jsonl``). Each row is the
+    mean over heads rescaled to sum to 1, so rows compare LAP's sigmoid scores,
+    SUPERB's softmax weights and MHFA's key and value weights alike: the share
+    of the backend's attention each layer gets.
+    """
+    if len(epochs) != len(scores) or not epochs:
+        raise ValueError(f"{len(epochs)} epochs for {len(scores)} score arrays: need one each")
+    rows = []
+    for e, s in zip(epochs, scores, strict=True):
+        s = np.asarray(s, dtype=np.float64)
+        if s.ndim != 2 or not np.isfinite(s).all():
+            raise ValueError(f"epoch {e}: layer scores must be a finite (heads, L) array, "
+                             f"got shape {s.shape}")
+        profile = s.mean(axis=0)
+        rows.append(profile / profile.sum() if profile.sum() > 0 else profile)
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(f"layer counts differ between epochs: {sorted({len(r) for r in rows})}")
+    mat = np.stack(rows)
+    n_ep, n_layers = mat.shape
+    fig = _new_figure((3.0 + 0.35 * n_layers, 1.5 + 0.22 * n_ep))
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(mat, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xticks(np.arange(n_layers), [str(i) for i in range(n_layers)])
+    step = max(1, n_ep // 20)
+    ax.set_yticks(np.arange(0, n_ep, step), [str(epochs[i]) for i in range(0, n_ep, step)])
+    ax.set_xlabel("layer (0 = CNN output)")
+    ax.set_ylabel("epoch")
+    ax.set_title(title or "layer use on the validation set (share per layer, mean over heads)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    _save(fig, out_png)

@@ -60,6 +60,7 @@ from wespeaker_lap.models import PROJECTIONS, SPEAKER_MODELS
 from wespeaker_lap.registry import Registry, accepted_keywords
 from wespeaker_lap.utils.executor import LOSSES
 from wespeaker_lap.utils.schedulers import MARGIN_SCHEDULERS, OPTIMIZERS, SCHEDULERS
+from wespeaker_lap.utils.validation import VALID_ARGS_KEYS, parse_valid_args
 
 
 # --------------------------------------------------------------------------- schema
@@ -143,6 +144,11 @@ SCHEMA: tuple[KeySpec, ...] = (
             check=_optional(_path)),
     KeySpec("reverb_data", "RIR list for reverberation (null: none)", check=_optional(_path)),
     KeySpec("noise_data", "noise list for additive noise (null: none)", check=_optional(_path)),
+    KeySpec("valid_data", "Kaldi data dir of a validation set, speakers disjoint from "
+            "train_label's; embedded and scored every valid_args.every_n_epochs (null: no "
+            "validation)", check=_optional(_path)),
+    KeySpec("valid_trials", "trial list of valid_data (Kaldi or VoxCeleb format, labelled)",
+            check=_optional(_path)),
     # ---- initialisation / resume
     KeySpec("checkpoint", "resume: models/model_{epoch}.pt or models/state_{epoch}.pt of this "
             "exp_dir, or 'latest'", check=_optional(_path)),
@@ -161,7 +167,15 @@ SCHEMA: tuple[KeySpec, ...] = (
             "(null: no scaling)", check=_optional(check_int, lo=1)),
     KeySpec("keep_last_states", "how many models/state_{epoch}.pt resume files to keep", 1,
             _int_from(1)),
+    KeySpec("keep_best", "with valid_data: keep only the model_{epoch}.pt of the keep_best "
+            "epochs with the lowest validation EER, plus the last num_avg epochs and the newest "
+            "(null: keep every saved one)", check=_optional(check_int, lo=1)),
     # ---- <name> / <name>_args sections
+    KeySpec("valid_args", "validation during training (with valid_data): every_n_epochs "
+            "(default 1; validate after every N epochs and after the last), batch_size (16), "
+            "max_batch_seconds (240), max_utts (null: every utterance the trials name)",
+            section=True,
+            keys=VALID_ARGS_KEYS, parse=parse_valid_args),
     KeySpec("dataloader_args", "torch DataLoader settings (batch_size is per process)",
             section=True, keys=DATALOADER_ARGS_KEYS, parse=parse_dataloader_args),
     KeySpec("dataset_args", "data pipeline settings (wespeaker_lap.dataset.schema)",
@@ -409,6 +423,19 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             check_section_types(cfg, key)
     check_header(cfg)
     check_lora_config(cfg)
+    check_valid_keys(cfg)
+
+
+def check_valid_keys(cfg: Mapping[str, Any]) -> None:
+    """``valid_data`` and ``valid_trials`` come together; ``keep_best`` needs them."""
+    if bool(cfg.get("valid_data")) != bool(cfg.get("valid_trials")):
+        given, missing = (("valid_data", "valid_trials") if cfg.get("valid_data")
+                          else ("valid_trials", "valid_data"))
+        raise ConfigError(f"{given} is given but {missing} is not: validation needs both "
+                          "(--valid_data DIR --valid_trials FILE)")
+    if cfg.get("keep_best") is not None and not cfg.get("valid_data"):
+        raise ConfigError("keep_best chooses checkpoints by validation EER: it needs "
+                          "--valid_data and --valid_trials")
 
 
 # ------------------------------------------------------------------------ overrides

@@ -32,6 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from wespeaker_lap.registry import Registry
 from wespeaker_lap.utils.distributed import DistInfo, all_reduce_mean, any_true
 from wespeaker_lap.utils.logging_utils import stderr_is_terminal
+from wespeaker_lap.utils.train_log import peak_memory_mb
 
 logger = logging.getLogger(__name__)
 
@@ -197,13 +198,18 @@ def _accumulate(it: Iterator[Mapping[str, Any]], module: nn.Module, scaler: Any,
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any, params: list,
-                    grad_clip: float | None) -> None:
+                    grad_clip: float | None) -> float:
+    """Unscale, clip (when ``grad_clip``), step; returns the global gradient norm before
+    clipping (computed without changing the gradients when there is no clipping)."""
+    scaler.unscale_(optimizer)  # a no-op without float16 loss scaling
     if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    return float(norm)
 
 
 def _ran_out(epoch: int, step: int, opts: EpochOptions, info: DistInfo) -> None:
@@ -217,14 +223,6 @@ def _ran_out(epoch: int, step: int, opts: EpochOptions, info: DistInfo) -> None:
                        opts.epoch_iter)
 
 
-def _write_step(writer: Any, step_meter: _Meter, global_step: int, lr: float,
-                margin: float) -> None:
-    writer.add_scalar("train/loss", step_meter.mean_loss, global_step)
-    writer.add_scalar("train/acc", step_meter.acc, global_step)
-    writer.add_scalar("train/lr", lr, global_step)
-    writer.add_scalar("train/margin", margin, global_step)
-
-
 def run_epoch(
     loader: Iterable[Mapping[str, Any]],
     module: nn.Module,
@@ -235,23 +233,27 @@ def run_epoch(
     epoch: int,
     opts: EpochOptions,
     info: DistInfo,
-    writer: Any = None,
+    log: Any = None,
 ) -> dict[str, float]:
-    """Train one epoch; return its mean ``loss`` and ``acc`` (over ranks), ``lr``, ``margin``.
+    """Train one epoch; return its mean ``loss`` and ``acc`` (over ranks), ``lr``, ``margin``,
+    ``grad_norm`` (mean over the steps), ``samples_per_s`` (all ranks), ``steps``, ``seconds``
+    and ``cpu_seconds`` (this process's CPU time: all its threads, not the loader workers).
 
     Args:
         loader: yields dicts with ``wavs`` (B, N), ``lengths`` (B,), ``labels`` (B,).
         module: a :class:`SpeakerTrainModule`, possibly inside DistributedDataParallel.
         scheduler / margin_scheduler: ``.step(global_step)``; the margin scheduler
             may be None.
-        writer: a TensorBoard SummaryWriter (rank 0) or None.
+        log: a :class:`~wespeaker_lap.utils.train_log.TrainLog` (rank 0) or None; it gets
+            a step record every ``log_batch_interval`` steps.
     """
     module.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     it = iter(loader)
     meter = _Meter()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     step = 0
+    norm_sum = 0.0
     lr = margin = float("nan")
     optimizer.zero_grad(set_to_none=True)
     with _progress_bar(opts, info, epoch) as bar:
@@ -266,7 +268,8 @@ def run_epoch(
                 optimizer.zero_grad(set_to_none=True)
                 _ran_out(epoch, step, opts, info)
                 break
-            _optimizer_step(optimizer, scaler, params, opts.grad_clip)
+            grad_norm = _optimizer_step(optimizer, scaler, params, opts.grad_clip)
+            norm_sum += grad_norm
             step += 1
             meter.add(step_meter)
             if bar is not None:
@@ -275,17 +278,21 @@ def run_epoch(
                                 lr=f"{lr:.2e}")
             if step % opts.log_batch_interval == 0 and info.is_main:
                 _log_row(epoch, step, lr, margin, meter.mean_loss, meter.acc)
-                if writer is not None:
-                    _write_step(writer, step_meter, global_step + 1, lr, margin)
+                if log is not None:
+                    elapsed = time.perf_counter() - t0
+                    log.step({"epoch": epoch, "step": step, "global_step": global_step + 1,
+                              "loss": meter.mean_loss, "acc": meter.acc, "lr": lr,
+                              "margin": margin, "grad_norm": grad_norm,
+                              "samples_per_s": meter.count * info.world_size / elapsed,
+                              "peak_mem_mb": peak_memory_mb(info.device)})
+    seconds = time.perf_counter() - t0
     mean_loss, mean_acc = all_reduce_mean([meter.mean_loss, meter.acc], info)
     stats = {"loss": mean_loss, "acc": mean_acc, "lr": lr, "margin": margin, "steps": step,
-             "seconds": time.perf_counter() - t0}
+             "seconds": seconds, "cpu_seconds": time.process_time() - c0,
+             "grad_norm": norm_sum / max(step, 1),
+             "samples_per_s": meter.count * info.world_size / max(seconds, 1e-9)}
     if info.is_main:
         _log_row(epoch, step, lr, margin, mean_loss, mean_acc, end=True)
-        if writer is not None:
-            writer.add_scalar("epoch/loss", mean_loss, epoch)
-            writer.add_scalar("epoch/acc", mean_acc, epoch)
-            writer.flush()
     return stats
 
 

@@ -4,10 +4,12 @@
 and runs it: :func:`prepare_data` (labels, the loader at the model's sample rate,
 steps per epoch), :func:`build_model` (extractor + head, ``model_init``),
 :func:`build_optimization` (loss, DDP, optimiser, lr and margin schedulers,
-GradScaler), :func:`restore` (resume), then one :func:`~wespeaker_lap.utils.executor.run_epoch`
-and one :func:`save_epoch` per epoch. See :mod:`wespeaker_lap.io.checkpoints` for
-the file contract and :mod:`wespeaker_lap.utils.distributed` for the
-learning-rate scaling rule.
+GradScaler), :func:`restore` (resume), then per epoch one
+:func:`~wespeaker_lap.utils.executor.run_epoch`, a validation when one is due
+(:mod:`wespeaker_lap.utils.validation`), the epoch's record in the training log
+(:mod:`wespeaker_lap.utils.train_log`) and one :func:`save_epoch`. See
+:mod:`wespeaker_lap.io.checkpoints` for the file contract and
+:mod:`wespeaker_lap.utils.distributed` for the learning-rate scaling rule.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from wespeaker_lap.io.checkpoints import (
     save_weights,
 )
 from wespeaker_lap.io.files import read_scp
+from wespeaker_lap.io.train_log import TRAIN_LOG, read_train_log, valid_epochs
 from wespeaker_lap.models import build_extractor, build_projection
 from wespeaker_lap.utils.config import save_config
 from wespeaker_lap.utils.distributed import (
@@ -71,21 +74,27 @@ from wespeaker_lap.utils.schedulers import (
     build_scheduler,
     param_groups,
 )
+from wespeaker_lap.utils.train_log import TrainLog, peak_memory_mb
 from wespeaker_lap.utils.training_state import (
     get_rng_state,
     link_final_model,
     load_training_state,
+    prune_models,
     prune_states,
     remove_stale_tmp_files,
     resolve_resume,
     save_training_state,
     set_rng_state,
 )
-
-try:  # optional: TensorBoard scalars beside train.log
-    from torch.utils.tensorboard import SummaryWriter
-except ImportError:  # pragma: no cover - depends on the environment
-    SummaryWriter = None
+from wespeaker_lap.utils.validation import (
+    ValidOptions,
+    ValidResult,
+    ValidSet,
+    compare_digests,
+    load_valid_set,
+    parse_valid_args,
+    run_validation,
+)
 
 logger = logging.getLogger("wespeaker_lap.train")
 
@@ -132,6 +141,34 @@ def compute_epoch_iter(num_utts: int, batch_size: int, accum_grad: int, sample_n
             f"{info.world_size} x batch_size {batch_size} x accum_grad {accum_grad}"
         )
     return steps
+
+
+@dataclass
+class Validation:
+    """The checked validation set and options (``vset`` None: no validation)."""
+
+    vset: ValidSet | None
+    opts: ValidOptions
+
+
+def prepare_validation(cfg: Mapping[str, Any]) -> Validation:
+    """Read and check ``valid_data`` / ``valid_trials`` against ``train_label``.
+
+    Runs before anything is written: a bad set is a :class:`ConfigError` naming
+    the file and line, or the overlapping speakers.
+    """
+    opts = parse_valid_args(cfg.get("valid_args"))
+    if not cfg.get("valid_data"):
+        if cfg.get("valid_args"):
+            logger.warning("valid_args is set but valid_data is not: no validation")
+        return Validation(None, opts)
+    try:
+        vset = load_valid_set(cfg["valid_data"], cfg["valid_trials"], cfg["train_label"], opts)
+    except ValueError as e:  # ConfigError included: a bad input, named
+        raise ConfigError(str(e)) from None
+    logger.info("validation: %d utterances, %d trials of %s, after every %d epoch(s)",
+                vset.num_utts, len(vset.trials), vset.trials_path, opts.every_n_epochs)
+    return Validation(vset, opts)
 
 
 @dataclass
@@ -317,16 +354,6 @@ def seed_training(cfg: Mapping[str, Any], info: DistInfo, state: Mapping[str, An
 
 
 # ----------------------------------------------------------------------- recording
-def tensorboard_writer(exp_dir: Path, info: DistInfo):
-    """A SummaryWriter on rank 0 when TensorBoard is installed, else None."""
-    if not info.is_main:
-        return None
-    if SummaryWriter is None:
-        logger.info("TensorBoard not installed: scalars go to train.log only")
-        return None
-    return SummaryWriter(log_dir=str(exp_dir / "tensorboard"))
-
-
 def _file_log(exp_dir: Path, info: DistInfo) -> logging.Handler | None:
     """Also log to exp_dir/train.log (rank 0); the caller removes the handler."""
     if not info.is_main:
@@ -356,22 +383,67 @@ def record_config(cfg: Mapping[str, Any], exp_dir: Path, info: DistInfo, data: T
 
 def save_epoch(cfg: Mapping[str, Any], models_dir: Path, epoch: int, model: torch.nn.Module,
                opt: Optimization, data: TrainData, stats: Mapping[str, Any],
-               info: DistInfo) -> None:
-    """``model_{epoch}.pt`` (every interval and the last ``num_avg``), ``state_{epoch}.pt``."""
+               info: DistInfo, valid_digest: Mapping[str, str] | None = None,
+               valid_eers: Mapping[int, float] | None = None) -> None:
+    """``model_{epoch}.pt`` (every interval and the last ``num_avg``), ``state_{epoch}.pt``.
+
+    ``valid_digest``: the validation set's (kept in the state, checked on resume).
+    ``valid_eers``: ``{epoch: validation EER}`` so far, for ``keep_best`` (rank 0).
+    """
     rng_states = all_gather_object(get_rng_state(), info)
     if info.is_main:
         num_epochs, num_avg = int(cfg["num_epochs"]), int(cfg["num_avg"])
         if epoch % int(cfg["save_epoch_interval"]) == 0 or epoch > num_epochs - num_avg:
             save_weights(model, checkpoint_path(models_dir, epoch))
+        extra: dict[str, Any] = {"loss": stats["loss"], "acc": stats["acc"]}
+        if valid_digest is not None:
+            extra["valid_digest"] = dict(valid_digest)
         save_training_state(
             checkpoint_path(models_dir, epoch, "state"), model=model, epoch=epoch,
             optimizer=opt.optimizer, scheduler=opt.scheduler,
             margin_scheduler=opt.margin_scheduler, scaler=opt.scaler, rng_states=rng_states,
-            global_step=epoch * data.epoch_iter,
-            extra={"loss": stats["loss"], "acc": stats["acc"]},
+            global_step=epoch * data.epoch_iter, extra=extra,
         )
         prune_states(models_dir, int(cfg["keep_last_states"]))
+        if cfg.get("keep_best") is not None:
+            prune_models(models_dir, valid_eers or {}, int(cfg["keep_best"]),
+                         keep_after=num_epochs - num_avg, newest=epoch)
     barrier(info)
+
+
+def epoch_record(epoch: int, stats: Mapping[str, Any], data: TrainData, info: DistInfo,
+                 valid: ValidResult | None) -> dict[str, Any]:
+    """The epoch's line of ``train_log.jsonl`` (see :mod:`wespeaker_lap.utils.train_log`)."""
+    rec: dict[str, Any] = {
+        "epoch": epoch, "global_step": epoch * data.epoch_iter, "loss": stats["loss"],
+        "acc": stats["acc"], "lr": stats["lr"], "margin": stats["margin"],
+        "grad_norm": stats["grad_norm"], "samples_per_s": stats["samples_per_s"],
+        "train_seconds": stats["seconds"], "train_cpu_seconds": stats["cpu_seconds"],
+        "peak_mem_mb": peak_memory_mb(info.device),
+    }
+    if valid is not None:
+        rec["valid"] = valid.record()
+        if valid.layer_use is not None:
+            rec["layer_use"] = {"scores": valid.layer_use.tolist()}
+    return rec
+
+
+def check_resumed_validation(state: Mapping[str, Any] | None, validation: Validation,
+                             log: TrainLog | None, epoch: int) -> None:
+    """Warn (and note in the training log) when a resumed run validates on another set."""
+    if state is None or validation.vset is None:
+        return
+    recorded = (state.get("extra") or {}).get("valid_digest")
+    changed = compare_digests(recorded, validation.vset.digest)
+    if not changed:
+        return
+    message = (f"the validation set changed since epoch {epoch} was saved: "
+               f"{', '.join(changed)} of {validation.vset.data_dir} / "
+               f"{validation.vset.trials_path} differ; validation EERs before and after "
+               "the resume are not comparable")
+    logger.warning("%s", message)
+    if log is not None:
+        log.note({"epoch": epoch, "message": message, "changed": changed})
 
 
 # ---------------------------------------------------------------------------- train
@@ -401,6 +473,7 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
         )
     resume = resolve_resume(checkpoint, models_dir) if checkpoint is not None else None
     spk2id, num_utts = read_train_label(cfg)
+    validation = prepare_validation(cfg)
     cfg = {**cfg, "frontend_args": absolute_frontend_args(cfg["frontend_args"])}
     fingerprint = None
     if info.is_main:  # a resume re-reads only SSL files changed since frontend.json was written
@@ -424,7 +497,8 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
     barrier(info)
     handler = _file_log(exp_dir, info)
     try:
-        return _run(cfg, info, argv, exp_dir, models_dir, resume, model, data, opt, fingerprint)
+        return _run(cfg, info, argv, exp_dir, models_dir, resume, model, data, opt, fingerprint,
+                    validation)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
@@ -450,11 +524,28 @@ def check_resumed_frontend(exp_dir: Path, fingerprint: Mapping[str, Any] | None)
 
 def _run(cfg, info: DistInfo, argv, exp_dir: Path, models_dir: Path, resume,
          model: torch.nn.Module, data: TrainData, opt: Optimization,
-         fingerprint: Mapping[str, Any] | None) -> TrainResult:
+         fingerprint: Mapping[str, Any] | None, validation: Validation) -> TrainResult:
     start_epoch, state = restore(resume, model, opt)
     record_config(cfg, exp_dir, info, data, argv, fingerprint)
-    writer = tensorboard_writer(exp_dir, info)
+    log, valid_eers = None, {}
+    if info.is_main:
+        done = start_epoch - 1
+        log = TrainLog(exp_dir, resume_epoch=done,
+                       purge_step=done * data.epoch_iter + 1 if done else None)
+        valid_eers = valid_epochs(read_train_log(exp_dir / TRAIN_LOG))
+        check_resumed_validation(state, validation, log, done)
     seed_training(cfg, info, state)
+    try:
+        return _epochs(cfg, info, models_dir, start_epoch, model, data, opt, validation, log,
+                       valid_eers)
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _epochs(cfg, info: DistInfo, models_dir: Path, start_epoch: int, model: torch.nn.Module,
+            data: TrainData, opt: Optimization, validation: Validation, log: TrainLog | None,
+            valid_eers: dict[int, float]) -> TrainResult:
 
     epoch_opts = EpochOptions(
         epoch_iter=data.epoch_iter, accum_grad=int(cfg["accum_grad"]),
@@ -464,14 +555,27 @@ def _run(cfg, info: DistInfo, argv, exp_dir: Path, models_dir: Path, resume,
     num_epochs = int(cfg["num_epochs"])
     stats: dict = {}
     epoch = start_epoch - 1
+    vset = validation.vset
     for epoch in range(start_epoch, num_epochs + 1):
         data.loader.set_epoch(epoch)
         stats = run_epoch(data.loader, opt.module, opt.optimizer, opt.scheduler,
-                          opt.margin_scheduler, opt.scaler, epoch, epoch_opts, info,
-                          writer=writer)
-        save_epoch(cfg, models_dir, epoch, model, opt, data, stats, info)
+                          opt.margin_scheduler, opt.scaler, epoch, epoch_opts, info, log=log)
+        valid = None
+        if vset is not None and validation.opts.due(epoch, num_epochs):
+            valid = run_validation(model, vset, validation.opts, info)
+        if info.is_main:
+            if valid is not None:
+                valid_eers[epoch] = float(valid.metrics["eer"])
+                stats["valid"] = valid.record()
+                logger.info("epoch %d validation: EER %.3f%% | minDCF(0.01) %.4f | "
+                            "minDCF(0.05) %.4f | %d utterances in %.1f s", epoch,
+                            valid.metrics["eer"], valid.metrics["min_dcf_0.01"],
+                            valid.metrics["min_dcf_0.05"], valid.num_utts, valid.seconds)
+            # before the state file: a kill between the two re-runs the epoch, and the
+            # resume drops this record again
+            log.epoch(epoch_record(epoch, stats, data, info, valid))
+        save_epoch(cfg, models_dir, epoch, model, opt, data, stats, info,
+                   vset.digest if vset is not None else None, valid_eers)
     if info.is_main and checkpoint_path(models_dir, num_epochs).is_file():
         link_final_model(models_dir, num_epochs)
-    if writer is not None:
-        writer.close()
     return TrainResult(model, stats, epoch)

@@ -6,7 +6,8 @@
   the epoch and the data-loader epoch to run next. Written every epoch; older
   ones are pruned (:func:`prune_states`).
 * ``avg_model.pt`` (:func:`average_checkpoints`): the mean of the last N
-  ``model_*.pt``.
+  ``model_*.pt``, or of the N with the lowest validation EER;
+  :func:`prune_models` bounds the ``model_*.pt`` kept (``keep_best``).
 
 File names and weight files themselves are :mod:`wespeaker_lap.io.checkpoints`.
 """
@@ -199,6 +200,27 @@ def prune_states(models_dir: str | os.PathLike, keep: int) -> list[Path]:
     return gone
 
 
+def prune_models(models_dir: str | os.PathLike, valid_eers: Mapping[int, float], keep_best: int,
+                 keep_after: int, newest: int) -> list[Path]:
+    """``keep_best``: delete the ``model_{epoch}.pt`` that no later step needs.
+
+    Kept: the ``keep_best`` epochs with the lowest validation EER in ``valid_eers``
+    (ties: the later epoch), every epoch after ``keep_after`` (``num_epochs -
+    num_avg``: what ``average_model --select last --num num_avg`` averages at the
+    end), and ``newest`` (the epoch just saved). So at most ``keep_best + num_avg
+    + 1`` model files exist at any time. Returns the deleted paths.
+    """
+    ranked = sorted((e for e in valid_eers), key=lambda e: (valid_eers[e], -e))
+    keep = set(ranked[:keep_best]) | {newest}
+    gone = [p for e, p in list_checkpoints(models_dir, "model")
+            if e not in keep and e <= keep_after]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    if gone:
+        logger.info("keep_best %d: removed %s", keep_best, ", ".join(p.name for p in gone))
+    return gone
+
+
 def link_final_model(models_dir: str | os.PathLike, epoch: int) -> Path:
     """Point ``final_model.pt`` at ``model_{epoch}.pt``: a relative symlink, replaced atomically."""
     models_dir = Path(models_dir)
@@ -248,9 +270,13 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, torch.Tensor]]
 
 
 def average_checkpoints(models_dir: str | os.PathLike, num: int, dst: str | os.PathLike,
-                        min_epoch: int = 0, max_epoch: int | None = None) -> list[Path]:
-    """Average the last ``num`` ``model_{epoch}.pt`` with min_epoch <= epoch <= max_epoch.
+                        min_epoch: int = 0, max_epoch: int | None = None,
+                        valid_eers: Mapping[int, float] | None = None) -> list[Path]:
+    """Average ``num`` ``model_{epoch}.pt`` with min_epoch <= epoch <= max_epoch.
 
+    Without ``valid_eers``: the last ``num`` (``--select last``). With it
+    (``{epoch: validation EER}``, ``--select best_valid``): the ``num`` epochs with
+    the lowest EER among those that have a model file (ties: the later epoch).
     Writes ``dst`` atomically and returns the averaged paths (oldest first).
     """
     ckpts = [
@@ -259,12 +285,23 @@ def average_checkpoints(models_dir: str | os.PathLike, num: int, dst: str | os.P
     ]
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
-    if len(ckpts) < num:
-        raise FileNotFoundError(
-            f"asked to average {num} checkpoints but {models_dir} has {len(ckpts)} "
-            f"model_*.pt in epochs [{min_epoch}, {max_epoch if max_epoch is not None else 'end'}]:"
-            f" {[e for e, _ in ckpts]}"
-        )
-    chosen = [p for _, p in ckpts[-num:]]
+    span = f"[{min_epoch}, {max_epoch if max_epoch is not None else 'end'}]"
+    if valid_eers is not None:
+        scored = [(e, p) for e, p in ckpts if e in valid_eers]
+        if len(scored) < num:
+            raise FileNotFoundError(
+                f"asked to average the {num} best-validated checkpoints but {models_dir} has "
+                f"{len(scored)} model_*.pt of a validated epoch in epochs {span} (validated: "
+                f"{sorted(valid_eers)}; with files: {[e for e, _ in ckpts]})"
+            )
+        best = sorted(scored, key=lambda ep: (valid_eers[ep[0]], -ep[0]))[:num]
+        chosen = [p for _, p in sorted(best)]
+    else:
+        if len(ckpts) < num:
+            raise FileNotFoundError(
+                f"asked to average {num} checkpoints but {models_dir} has {len(ckpts)} "
+                f"model_*.pt in epochs {span}: {[e for e, _ in ckpts]}"
+            )
+        chosen = [p for _, p in ckpts[-num:]]
     save_weights(average_state_dicts(read_weights(p) for p in chosen), dst)
     return chosen

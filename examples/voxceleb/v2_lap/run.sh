@@ -4,10 +4,14 @@
 # examples/voxceleb/v2:
 #   1. data: VoxCeleb2 dev .m4a decoded to flac; data dirs vox2_dev (training, cohort,
 #      calibration) and vox1 (evaluation); Vox1-O/E/H trials in Kaldi format;
-#      MUSAN and RIRS_NOISES dirs; QMF calibration trials drawn from vox2_dev
+#      MUSAN and RIRS_NOISES dirs; QMF calibration trials drawn from vox2_dev;
+#      a validation set: num_valid_speakers of vox2_dev held out of training
+#      (vox2_valid, with its trials; vox2_train is vox2_dev without them)
 #   2. shard (or raw) training lists; MUSAN and RIR lists
-#   3. phase 1: the backend on the frozen SSL model (torchrun, one or many nodes)
-#   4. average checkpoints; embeddings of vox1 and vox2_dev
+#   3. phase 1: the backend on the frozen SSL model (torchrun, one or many nodes),
+#      validated on vox2_valid every epoch
+#   4. average checkpoints (those of the best validation EERs); embeddings of vox1 and
+#      vox2_dev
 #   5. cosine scoring (vox2_dev mean subtracted); EER / minDCF on Vox1-O/E/H
 #   6. AS-norm (top_n of the vox2_dev speakers' mean embeddings); EER / minDCF
 #   7. QMF calibration fitted on the vox2_dev trials; EER / minDCF; results table
@@ -50,7 +54,9 @@ HOST_NODE_ADDR=localhost:29400  # c10d rendezvous endpoint host:port (multi-node
 evaluate=true            # false on all nodes but one: stages 4-7 and 8-9's evaluation skipped
 top_n=300                # AS-norm and QMF cohort statistics: top cohort scores per side
 num_cal_trials=30000     # QMF calibration trials drawn from vox2_dev
-seed=777                 # shard order, calibration trials
+seed=777                 # shard order, calibration trials, validation speakers
+num_valid_speakers=100   # vox2_dev speakers held out of training to validate on; 0: none
+num_valid_trials=20000   # trials drawn among the validation utterances
 ssl_revision=            # stage 10: the SSL hub model's revision to pin; empty: bundle the model
 
 help_message="Usage: bash run.sh --vox1_root DIR --vox2_root DIR --musan_root DIR --rirs_root DIR \
@@ -76,6 +82,14 @@ exp3=$exp/$(basename "$phase3_config" .yaml)
 trials=()
 for x in O E H; do trials+=("$data/vox1/trials/vox1_${x}_cleaned.kaldi"); done
 cal_trials=$data/vox2_dev/trials/qmf_cal.kaldi
+train_set=vox2_dev; valid_opts=(); select=last  # training set; validation; average_model
+if [ "$num_valid_speakers" -gt 0 ]; then
+  train_set=vox2_train
+  valid_opts=(--valid_data "$data/vox2_valid" --valid_trials "$data/vox2_valid/trials.kaldi")
+  select=best_valid
+fi
+valid_split_opts=("num_valid_speakers=$num_valid_speakers" "num_valid_trials=$num_valid_trials"
+                  "seed=$seed" "audio_format=$audio_format")
 read -r -a extra_opts <<< "$train_opts"
 [ -n "$ssl_model" ] && extra_opts+=(--frontend_args.model_name_or_path "$ssl_model")
 
@@ -84,13 +98,13 @@ train() {  # config exp_dir [train.py overrides]
   shift 2
   tools/train.sh --config "$config" --exp_dir "$exp_dir" --gpus "$gpus" \
     --num_nodes "$num_nodes" --HOST_NODE_ADDR "$HOST_NODE_ADDR" -- \
-    --data_type "$data_type" --train_data "$data/vox2_dev/$data_type.list" \
-    --train_label "$data/vox2_dev/utt2spk" \
+    --data_type "$data_type" --train_data "$data/$train_set/$data_type.list" \
+    --train_label "$data/$train_set/utt2spk" \
     --noise_data "$data/musan.list" --reverb_data "$data/rirs.list" \
-    "$@" "${extra_opts[@]+"${extra_opts[@]}"}"
+    "${valid_opts[@]+"${valid_opts[@]}"}" "$@" "${extra_opts[@]+"${extra_opts[@]}"}"
 }
 extract() {  # exp_dir
-  tools/extract_embeddings.sh --exp_dir "$1" --gpus "$gpus" --num_workers 4 \
+  tools/extract_embeddings.sh --exp_dir "$1" --gpus "$gpus" --num_workers 4 --select "$select" \
     "$data/vox1" "$data/vox2_dev"
 }
 score() {  # exp_dir: cosine, vox2_dev mean subtracted
@@ -118,7 +132,7 @@ fine_tune() {  # phase phase_config init_exp exp_dir: stages 8 and 9 (then 4-7 o
   local phase=$1 phase_config=$2 init=$3 exp_dir=$4
   [ -f "$phase_config" ] || die "no phase-$phase config $phase_config (give --phase${phase}_config)"
   [ -f "$init/config.yaml" ] || die "phase $phase starts from $init: train it first"
-  tools/average_model.sh --exp_dir "$init"
+  tools/average_model.sh --exp_dir "$init" --select "$select"
   train "$phase_config" "$exp_dir" --model_init "$init/models/avg_model.pt"
   if $evaluate; then
     evaluate_exp "$exp_dir"
@@ -212,22 +226,36 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
       --data "$data"
     stage_done_with "$data/.prep.musan_rirs.done"
   fi
+  if [ "$num_valid_speakers" -gt 0 ] && ! stage_is_done "$data/.prep.valid.done" \
+      "${valid_split_opts[@]}"; then
+    python local/prepare_voxceleb.py valid --num_speakers "$num_valid_speakers" \
+      --num_trials "$num_valid_trials" --seed "$seed" \
+      "$data/vox2_dev" "$data/vox2_train" "$data/vox2_valid"  # validates both dirs
+    stage_done_with "$data/.prep.valid.done" "${valid_split_opts[@]}"
+  fi
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "Stage 2: $data_type list of vox2_dev; MUSAN and RIR lists"
-  # one marker a list type (both kinds can be kept); the MUSAN and RIR lists have theirs
-  list_opts=("audio_format=$audio_format")  # the paths in vox2_dev/wav.scp
+  log "Stage 2: $data_type list of $train_set; MUSAN and RIR lists"
+  # one marker a list type and training set (both kinds can be kept; vox2_dev's is the
+  # marker of the recipe before validation); the MUSAN and RIR lists have theirs
+  list_marker=$data/.lists_$data_type.done
+  list_opts=("audio_format=$audio_format")  # the paths in wav.scp
+  if [ "$train_set" = vox2_train ]; then
+    list_marker=$data/.lists_${data_type}_vox2_train.done
+    list_opts+=("num_valid_speakers=$num_valid_speakers" "split_seed=$seed")  # its speakers
+  fi
   [ "$data_type" = shard ] && list_opts+=("num_utts_per_shard=$num_utts_per_shard" "seed=$seed")
-  if ! stage_is_done "$data/.lists_$data_type.done" "${list_opts[@]}"; then
+  if ! stage_is_done "$list_marker" "${list_opts[@]}"; then
     case $data_type in
-      raw) python -m wespeaker_lap.bin.make_raw_list "$data/vox2_dev" "$data/vox2_dev/raw.list" ;;
+      raw) python -m wespeaker_lap.bin.make_raw_list "$data/$train_set" \
+             "$data/$train_set/raw.list" ;;
       shard) python -m wespeaker_lap.bin.make_shard_list --num_utts_per_shard \
                "$num_utts_per_shard" --nj "$nj" --seed "$seed" \
-               "$data/vox2_dev" "$data/vox2_dev/shards" "$data/vox2_dev/shard.list" ;;
+               "$data/$train_set" "$data/$train_set/shards" "$data/$train_set/shard.list" ;;
       *) die "--data_type must be raw or shard, got $data_type" ;;
     esac
-    stage_done_with "$data/.lists_$data_type.done" "${list_opts[@]}"
+    stage_done_with "$list_marker" "${list_opts[@]}"
   fi
   # before they had a marker of their own, the list type's marker covered them
   if ! stage_is_done --legacy "$data/.lists_$data_type.done" "$data/.lists_aug.done"; then
@@ -291,7 +319,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   done
   [ -f "$export_exp/config.yaml" ] || die "stage 11 exports a trained system: train one first"
   log "Stage 11: export ONNX (waveform -> embedding) of $export_exp"
-  tools/average_model.sh --exp_dir "$export_exp"
+  tools/average_model.sh --exp_dir "$export_exp" --select "$select"
   python -m wespeaker_lap.bin.export_onnx --model_dir "$export_exp" \
     --out "$export_exp/extractor.onnx"
 fi

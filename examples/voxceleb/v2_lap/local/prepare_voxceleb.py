@@ -10,6 +10,10 @@
     # labelled trials drawn from a data dir (QMF calibration, stage 7)
     python local/prepare_voxceleb.py cal_trials --num_trials 30000 --seed 777 \\
         data/vox2_dev data/vox2_dev/trials/cal.kaldi
+    # a validation set: 100 speakers held out of training (data/vox2_valid, with
+    # trials.kaldi) and the training set without them (data/vox2_train)
+    python local/prepare_voxceleb.py valid --num_speakers 100 --seed 777 \\
+        data/vox2_dev data/vox2_train data/vox2_valid
 
 Utterance keys are VoxCeleb ids whatever the storage format:
 ``id10270/x6uYqmx31kE/00001.wav`` (the official trial lists use them), the speaker
@@ -31,7 +35,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_lap.dataset.datadir import compute_utt2dur, read_data_dir, write_data_dir
+from wespeaker_lap.dataset.datadir import (
+    compute_utt2dur,
+    read_data_dir,
+    validate_data_dir,
+    write_data_dir,
+)
 from wespeaker_lap.io.files import read_table, write_table
 from wespeaker_lap.utils.logging_utils import setup_logging
 
@@ -194,6 +203,39 @@ def sample_trials(
     return out
 
 
+# ------------------------------------------------------------------ validation split
+def split_valid(utt2spk: dict[str, str], num_speakers: int, max_utts_per_speaker: int,
+                seed: int) -> tuple[list[str], list[str]]:
+    """``(training utterances, validation utterances)``: ``num_speakers`` speakers drawn
+    (seeded) are held out of training; at most ``max_utts_per_speaker`` of each (drawn)
+    validate, the rest of theirs is used nowhere. Speakers never straddle the two."""
+    speakers = sorted(set(utt2spk.values()))
+    if not 0 < num_speakers < len(speakers):
+        raise ValueError(f"--num_speakers must be in [1, {len(speakers) - 1}] (the data dir has "
+                         f"{len(speakers)} speakers), got {num_speakers}")
+    rng = np.random.default_rng(seed)
+    held = {speakers[int(i)] for i in rng.choice(len(speakers), num_speakers, replace=False)}
+    by_spk: dict[str, list[str]] = defaultdict(list)
+    for u in sorted(utt2spk):
+        by_spk[utt2spk[u]].append(u)
+    train = [u for u in sorted(utt2spk) if utt2spk[u] not in held]
+    valid = []
+    for spk in sorted(held):
+        utts = by_spk[spk]
+        if len(utts) > max_utts_per_speaker:
+            pick = rng.choice(len(utts), max_utts_per_speaker, replace=False)
+            utts = [utts[int(i)] for i in sorted(pick)]
+        valid.extend(utts)
+    return train, valid
+
+
+def write_subset(src, utts: list[str], out: Path) -> None:
+    """The data dir of ``utts`` (a subset of the data dir ``src``), utt2dur included."""
+    dur = src.utt2dur
+    write_data_dir(out, {u: src.wav[u] for u in utts}, {u: src.utt2spk[u] for u in utts},
+                   {u: dur[u] for u in utts} if dur is not None else None)
+
+
 # ------------------------------------------------------------------ command line
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -216,6 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("out", type=Path)
     c.add_argument("--num_trials", type=int, default=30000)
     c.add_argument("--seed", type=int, default=777)
+    v = sub.add_parser("valid", help="hold speakers out of a data dir: training and validation "
+                       "dirs, validation trials")
+    v.add_argument("data", type=Path, help="the full data dir (vox2_dev)")
+    v.add_argument("train_out", type=Path, help="the training data dir without them")
+    v.add_argument("valid_out", type=Path, help="the validation data dir (with trials.kaldi)")
+    v.add_argument("--num_speakers", type=int, default=100)
+    v.add_argument("--max_utts_per_speaker", type=int, default=20)
+    v.add_argument("--num_trials", type=int, default=20000)
+    v.add_argument("--seed", type=int, default=777)
     args = p.parse_args(argv)
     setup_logging()
 
@@ -240,6 +291,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             n_t, n_n = convert_trials(src, args.data / "trials" / kaldi, known)
             logger.info("%s: %d target, %d non-target trials", kaldi, n_t, n_n)
+    elif args.command == "valid":
+        src = read_data_dir(args.data)
+        try:
+            train, valid = split_valid(src.utt2spk, args.num_speakers,
+                                       args.max_utts_per_speaker, args.seed)
+        except ValueError as e:
+            logger.error("%s: %s", args.data, e)
+            return 1
+        write_subset(src, train, args.train_out)
+        write_subset(src, valid, args.valid_out)
+        for out in (args.train_out, args.valid_out):  # the audio was checked in vox2_dev
+            problems = validate_data_dir(out, check_audio=False)
+            if problems:
+                logger.error("%s: %s", out, "; ".join(problems))
+                return 1
+        vu2s = {u: src.utt2spk[u] for u in valid}
+        rows = sample_trials(vu2s, args.num_trials, args.seed)
+        write_table(args.valid_out / "trials.kaldi", rows)
+        logger.info("%s: %d utterances; %s: %d utterances of %d held-out speakers, %d trials",
+                    args.train_out, len(train), args.valid_out, len(valid),
+                    len(set(vu2s.values())), len(rows))
     else:
         rows = sample_trials(read_data_dir(args.data).utt2spk, args.num_trials, args.seed)
         write_table(args.out, rows)
