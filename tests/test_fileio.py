@@ -30,6 +30,19 @@ def test_atomic_files_get_the_umask_mode_not_private(tmp_path):
     assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o644
 
 
+def test_atomic_files_get_the_umask_mode_when_the_writer_makes_a_fresh_file(tmp_path):
+    """safetensors writes a new 0600 file in the temporary's place: the mode is set after."""
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "model.safetensors") as tmp:
+            tmp.unlink()
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_read_table_names_file_and_line_of_a_bad_row(tmp_path):
     p = tmp_path / "utt2spk"
     p.write_text("a spk1\n\nb\n")

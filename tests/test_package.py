@@ -93,8 +93,13 @@ def test_the_package_holds_what_the_issue_lists(packaged):
               "model.onnx", "README.md", "ssl/config.json"):
         assert f in names, f
     assert not [n for n in names if n.endswith((".pt", ".pkl", ".bin"))], "no pickle inside"
-    meta = json.loads((out / "package.json").read_text())
+    def no_constant(c):
+        raise AssertionError(f"package.json holds {c}: not plain JSON")
+
+    meta = json.loads((out / "package.json").read_text(), parse_constant=no_constant)
     assert set(meta["thresholds"]["values"]) == {"eer", "mindcf0.01", "mindcf0.05"}
+    # a package is shared: no file in it is private to its writer
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.rglob("*") if p.is_file())
     assert meta["thresholds"]["trials"]["size"] == 66 and meta["ssl"]["source"] == "bundled"
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: apache-2.0\n") and "load_model(" in card
@@ -357,3 +362,14 @@ def test_the_card_shows_where_the_thresholds_land_on_each_test_set(packaged, tmp
                                             "leaky", str(shared))) == 1
     err = capsys.readouterr().err
     assert "1 utterances are also in the threshold list" in err and "spk0-utt0" in err
+
+
+def test_an_infinite_threshold_is_written_as_plain_json_and_read_back():
+    """A minDCF threshold that rejects every trial is +inf, which plain JSON cannot hold."""
+    from wespeaker_lap.api.packaging import _json_safe
+
+    meta = {"values": {"eer": 0.3, "mindcf0.01": float("inf")}, "x": [float("-inf")]}
+    text = json.dumps(_json_safe(meta), allow_nan=False)
+    back = json.loads(text)
+    assert back["values"]["mindcf0.01"] == "inf" and back["x"] == ["-inf"]
+    assert float(back["values"]["mindcf0.01"]) == float("inf") and back["values"]["eer"] == 0.3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -272,6 +273,19 @@ def _test_set_lines(sets: Sequence[Mapping[str, Any]], norm: str) -> list[str]:
     return lines + [""]
 
 
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float as the string ``"inf"``, ``"-inf"`` or ``"nan"``:
+    plain JSON has no such numbers (a minDCF threshold that rejects every trial is +inf),
+    and ``float()`` reads the strings back."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Mapping):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _card(meta: Mapping[str, Any], cfg: Mapping[str, Any], opts: PackageOptions) -> str:
     card = opts.card
     name = card.get("name") or "wespeaker-lap speaker model"
@@ -408,7 +422,8 @@ def build_package(exp_dir: str | os.PathLike, out: str | os.PathLike,
             raise ValueError("--onnx_precision needs --onnx")
         meta["card"] = {k: v for k, v in opts.card.items() if k in ("name", "license",
                                                                       "repo_id")}
-        (tmp / PACKAGE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (tmp / PACKAGE_FILE).write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False)
+                                         + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(_card(meta, cfg, opts), encoding="utf-8")
         write_manifest(tmp)
         os.chmod(tmp, 0o755)

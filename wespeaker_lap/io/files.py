@@ -55,9 +55,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would,
+        # after the writer too: some (safetensors) write a fresh file of their own
+        mode = 0o666 & ~_umask()
+        os.chmod(tmp_path, mode)
         yield tmp_path
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
