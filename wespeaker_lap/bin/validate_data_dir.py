@@ -5,7 +5,10 @@
 
 Checks: wav.scp, utt2spk and spk2utt present; lines well formed; each file
 sorted (LC_ALL=C) with unique keys; utt2spk and spk2utt agree; wav.scp,
-utt2spk (and utt2dur) list the same utterances; every audio path exists.
+utt2spk (and utt2dur) list the same utterances; every audio path exists; at
+least one utterance. With a Kaldi ``segments`` file (wav.scp keyed by
+recording): its lines are well formed, name a recording of wav.scp, do not
+overlap, and lie inside the recording.
 ``--decode`` also decodes every file and lists all bad ones. Kaldi piped
 entries (``cmd |``) are problems unless ``--allow_pipes`` (then ``--decode``
 runs them).
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"validate_data_dir: {e}", file=sys.stderr)
         return 1
-    print(f"validate_data_dir: {args.data_dir} OK: {len(data.wav)} utterances, "
+    print(f"validate_data_dir: {args.data_dir} OK: {len(data.utts)} utterances, "
           f"{len(data.speakers)} speakers")
     return 0
 

@@ -124,6 +124,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".ark"):
         raise ValueError(f"--out must end in .npy or .ark, got {out}")
     if args.wav_scp:
+        segments = Path(args.wav_scp).parent / "segments"
+        if segments.is_file():  # wav.scp keyed by recording: embedding it would ignore the cuts
+            raise ValueError(f"{segments}: embed --wav_scp does not read Kaldi segments; use "
+                             "python -m wespeaker_lap.bin.extract --data "
+                             f"{Path(args.wav_scp).parent}")
         table = read_scp(args.wav_scp)
         keys, paths = list(table), list(table.values())
     else:

@@ -38,6 +38,7 @@ from wespeaker_lap.dataset.audio import (
     crop_or_pad,
     decode_bytes,
     is_piped,
+    load_segment,
     read_bytes,
     truncation,
 )
@@ -69,13 +70,27 @@ def open_files(data: Samples, stats: PipelineStats | None = None,
 
     Reads ``wav`` (a path, or ``"cmd ... |"``: run with a shell when
     ``allow_pipes``, as Kaldi does). Writes ``src`` (the path or command, for
-    messages), ``bytes``, ``ext``, ``piped``; drops ``wav``. A missing file
+    messages), ``bytes``, ``ext``, ``piped``; drops ``wav``. An entry with
+    ``start`` (and ``end``; seconds, a Kaldi segment) is read by seeking, only
+    its samples, and comes out decoded (``wav``, ``sample_rate``). A missing file
     ("no such file: PATH"), an unreadable one or a failed command is skipped
     and counted.
     """
     for sample in data:
         spec = sample.pop("wav")
         sample["src"] = spec
+        if "start" in sample:  # a Kaldi segment: only its samples are read (seeking)
+            start, end = float(sample.pop("start")), sample.pop("end", None)
+            end = None if end is None or float(end) == -1 else float(end)
+            try:
+                sample["wav"], sample["sample_rate"] = load_segment(spec, start, end,
+                                                                    allow_pipes)
+            except BadAudio as e:
+                _skip(stats, e.reason, sample, e.detail)
+                continue
+            sample["piped"] = is_piped(spec)
+            yield sample
+            continue
         try:
             blob = read_bytes(spec, allow_pipes)
         except BadAudio as e:
@@ -150,6 +165,9 @@ def decode(data: Samples, stats: PipelineStats | None = None) -> Iterator[dict]:
     checked, as streaming writers cannot fill in the length).
     """
     for sample in data:
+        if "bytes" not in sample:  # a segment, decoded by open_files
+            yield sample
+            continue
         blob = sample.pop("bytes")
         try:
             sample["wav"], sample["sample_rate"] = decode_bytes(blob, sample["src"])

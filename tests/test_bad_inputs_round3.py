@@ -1,0 +1,246 @@
+"""Issue 28 (reliability, round 3): each bad input found there, pinned so it stays fixed.
+
+Kaldi ``segments`` end to end (validate, fix, raw and shard lists, the loaders,
+extraction, pre-training, the tools that refuse it), and the "weak" answers to
+bad input that became clear errors. Each test fails on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import json
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from data_helpers import make_segments_dir, tone, write_audio
+
+from wespeaker_lap.bin import extract, fix_data_dir, make_raw_list, make_shard_list
+from wespeaker_lap.bin import validate_data_dir as validate_bin
+from wespeaker_lap.dataset import audio
+from wespeaker_lap.dataset.datadir import read_data_dir, validate_data_dir
+from wespeaker_lap.dataset.dataset import build_eval_loader
+from wespeaker_lap.frontend.testing import tiny_ssl_config
+from wespeaker_lap.io.checkpoints import save_weights
+from wespeaker_lap.models import build_extractor
+from wespeaker_lap.pretrain.features import load_corpus
+
+SR = 16000
+BAD_SEGMENTS = ("spk0-rec0-c rec0 1.50 2.50",   # overlaps spk0-rec0-a (0.2-1.7)
+                "spk1-rec1-z rec1 3.00 9.00",   # past the end of the 4 s recording
+                "spk2-rec2-y rec2 1.90 1.80",   # ends before it starts
+                "spk2-rec9-x rec9 0.00 1.00")   # no such recording in wav.scp
+
+
+@pytest.fixture
+def seg_dir(tmp_path):
+    return make_segments_dir(tmp_path)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A tiny trained-model dir (config.yaml + models/avg_model.pt)."""
+    cfg = {"exp_dir": "unused", "dataset_args": {"sample_rate": SR}, "frontend": "ssl",
+           "frontend_args": {"config": tiny_ssl_config("wavlm")}, "model": "LAP_ASTP",
+           "model_args": {"embed_dim": 16, "lap_dim": 32, "heads": 4}}
+    d = tmp_path / "exp"
+    (d / "models").mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    save_weights(build_extractor(cfg), d / "models" / "avg_model.pt")
+    return d
+
+
+def _line_of(seg_dir, utt):
+    lines = (seg_dir / "segments").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.startswith(utt + " "))
+
+
+# ------------------------------------------------------------------ segments: validate / fix
+def test_validate_accepts_a_segments_dir_keyed_by_recording(seg_dir):
+    assert validate_data_dir(seg_dir) == []
+    assert read_data_dir(seg_dir).utts == sorted(read_data_dir(seg_dir).utt2spk)
+
+
+@pytest.mark.parametrize("line,what", [
+    (BAD_SEGMENTS[0], "overlaps 'spk0-rec0-a'"),
+    (BAD_SEGMENTS[1], "out of range: 3.00-9.00 s, but recording 'rec1' lasts 4.000 s"),
+    (BAD_SEGMENTS[2], "out of range: end 1.80 <= start 1.90"),
+    (BAD_SEGMENTS[3], "unknown recording 'rec9'"),
+])
+def test_validate_names_the_line_of_a_bad_segment(tmp_path, line, what, capsys):
+    d = make_segments_dir(tmp_path, extra_lines=(line,))
+    utt = line.split()[0]
+    problems = validate_data_dir(d)
+    hit = [p for p in problems if what in p]
+    assert hit and f"segments:{_line_of(d, utt)}:" in hit[0], problems
+    assert validate_bin.main([str(d)]) == 1
+    assert what in capsys.readouterr().err
+
+
+def test_read_data_dir_refuses_bad_segments_naming_the_line(tmp_path):
+    d = make_segments_dir(tmp_path, extra_lines=(BAD_SEGMENTS[3],))
+    with pytest.raises(ValueError, match=r"segments:\d+: 'spk2-rec9-x': unknown recording"):
+        read_data_dir(d)
+
+
+def test_fix_keeps_the_good_segments_and_drops_the_bad_ones(tmp_path, capsys):
+    d = make_segments_dir(tmp_path, extra_lines=BAD_SEGMENTS)
+    assert fix_data_dir.main([str(d)]) == 0
+    kept = [line.split()[0] for line in (d / "segments").read_text().splitlines()]
+    assert kept == sorted(f"spk{r}-rec{r}-{t}" for r in range(3) for t in "ab")
+    assert sorted((d / "utt2spk").read_text().split()[::2]) == kept
+    assert [line.split()[0] for line in (d / "wav.scp").read_text().splitlines()] == \
+        ["rec0", "rec1", "rec2"]
+    assert validate_data_dir(d) == []
+    assert (d / ".backup" / "segments").is_file()
+
+
+def test_fix_never_empties_a_data_dir_of_recordings_without_its_segments(seg_dir, capsys):
+    """The issue's scenario: wav.scp keyed by recording, utt2spk by segment, no segments."""
+    (seg_dir / "segments").unlink()
+    before = {p.name: p.read_bytes() for p in seg_dir.iterdir()}
+    assert fix_data_dir.main([str(seg_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "would leave no utterances, so nothing was changed" in err
+    assert "segments file missing" in err
+    assert {p.name: p.read_bytes() for p in seg_dir.iterdir()} == before  # no .backup either
+
+
+def test_validate_fails_an_empty_data_dir(tmp_path, capsys):
+    d = tmp_path / "empty"
+    d.mkdir()
+    for name in ("wav.scp", "utt2spk", "spk2utt"):
+        (d / name).write_text("")
+    assert validate_bin.main([str(d)]) == 1
+    assert "no utterances" in capsys.readouterr().err
+
+
+def test_a_key_with_a_space_is_reported_as_such(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    w = write_audio(tmp_path / "a.wav", tone(0.5))
+    (d / "wav.scp").write_text(f"spk1 utt1 {w}\n")
+    (d / "utt2spk").write_text("spk1 utt1 spk1\n")
+    (d / "spk2utt").write_text("spk1 spk1 utt1\n")
+    problems = "\n".join(validate_data_dir(d))
+    assert "the key 'spk1 utt1' contains a space" in problems
+
+
+# ------------------------------------------------------------------ segments: lists, loaders
+def test_make_raw_list_writes_each_segments_start_and_end(seg_dir, tmp_path):
+    out = tmp_path / "raw.list"
+    assert make_raw_list.main([str(seg_dir), str(out)]) == 0
+    entries = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(entries) == 6
+    first = entries[0]
+    assert (first["key"], first["start"], first["end"]) == ("spk0-rec0-a", 0.2, 1.7)
+    assert first["wav"].endswith("rec0.wav")
+
+
+def _recording(seg_dir, rec):
+    wav, _ = sf.read(read_data_dir(seg_dir).wav[rec], dtype="float32")
+    return wav
+
+
+def test_the_loader_reads_only_the_segment_by_seeking(seg_dir, tmp_path, monkeypatch):
+    out = tmp_path / "raw.list"
+    make_raw_list.main([str(seg_dir), str(out)])
+
+    def whole_file(*a, **k):
+        raise AssertionError("the whole recording was read")
+
+    monkeypatch.setattr("wespeaker_lap.dataset.processor.read_bytes", whole_file)
+    loader = build_eval_loader(str(out), "raw", sample_rate=SR, batch_size=8)
+    got = {}
+    for batch in loader:
+        for k, w, n in zip(batch["keys"], batch["wavs"], batch["lengths"], strict=True):
+            got[k] = w[: int(n)].numpy()
+    assert len(got) == 6
+    rec0 = _recording(seg_dir, "rec0")
+    np.testing.assert_array_equal(got["spk0-rec0-b"], rec0[int(2.0 * SR):int(3.5 * SR)])
+
+
+def test_load_segment_past_the_end_is_out_of_range(seg_dir):
+    path = read_data_dir(seg_dir).wav["rec0"]
+    with pytest.raises(audio.BadAudio, match="out_of_range"):
+        audio.load_segment(path, 5.0, 6.0)
+
+
+def test_make_shard_list_cuts_the_segments_into_the_shards(seg_dir, tmp_path):
+    lst = tmp_path / "shard.list"
+    assert make_shard_list.main([str(seg_dir), str(tmp_path / "shards"), str(lst),
+                                 "--num-utts-per-shard", "4"]) == 0
+    loader = build_eval_loader(str(lst), "shard", sample_rate=SR, batch_size=8)
+    got = {k: w[: int(n)].numpy() for b in loader
+           for k, w, n in zip(b["keys"], b["wavs"], b["lengths"], strict=True)}
+    assert len(got) == 6
+    rec1 = _recording(seg_dir, "rec1")
+    np.testing.assert_array_equal(got["spk1-rec1-a"], rec1[int(0.2 * SR):int(1.7 * SR)])
+
+
+def test_extract_embeds_each_segment_not_the_recording(seg_dir, tmp_path, model_dir):
+    """A segment's embedding is that of a file holding just its samples."""
+    emb = tmp_path / "emb"
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(seg_dir), "--embed_dir",
+                         str(emb), "--no_progress", "--num_workers", "0"]) == 0
+    vecs = dict(kaldiio.load_scp(str(emb / "xvector.scp")))
+    assert sorted(vecs) == sorted(read_data_dir(seg_dir).utt2spk)
+    cut = write_audio(tmp_path / "cut" / "a.wav",
+                      _recording(seg_dir, "rec2")[int(2.0 * SR):int(3.5 * SR)])
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "wav.scp").write_text(f"u {cut}\n")
+    (one / "utt2spk").write_text("u s\n")
+    (one / "spk2utt").write_text("s u\n")
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(one), "--embed_dir",
+                         str(tmp_path / "emb1"), "--no_progress", "--num_workers", "0"]) == 0
+    ref = dict(kaldiio.load_scp(str(tmp_path / "emb1" / "xvector.scp")))["u"]
+    np.testing.assert_allclose(vecs["spk2-rec2-b"], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_extract_on_an_empty_data_dir_names_the_dir(tmp_path, model_dir, capsys):
+    d = tmp_path / "empty"
+    d.mkdir()
+    for name in ("wav.scp", "utt2spk", "spk2utt"):
+        (d / name).write_text("")
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(d), "--embed_dir",
+                         str(tmp_path / "emb"), "--no_progress"]) == 1
+    assert f"{d}: empty data dir" in capsys.readouterr().err
+
+
+def test_pretrain_corpus_reads_segments_and_resamples_8khz(seg_dir, tmp_path):
+    corpus = load_corpus([str(seg_dir / "wav.scp")], min_seconds=1.0)
+    assert corpus.keys == sorted(read_data_dir(seg_dir).utt2spk)
+    assert all(len(w) == int(1.5 * SR) for w in corpus.wavs)
+    narrow = write_audio(tmp_path / "n" / "tel.wav", tone(2.0, 8000), 8000)
+    scp = tmp_path / "n" / "wav.scp"
+    scp.write_text(f"tel {narrow}\n")
+    corpus = load_corpus([str(scp)], min_seconds=1.0)
+    assert abs(len(corpus.wavs[0]) - 2 * SR) <= 2  # resampled to 16 kHz, not refused
+
+
+def test_pretrain_ssl_names_a_missing_wav_scp(tmp_path, capsys):
+    from wespeaker_lap.bin import pretrain_ssl
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model_args: {}\n")
+    assert pretrain_ssl.main(["--config", str(cfg), "--wav_scp", str(tmp_path / "missing"),
+                              "--out", str(tmp_path / "out")]) == 2
+    assert f"no such file: {tmp_path / 'missing'}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_embed_wav_scp_refuses_a_dir_with_segments_naming_the_file(seg_dir, tmp_path, capsys):
+    from wespeaker_lap.cli.main import main as cli
+
+    rc = cli(["embed", "--model", str(tmp_path / "nomodel"), "--wav_scp",
+              str(seg_dir / "wav.scp"), "--out", str(tmp_path / "x.npy")])
+    assert rc != 0
+    assert f"{seg_dir / 'segments'}: embed --wav_scp does not read Kaldi segments" in \
+        capsys.readouterr().err
+
+
+def test_make_raw_list_type_refuses_a_dir_with_segments(seg_dir, tmp_path, capsys):
+    assert make_raw_list.main(["--type", "noise", str(seg_dir), str(tmp_path / "n.list")]) == 1
+    assert f"{seg_dir / 'segments'}" in capsys.readouterr().err
