@@ -244,3 +244,171 @@ def test_embed_wav_scp_refuses_a_dir_with_segments_naming_the_file(seg_dir, tmp_
 def test_make_raw_list_type_refuses_a_dir_with_segments(seg_dir, tmp_path, capsys):
     assert make_raw_list.main(["--type", "noise", str(seg_dir), str(tmp_path / "n.list")]) == 1
     assert f"{seg_dir / 'segments'}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ config values
+def _set(cfg, dotted, value):
+    node = cfg
+    *path, last = dotted.split(".")
+    for p in path:
+        node = node[p]
+    node[last] = value
+
+
+CONFIG_RANGES = {
+    "final_margin -0.5": ("margin_update.final_margin", -0.5, "margin_update.final_margin"),
+    "weight_decay -1": ("optimizer_args.weight_decay", -1, "optimizer_args.weight_decay"),
+    "heads 0": ("model_args.heads", 0, "model_args.heads"),
+    "embed_dim -4": ("model_args.embed_dim", -4, "model_args.embed_dim"),
+    "ssl hidden_size '32'": ("frontend_args.config.hidden_size", "32",
+                             "frontend_args.config.hidden_size"),
+    "ssl model_type bert": ("frontend_args.config.model_type", "bert",
+                            "unsupported SSL model type 'bert'"),
+    "ssl path missing": ("frontend_args", {"model_name_or_path": "./no/such/ssl"},
+                         "SSL checkpoint directory not found: './no/such/ssl'"),
+}
+
+
+@pytest.fixture
+def train_corpus(tmp_path):
+    from train_helpers import make_corpus
+
+    return make_corpus(tmp_path / "corpus", num_spk=2, num_utt=4, seconds=0.6)
+
+
+def _train(tmp_path, cfg, *extra):
+    from train_helpers import write_config
+
+    from wespeaker_lap.bin import train as train_bin
+
+    return train_bin.main(["--config", str(write_config(tmp_path / "c.yaml", cfg)),
+                           "--device", "cpu", *extra])
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_RANGES))
+def test_a_config_value_out_of_range_is_refused_before_exp_dir(case, tmp_path, train_corpus,
+                                                              capsys):
+    from train_helpers import tiny_config
+
+    key, value, needle = CONFIG_RANGES[case]
+    exp = tmp_path / "exp"
+    cfg = tiny_config(exp, *train_corpus, num_epochs=1)
+    _set(cfg, key, value)
+    rc = _train(tmp_path, cfg)
+    err = capsys.readouterr().err
+    assert rc == 2, err[-2000:]
+    assert needle in err and "Traceback" not in err
+    assert not exp.exists()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("a: 1\nb: [1, 2\nc: 3\n", "c.yaml:3:2: not valid YAML"),
+    ("a: !!python/object/apply:os.system ['echo pwned']\n", "python tags are refused"),
+])
+def test_malformed_yaml_and_python_tags_name_the_file_and_line(text, needle, tmp_path, capsys):
+    from wespeaker_lap.bin import train as train_bin
+
+    (tmp_path / "c.yaml").write_text(text)
+    assert train_bin.main(["--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_a_python_tag_in_a_model_dirs_config_is_a_clean_error(model_dir, seg_dir, tmp_path,
+                                                              capsys):
+    (model_dir / "config.yaml").write_text("model: !!python/object/apply:os.getcwd []\n")
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(seg_dir), "--embed_dir",
+                         str(tmp_path / "e")]) == 1
+    err = capsys.readouterr().err
+    assert "config.yaml:1:" in err and "python tags are refused" in err
+    assert "Traceback" not in err
+
+
+def test_data_type_shard_with_a_raw_list_is_refused_before_exp_dir(tmp_path, train_corpus,
+                                                                   capsys):
+    from train_helpers import tiny_config
+
+    exp = tmp_path / "exp"
+    assert _train(tmp_path, tiny_config(exp, *train_corpus, data_type="shard")) == 2
+    err = capsys.readouterr().err
+    assert "a raw list, not a shard list; set data_type: raw" in err
+    assert not exp.exists()
+
+
+def test_pretrain_model_args_of_the_wrong_type_are_a_config_error():
+    from wespeaker_lap.checks import ConfigError
+    from wespeaker_lap.pretrain.hubert import build_config
+
+    with pytest.raises(ConfigError, match=r"model_args.hidden_size: expected an int, got '32'"):
+        build_config({"hidden_size": "32"})
+
+
+# ------------------------------------------------------------------ checkpoints
+def _other_model_weights(path):
+    cfg = {"frontend": "ssl", "frontend_args": {"config": tiny_ssl_config("wavlm")},
+           "model": "MHFA", "model_args": {"embed_dim": 8, "head_nb": 2, "compression_dim": 8}}
+    save_weights(build_extractor(cfg), path)
+    return path
+
+
+def test_resume_from_another_models_checkpoint_is_refused_before_exp_dir(tmp_path, train_corpus,
+                                                                         capsys):
+    from train_helpers import tiny_config
+
+    from wespeaker_lap.io.checkpoints import checkpoint_path
+
+    exp = tmp_path / "exp"
+    foreign = _other_model_weights(tmp_path / "other" / "model_1.pt")
+    capsys.readouterr()  # (a root handler left by an earlier entry point may complain)
+    rc = _train(tmp_path, tiny_config(exp, *train_corpus, num_epochs=2,
+                                      checkpoint=str(foreign)))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err[-2000:]
+    assert str(foreign) in err
+    assert not checkpoint_path(exp / "models", 2).exists()
+
+
+def test_checkpoint_given_a_directory_is_a_clean_error(tmp_path, train_corpus, capsys):
+    from train_helpers import tiny_config
+
+    exp = tmp_path / "exp"
+    d = tmp_path / "adir"
+    d.mkdir()
+    rc = _train(tmp_path, tiny_config(exp, *train_corpus, checkpoint=str(d)))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err[-2000:]
+    assert str(d) in err
+
+
+def test_model_init_from_another_model_is_refused_unless_told(tmp_path, train_corpus, capsys):
+    from train_helpers import tiny_config
+
+    exp = tmp_path / "exp"
+    foreign = _other_model_weights(tmp_path / "other" / "avg_model.pt")
+    capsys.readouterr()
+    cfg = tiny_config(exp, *train_corpus, num_epochs=1, model_init=str(foreign))
+    assert _train(tmp_path, cfg) == 2
+    err = capsys.readouterr().err
+    assert f"model_init {foreign}: these weights are another model's" in err
+    assert "--model_init_strict false" in err and not exp.exists()
+    assert _train(tmp_path, cfg, "--model_init_strict", "false") == 0
+
+
+def test_random_bytes_as_a_checkpoint_never_advise_weights_only_false(tmp_path):
+    from wespeaker_lap.io.checkpoints import CheckpointError, read_weights
+
+    path = tmp_path / "rnd.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as e:
+        read_weights(path)
+    assert str(path) in str(e.value) and "weights_only" not in str(e.value)
+
+
+def test_extract_with_another_models_weights_names_the_file(model_dir, seg_dir, tmp_path,
+                                                           capsys):
+    foreign = _other_model_weights(tmp_path / "other.pt")
+    capsys.readouterr()
+    assert extract.main(["--model_dir", str(model_dir), "--model_path", str(foreign), "--data",
+                         str(seg_dir), "--embed_dir", str(tmp_path / "e")]) == 1
+    err = capsys.readouterr().err
+    assert f"{foreign}: these weights do not fit the model" in err

@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote
 import soundfile as sf
 from tqdm import tqdm
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.dataset.audio import (
     AUDIO_EXTENSIONS,
     PIPES_NEED_FLAG,
@@ -113,7 +114,10 @@ def read_raw_list(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}") from None
+            hint = ("; it names a tar file: a shard list? (data_type: shard)"
+                    if line.endswith(".tar") else "")
+            raise ConfigError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}{hint}") \
+                from None
         if not isinstance(obj, dict):
             raise ValueError(f"{path}:{lineno}: expected a JSON object, got {line[:120]!r}")
         missing = [k for k in required if k not in obj]
@@ -434,6 +438,9 @@ def read_shard_list(path: str | os.PathLike) -> list[str]:
         shards = [line.strip() for line in f if line.strip()]
     if not shards:
         raise ValueError(f"{path}: empty shard list")
+    if shards[0].startswith("{"):  # before any work: data_type shard given a raw list
+        raise ConfigError(f"{path}: line 1 is a JSON object, so this is a raw list, not a "
+                          "shard list; set data_type: raw (or give the shard.list)")
     return shards
 
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.dataset.audio import (
     AUDIO_EXTENSIONS,
     BadAudio,
@@ -114,10 +115,14 @@ def open_shards(data: Samples, stats: PipelineStats | None = None) -> Iterator[d
     for sample in data:
         shard = sample["shard"]
         group: dict | None = None
+        unsafe = 0
         try:
             with tarfile.open(shard, mode="r|*") as tar:
                 for member in tar:
                     if not member.isfile():
+                        continue
+                    if _unsafe_member(member.name):  # ../../x or /abs: never a key
+                        unsafe += 1
                         continue
                     try:
                         key, ext = split_member_name(member.name)
@@ -142,10 +147,20 @@ def open_shards(data: Samples, stats: PipelineStats | None = None) -> Iterator[d
             if stats is not None:
                 stats.add("bad_shard")
             group = None  # the last group may be cut short: drop it
+        if unsafe:
+            logger.warning("%s: skipped %d tar member(s) with an absolute path or '..' in "
+                           "the name", shard, unsafe)
+            if stats is not None:
+                stats.add("unsafe_member", unsafe)
         if group is not None:
             out = _finish_group(group, stats)
             if out is not None:
                 yield out
+
+
+def _unsafe_member(name: str) -> bool:
+    """An absolute member name, or one with a ``..`` component (a path out of the shard)."""
+    return name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/")
 
 
 def _finish_group(group: dict, stats: PipelineStats | None) -> dict | None:
@@ -281,10 +296,10 @@ def map_label(
             _skip(stats, "unreadable", sample, "no speaker label")
             continue
         label = spk2id.get(spk, -1) if spk2id is not None and spk is not None else -1
-        if strict and label < 0:
-            raise ValueError(
-                f"{sample.get('src', sample.get('key'))}: speaker {spk!r} is not in spk2id "
-                "(make spk2id from the training data's utt2spk)"
+        if strict and label < 0:  # ConfigError: the entry points report it without a traceback
+            raise ConfigError(
+                f"{sample.get('src', sample.get('key'))}: speaker {spk!r} is not in the "
+                "speaker table (train_label / spk2id); make it from the training data's utt2spk"
             )
         sample["label"] = label
         yield sample

@@ -192,13 +192,28 @@ def yaml_load(text_or_stream: Any) -> Any:
     return yaml.load(text_or_stream, Loader=_Loader)  # a SafeLoader subclass: safe
 
 
+def yaml_error_text(path: str | os.PathLike, e: yaml.YAMLError) -> str:
+    """``path:line:col: what`` for a YAML error (its problem mark), without a traceback."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    text = f"{context}: {problem}" if context and problem not in str(context) else problem
+    if "python/" in str(e):
+        text += " (python tags are refused: a config is plain YAML)"
+    return f"{where}: not valid YAML: {text}"
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML mapping from ``path`` (an empty file is ``{}``); anything else is ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml_load(f)
+    except yaml.YAMLError as e:  # a syntax error, or a tag such as !!python/object (refused)
+        raise ConfigError(yaml_error_text(path, e)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -181,7 +181,13 @@ def resolve_resume(checkpoint: str | os.PathLike, models_dir: str | os.PathLike
         raise CheckpointError(f"--checkpoint latest: no intact state_*.pt in {models_dir}: "
                               + "; ".join(problems))
     path = Path(checkpoint)
-    kind, epoch = parse_checkpoint_path(path)
+    if path.is_dir():
+        raise CheckpointError(f"--checkpoint {path} is a directory; give a file "
+                              "(models/model_<epoch>.pt or state_<epoch>.pt) or 'latest'")
+    try:
+        kind, epoch = parse_checkpoint_path(path)
+    except ValueError as e:
+        raise CheckpointError(f"--checkpoint: {e}") from None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if kind == "state":
