@@ -412,3 +412,128 @@ def test_extract_with_another_models_weights_names_the_file(model_dir, seg_dir, 
                          str(seg_dir), "--embed_dir", str(tmp_path / "e")]) == 1
     err = capsys.readouterr().err
     assert f"{foreign}: these weights do not fit the model" in err
+
+
+# ------------------------------------------------------------------ disk full
+def _enospc(*a, **k):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _half_written_ark(path, *a, **k):
+    with open(path, "wb") as f:
+        f.write(b"partial")
+    _enospc()
+
+
+def _assert_named_full(text, path):
+    assert "no space left on device" in text and str(path) in text and "MiB free there" in text
+    assert "Traceback" not in text
+
+
+def test_a_full_disk_during_extraction_names_the_file_and_leaves_nothing(
+        model_dir, seg_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(kaldiio, "save_ark", _half_written_ark)
+    emb = tmp_path / "emb"
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(seg_dir), "--embed_dir",
+                         str(emb), "--no_progress", "--num_workers", "0"]) == 1
+    _assert_named_full(capsys.readouterr().err, emb / "xvector.ark")
+    assert not list(emb.glob("xvector.*")) and not list(emb.glob(".*.tmp"))
+
+
+def test_a_full_disk_during_embed_out_ark_names_the_file(model_dir, tmp_path, monkeypatch,
+                                                         capsys):
+    from wespeaker_lap.cli.main import main as cli
+
+    wav = write_audio(tmp_path / "a.wav", tone(1.0))
+    monkeypatch.setattr(kaldiio, "save_ark", _half_written_ark)
+    out = tmp_path / "out" / "x.ark"
+    assert cli(["embed", "--model", str(model_dir), str(wav), "--out", str(out)]) != 0
+    _assert_named_full(capsys.readouterr().err, out)
+    assert not out.exists() and not list(out.parent.glob(".*.tmp"))
+
+
+class _FullFile:
+    """A text file whose writes fail as on a full disk."""
+
+    def __init__(self, path, *a, **k):
+        self._f = open(path, *a, **k)  # noqa: SIM115 - closed in __exit__
+
+    def write(self, text):
+        _enospc()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def test_a_full_disk_during_scoring_names_the_file(tmp_path, monkeypatch, capsys):
+    from wespeaker_lap.bin import score as score_bin
+    from wespeaker_lap.io.xvectors import write_xvectors
+
+    rng = np.random.default_rng(0)
+    write_xvectors(tmp_path / "emb", {k: rng.standard_normal(4) for k in ("a", "b")})
+    (tmp_path / "trials").write_text("a b target\nb a nontarget\n")
+    out = tmp_path / "scores"
+    monkeypatch.setattr("wespeaker_lap.io.files.open", _FullFile, raising=False)
+    assert score_bin.main(["--embeddings", str(tmp_path / "emb" / "xvector.scp"), "--trials",
+                           str(tmp_path / "trials"), "--output_dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and str(out) in err and "MiB free there" in err
+    assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_a_full_disk_during_make_shard_list_names_the_shard(seg_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    import wespeaker_lap.dataset.lists as lists
+
+    monkeypatch.setattr(lists, "_add_bytes", _enospc)
+    lst = tmp_path / "shard.list"
+    assert make_shard_list.main([str(seg_dir), str(tmp_path / "shards"), str(lst),
+                                 "--nj", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and "shards_000000.tar" in err
+    assert "MiB free there" in err
+    assert not lst.exists() and not list((tmp_path / "shards").iterdir())
+
+
+def test_a_full_disk_during_average_model_is_named_without_a_traceback(tmp_path, monkeypatch,
+                                                                       capsys):
+    import torch
+
+    from wespeaker_lap.bin import average_model
+    from wespeaker_lap.io.checkpoints import checkpoint_path
+
+    models = tmp_path / "models"
+    for e in (1, 2):
+        save_weights({"w": torch.full((2,), float(e))}, checkpoint_path(models, e))
+
+    def full(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        _enospc()
+
+    monkeypatch.setattr(torch, "save", full)
+    dst = models / "avg_model.pt"
+    assert average_model.main(["--dst_model", str(dst), "--src_path", str(models),
+                               "--num", "2"]) == 1
+    _assert_named_full(capsys.readouterr().err, dst)
+    assert not dst.exists() and not list(models.glob(".*.tmp"))
+
+
+def test_average_model_over_two_models_names_both_files(tmp_path, capsys):
+    import torch
+
+    from wespeaker_lap.bin import average_model
+    from wespeaker_lap.io.checkpoints import checkpoint_path
+
+    models = tmp_path / "models"
+    save_weights({"w": torch.zeros(2)}, checkpoint_path(models, 1))
+    save_weights({"w": torch.zeros(3)}, checkpoint_path(models, 2))
+    assert average_model.main(["--dst_model", str(models / "avg.pt"), "--src_path", str(models),
+                               "--num", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "model_1.pt" in err and "model_2.pt" in err and "'w' is (3,)" in err

@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from wespeaker_lap.io.files import atomic_path
+from wespeaker_lap.io.files import atomic_path, disk_full_error
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,8 @@ def save_torch(obj: object, path: str | os.PathLike, what: str = "checkpoint") -
             free = None
         if not full and isinstance(e, RuntimeError) and not (free is not None and free < 2**26):
             raise
-        left = f"; {free / 2**20:.1f} MiB free there" if free is not None else ""
-        raise OSError(errno.ENOSPC, f"no space left on device: writing the {what} {path} "
-                      f"failed ({e}){left}; {path} was left as it was", str(path)) from e
+        cause = e.__cause__ if full and e.__cause__ is not None else e  # atomic_path's own
+        raise disk_full_error(cause, path, what) from cause
     return path
 
 

@@ -8,10 +8,12 @@ leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,6 +34,33 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An ``OSError`` that says the disk (or the user's quota) is full."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """A full disk, named: the file written and the free space (:func:`disk_full_error`)."""
+
+
+def disk_full_error(e: BaseException, path: str | os.PathLike, what: str = "file") -> OSError:
+    """``OSError(ENOSPC)`` naming ``path`` and the free space left where it goes.
+
+    What every writer raises on a full disk (training's checkpoints included),
+    so that the message says which file and how much room there is, and that
+    ``path`` was left as it was (the writes go to a temporary file first).
+    """
+    path = Path(path)
+    try:
+        free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    except OSError:
+        free = None
+    left = f"; {free / 2**20:.1f} MiB free there" if free is not None else ""
+    return DiskFullError(errno.ENOSPC, f"no space left on device: writing the {what} {path} failed "
+                   f"({getattr(e, 'strerror', None) or e}){left}; {path} was left as it was",
+                   str(path))
 
 
 @contextlib.contextmanager
@@ -59,9 +88,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if is_disk_full(e) and not isinstance(e, DiskFullError):
+            raise disk_full_error(e, path) from e
         raise
 
 
