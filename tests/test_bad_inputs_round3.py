@@ -537,3 +537,101 @@ def test_average_model_over_two_models_names_both_files(tmp_path, capsys):
                                "--num", "2"]) == 1
     err = capsys.readouterr().err
     assert "model_1.pt" in err and "model_2.pt" in err and "'w' is (3,)" in err
+
+
+# ------------------------------------------------------------------ scoring
+def _emb(tmp_path, keys, zero=()):
+    from wespeaker_lap.io.xvectors import write_xvectors
+
+    rng = np.random.default_rng(1)
+    vecs = {k: (np.zeros(4) if k in zero else rng.standard_normal(4)) for k in keys}
+    write_xvectors(tmp_path / "emb", vecs)
+    return tmp_path / "emb" / "xvector.scp"
+
+
+def test_duplicate_trials_are_scored_with_a_warning_giving_the_count(tmp_path, capsys):
+    from wespeaker_lap.bin import score as score_bin
+
+    scp = _emb(tmp_path, ["a", "b", "c"])
+    (tmp_path / "trials").write_text("a b target\na c nontarget\na b target\na b target\n")
+    assert score_bin.main(["--embeddings", str(scp), "--trials", str(tmp_path / "trials"),
+                           "--output_dir", str(tmp_path / "s")]) == 0
+    assert "2 repeated trial(s)" in capsys.readouterr().err
+    assert len((tmp_path / "s" / "trials.score").read_text().splitlines()) == 4
+
+
+def _score_lines(n_tar, n_non, rng):
+    lines = [f"e{i} t{i} {rng.normal(1.0):.6f} target" for i in range(n_tar)]
+    lines += [f"e{i} n{i} {rng.normal(-1.0):.6f} nontarget" for i in range(n_non)]
+    return lines
+
+
+def test_compute_metrics_counts_a_duplicated_score_line_once(tmp_path, capsys):
+    from wespeaker_lap.bin import compute_metrics as cm
+
+    lines = _score_lines(18, 30, np.random.default_rng(3))
+    (tmp_path / "unique.score").write_text("\n".join(lines) + "\n")
+    (tmp_path / "dup.score").write_text("\n".join(lines + lines[:2]) + "\n")
+    for name in ("unique", "dup"):
+        assert cm.main([str(tmp_path / f"{name}.score"), "--json",
+                        str(tmp_path / f"{name}.json")]) == 0
+    assert "2 repeated trial line(s)" in capsys.readouterr().err
+    uniq = json.loads((tmp_path / "unique.json").read_text())
+    dup = json.loads((tmp_path / "dup.json").read_text())
+    assert list(dup.values())[0] == list(uniq.values())[0]
+
+
+def test_compute_metrics_refuses_repeats_that_disagree(tmp_path, capsys):
+    from wespeaker_lap.bin import compute_metrics as cm
+
+    lines = _score_lines(3, 3, np.random.default_rng(3))
+    lines.append(lines[0].replace("target", "nontarget"))
+    (tmp_path / "x.score").write_text("\n".join(lines) + "\n")
+    assert cm.main([str(tmp_path / "x.score")]) == 1
+    assert "appears twice with different scores or labels" in capsys.readouterr().err
+
+
+def test_asnorm_top_n_larger_than_the_cohort_is_refused(tmp_path, capsys):
+    from wespeaker_lap.bin import score_norm as sn
+
+    scp = _emb(tmp_path, ["a", "b"])
+    coh = tmp_path / "coh"
+    from wespeaker_lap.io.xvectors import write_xvectors
+
+    write_xvectors(coh, {f"c{i}": np.random.default_rng(i).standard_normal(4) for i in range(3)})
+    (tmp_path / "x.score").write_text("a b 0.5 target\nb a 0.1 nontarget\n")
+    assert sn.main(["--scores", str(tmp_path / "x.score"), "--embeddings", str(scp),
+                    "--cohort_embeddings", str(coh / "xvector.scp"), "--top_n", "300",
+                    "--output_dir", str(tmp_path / "n")]) == 1
+    err = capsys.readouterr().err
+    assert "--top_n 300 is larger than the cohort (3 entries" in err
+    assert not (tmp_path / "n").exists() or not list((tmp_path / "n").iterdir())
+
+
+def test_an_all_zero_embedding_is_an_error_naming_the_key(tmp_path, capsys):
+    from wespeaker_lap.bin import score as score_bin
+
+    scp = _emb(tmp_path, ["a", "b", "z"], zero=("z",))
+    (tmp_path / "trials").write_text("a b target\na z nontarget\n")
+    assert score_bin.main(["--embeddings", str(scp), "--trials", str(tmp_path / "trials"),
+                           "--output_dir", str(tmp_path / "s")]) == 1
+    assert "the embedding of 'z' is all zeros" in capsys.readouterr().err
+
+
+def test_qmf_without_both_labels_names_the_score_file(tmp_path):
+    from wespeaker_lap.scoring.calibration import QualitySources, fit_qmf_file
+
+    path = tmp_path / "tgt_only.score"
+    path.write_text("a b 0.5 target\nb c 0.7 target\n")
+    with pytest.raises(ValueError, match=f"{path}: QMF needs target and nontarget"):
+        fit_qmf_file(path, QualitySources(), features=("score",))
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"format": "FORMAT"}'])
+def test_a_corrupt_qmf_json_names_the_file(text, tmp_path):
+    from wespeaker_lap.scoring.calibration import MODEL_FORMAT, QMFCalibrator
+
+    path = tmp_path / "qmf.json"
+    path.write_text(text.replace("FORMAT", MODEL_FORMAT))
+    with pytest.raises(ValueError, match=str(path)):
+        QMFCalibrator.load(path)
