@@ -635,3 +635,198 @@ def test_a_corrupt_qmf_json_names_the_file(text, tmp_path):
     path.write_text(text.replace("FORMAT", MODEL_FORMAT))
     with pytest.raises(ValueError, match=str(path)):
         QMFCalibrator.load(path)
+
+
+# ------------------------------------------------------------------ CLI arguments
+def _wavs(tmp_path):
+    return [write_audio(tmp_path / "w" / f"{i}.wav", tone(1.0, seed=i)) for i in range(2)]
+
+
+def test_verify_refuses_a_threshold_a_cosine_cannot_reach(model_dir, tmp_path, capsys):
+    from wespeaker_lap.cli.main import main as cli
+
+    a, b = _wavs(tmp_path)
+    assert cli(["verify", "--model", str(model_dir), str(a), str(b), "--threshold", "2"]) == 2
+    assert "--threshold: 2 can never be met" in capsys.readouterr().err
+    assert cli(["verify", "--model", str(model_dir), str(a), str(b), "--threshold", "0.5"]) == 0
+
+
+@pytest.mark.parametrize("opt,value,needle", [
+    ("--batch_size", "0", "--batch_size: must be >= 1"),
+    ("--max_batch_seconds", "-1", "--max_batch_seconds: must be > 0"),
+    ("--threads", "0", "--threads: must be >= 1"),
+    ("--num_workers", "-1", "--num_workers: must be >= 0"),
+])
+def test_extract_refuses_bad_options_before_the_model_loads(opt, value, needle, model_dir,
+                                                            seg_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("wespeaker_lap.utils.extraction.load_trained_extractor", no_load)
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(seg_dir), "--embed_dir",
+                         str(tmp_path / "e"), opt, value]) == 1
+    assert needle in capsys.readouterr().err
+
+
+def test_extract_refuses_an_embed_dir_that_is_a_file_before_the_model_loads(
+        model_dir, seg_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("wespeaker_lap.utils.extraction.load_trained_extractor", _enospc)
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(seg_dir), "--embed_dir",
+                         str(f)]) == 1
+    assert f"--embed_dir {f} is a file" in capsys.readouterr().err
+
+
+def test_extract_model_path_a_directory_says_so(model_dir, seg_dir, tmp_path, capsys):
+    assert extract.main(["--model_dir", str(model_dir), "--model_path", str(model_dir),
+                         "--data", str(seg_dir), "--embed_dir", str(tmp_path / "e")]) == 1
+    assert f"--model_path {model_dir} is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool", ["score", "score_norm"])
+def test_an_output_dir_that_is_a_file_is_refused(tool, tmp_path, capsys):
+    from wespeaker_lap.bin import score as score_bin
+    from wespeaker_lap.bin import score_norm as sn
+
+    scp = _emb(tmp_path, ["a", "b"])
+    (tmp_path / "trials").write_text("a b target\n")
+    f = tmp_path / "afile"
+    f.write_text("x")
+    if tool == "score":
+        rc = score_bin.main(["--embeddings", str(scp), "--trials", str(tmp_path / "trials"),
+                             "--output_dir", str(f)])
+    else:
+        (tmp_path / "x.score").write_text("a b 0.5 target\n")
+        rc = sn.main(["--scores", str(tmp_path / "x.score"), "--embeddings", str(scp),
+                      "--cohort_embeddings", str(scp), "--top_n", "2", "--output_dir", str(f)])
+    assert rc == 1 and f"--output_dir {f} is a file" in capsys.readouterr().err
+
+
+def test_validate_refuses_a_negative_min_duration(seg_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        validate_bin.main([str(seg_dir), "--decode", "--min_duration", "-1"])
+    assert e.value.code == 2
+    assert "--min_duration must be >= 0" in capsys.readouterr().err
+
+
+def test_embed_wav_scp_runs_piped_entries_only_with_allow_pipes(model_dir, tmp_path, capsys):
+    import shlex
+
+    from wespeaker_lap.cli.main import main as cli
+
+    a, b = _wavs(tmp_path)
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"a {a}\nb cat {shlex.quote(str(b))} |\n")
+    out = tmp_path / "e.npy"
+    assert cli(["embed", "--model", str(model_dir), "--wav_scp", str(scp), "--out",
+                str(out)]) == 2
+    assert "'b': piped wav.scp entries ('cmd |') need --allow_pipes" in capsys.readouterr().err
+    assert cli(["embed", "--model", str(model_dir), "--wav_scp", str(scp), "--out", str(out),
+                "--allow_pipes"]) == 0
+    ref = tmp_path / "ref.npy"
+    assert cli(["embed", "--model", str(model_dir), str(a), str(b), "--out", str(ref)]) == 0
+    np.testing.assert_allclose(np.load(out), np.load(ref), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ "no such file" that exists
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_directory_or_fifo_given_as_a_wav_says_what_it_is(kind, model_dir, tmp_path, capsys):
+    import os
+
+    from wespeaker_lap.cli.main import main as cli
+
+    (a, _) = _wavs(tmp_path)
+    odd = tmp_path / "odd.wav"
+    if kind == "directory":
+        odd.mkdir()
+    else:
+        os.mkfifo(odd)
+    assert cli(["similarity", "--model", str(model_dir), str(a), str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert f"{odd} is {'a directory' if kind == 'directory' else 'a FIFO'}" in err
+    assert "no such" not in err
+    with pytest.raises(audio.BadAudio, match="a directory|a FIFO"):
+        audio.read_bytes(str(odd))  # the data pipeline: no open() that would block on a FIFO
+
+
+def test_a_directory_given_as_a_score_file_says_so(tmp_path, capsys):
+    from wespeaker_lap.bin import compute_metrics as cm
+
+    d = tmp_path / "scores"
+    d.mkdir()
+    assert cm.main([str(d)]) == 1
+    assert f"{d} is a directory, not a score file" in capsys.readouterr().err
+
+
+def test_cli_onnx_given_a_directory_says_so(tmp_path, capsys):
+    from wespeaker_lap.cli.main import main as cli
+
+    (a, b) = _wavs(tmp_path)
+    assert cli(["similarity", "--onnx", str(tmp_path), str(a), str(b)]) == 2
+    assert f"--onnx {tmp_path} is a directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ shards
+def _tar(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _wav_bytes(seconds=0.5):
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, tone(seconds), SR, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_tar_members_escaping_the_shard_are_skipped_with_a_count(tmp_path, caplog):
+    from wespeaker_lap.dataset.processor import open_shards
+    from wespeaker_lap.dataset.stats import PipelineStats
+
+    w = _wav_bytes()
+    tar = _tar(tmp_path / "s.tar", [("ok.spk", b"s1"), ("ok.wav", w),
+                                     ("../../escape.spk", b"s1"), ("../../escape.wav", w),
+                                     ("/abs/x.spk", b"s1"), ("/abs/x.wav", w)])
+    stats = PipelineStats()
+    with caplog.at_level("WARNING"):
+        keys = [s["key"] for s in open_shards([{"shard": str(tar)}], stats)]
+    assert keys == ["ok"]
+    assert stats.snapshot()["unsafe_member"] == 4
+    assert "skipped 4 tar member(s)" in caplog.text
+
+
+def test_a_shard_speaker_missing_from_train_label_is_a_clean_error(tmp_path, capsys):
+    from train_helpers import make_corpus, tiny_config
+
+    raw, label = make_corpus(tmp_path / "corpus", num_spk=3, num_utt=4, seconds=0.6)
+    lst = tmp_path / "shard.list"
+    assert make_shard_list.main([str(raw), str(tmp_path / "shards"), str(lst)]) == 0
+    lines = label.read_text().splitlines()
+    label.write_text("\n".join(line for line in lines if not line.endswith("spk01")) + "\n")
+    exp = tmp_path / "exp"
+    rc = _train(tmp_path, tiny_config(exp, lst, label, data_type="shard", num_epochs=1))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    assert "speaker 'spk01' is not in the speaker table (train_label" in err
+    assert "shards_000000.tar" in err
+
+
+def test_a_train_label_with_one_speaker_is_a_clean_error(tmp_path, capsys):
+    from train_helpers import make_corpus, tiny_config
+
+    raw, label = make_corpus(tmp_path / "corpus", num_spk=1, num_utt=4, seconds=0.6)
+    exp = tmp_path / "exp"
+    assert _train(tmp_path, tiny_config(exp, raw, label, num_epochs=1)) == 2
+    err = capsys.readouterr().err
+    assert "1 speaker; a speaker classifier needs at least 2" in err and "Traceback" not in err
+    assert not exp.exists()

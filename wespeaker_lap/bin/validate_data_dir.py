@@ -40,7 +40,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.min_duration < 0:
+        parser.error(f"--min_duration must be >= 0 seconds, got {args.min_duration:g}")
+    if args.nj < 1 or args.max_report < 1:
+        parser.error("--nj and --max_report must be >= 1")
     setup_logging()
     problems = validate_data_dir(args.data_dir, check_audio=not args.no_check_audio,
                                  decode=args.decode, min_duration=args.min_duration,

@@ -17,6 +17,8 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
+from wespeaker_lap.io.files import not_a_file
+
 #: File name extensions the pipeline decodes (soundfile: libsndfile formats).
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "sph", "aiff", "aif", "au", "w64", "rf64")
 
@@ -86,6 +88,9 @@ def read_bytes(spec: str | os.PathLike, allow_pipes: bool = False) -> bytes:
         if not allow_pipes:
             raise BadAudio("unreadable", PIPES_NEED_FLAG)
         return run_pipe(spec)
+    why = not_a_file(spec)
+    if why is not None:  # a directory, or a FIFO that open() would wait on forever
+        raise BadAudio("missing" if why.startswith("no such") else "unreadable", why)
     try:
         with open(spec, "rb") as f:
             return f.read()
@@ -199,8 +204,9 @@ def load_segment(spec: str | os.PathLike, start: float, end: float | None,
         if first >= wav.shape[0]:
             raise BadAudio("out_of_range", f"{where}: the audio lasts {wav.shape[0] / rate:.3f} s")
         return np.ascontiguousarray(wav[first:last]), rate
-    if not os.path.isfile(spec):
-        raise BadAudio("missing", f"no such file: {spec}")
+    why = not_a_file(spec)
+    if why is not None:
+        raise BadAudio("missing" if why.startswith("no such") else "unreadable", why)
     try:
         with sf.SoundFile(spec) as f:
             rate, frames = f.samplerate, f.frames

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -39,6 +40,28 @@ def _umask() -> int:
 def is_disk_full(e: BaseException) -> bool:
     """An ``OSError`` that says the disk (or the user's quota) is full."""
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def not_a_file(path: str | os.PathLike, what: str = "file") -> str | None:
+    """Why ``path`` is no regular file to read (None when it is one).
+
+    ``no such {what}: P`` when nothing is there, else what is there instead: a
+    directory, a FIFO (reading one would block), a socket or a device.
+
+    >>> not_a_file("/")
+    '/ is a directory, not a file'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"no such {what}: {path}"
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
+    return f"{path} is {kind}, not a {what}"
 
 
 class DiskFullError(OSError):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.io.files import BOM_BYTES, atomic_write, strip_bom
+from wespeaker_lap.io.files import BOM_BYTES, atomic_write, not_a_file, strip_bom
 from wespeaker_lap.io.xvectors import (
     EmbeddingSource,
     EmbeddingTable,
@@ -127,8 +127,11 @@ def _read_columns(path: Path, what: str) -> _Columns:
     unusual whitespace take a slower per-line path). A line with another field
     count is a ``ValueError`` naming file and line.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"no such {what}: {path}")
+    why = not_a_file(path, what)
+    if why is not None:
+        if why.startswith("no such"):
+            raise FileNotFoundError(why)
+        raise ValueError(why)
     raw = path.read_bytes()
     if raw.startswith(BOM_BYTES):
         strip_bom(BOM_BYTES.decode("utf-8"), path)  # the warning
@@ -453,6 +456,8 @@ def score_output_paths(trial_paths: Sequence[str | os.PathLike],
     >>> [p.as_posix() for p in score_output_paths(["a/vox1_O.kaldi"], "exp/scores")]
     ['exp/scores/vox1_O.kaldi.score']
     """
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file; give a directory")
     outs: dict[Path, str] = {}
     for tp in trial_paths:
         out = Path(output_dir) / (Path(tp).name + ".score")

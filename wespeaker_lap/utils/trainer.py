@@ -111,7 +111,11 @@ def read_train_label(cfg: Mapping[str, Any]) -> tuple[dict[str, int], int]:
     utt2spk = read_scp(cfg["train_label"])
     if not utt2spk:
         raise ValueError(f"train_label {cfg['train_label']} is empty")
-    return make_spk2id(utt2spk.values()), len(utt2spk)
+    spk2id = make_spk2id(utt2spk.values())
+    if len(spk2id) < 2:
+        raise ConfigError(f"train_label {cfg['train_label']}: {len(spk2id)} speaker; a speaker "
+                          "classifier needs at least 2")
+    return spk2id, len(utt2spk)
 
 
 def compute_epoch_iter(num_utts: int, batch_size: int, accum_grad: int, sample_num: int,
