@@ -830,3 +830,42 @@ def test_a_train_label_with_one_speaker_is_a_clean_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 speaker; a speaker classifier needs at least 2" in err and "Traceback" not in err
     assert not exp.exists()
+
+
+def test_onnx_refuses_1khz_audio_like_the_pytorch_path(model_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from wespeaker_lap.bin import export_onnx
+    from wespeaker_lap.cli.main import main as cli
+
+    onnx = tmp_path / "x.onnx"
+    assert export_onnx.main(["--model_dir", str(model_dir), "--out", str(onnx)]) == 0
+    (a, _) = _wavs(tmp_path)
+    low = write_audio(tmp_path / "low.wav", tone(2.0, 1000, freq=100.0), 1000)
+    capsys.readouterr()
+    for model in (["--model", str(model_dir)], ["--onnx", str(onnx)]):
+        assert cli(["similarity", *model, str(a), str(low)]) == 2
+        assert "sample rate 1000 Hz; need at least 8000 Hz" in capsys.readouterr().err
+
+
+def test_extract_names_a_key_with_a_space(tmp_path, model_dir, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    w = write_audio(tmp_path / "a.wav", tone(0.5))
+    (d / "wav.scp").write_text(f"spk1 utt1 {w}\n")
+    (d / "utt2spk").write_text("spk1 utt1 spk1\n")
+    (d / "spk2utt").write_text("spk1 spk1 utt1\n")
+    assert extract.main(["--model_dir", str(model_dir), "--data", str(d), "--embed_dir",
+                         str(tmp_path / "e")]) == 1
+    assert "the key 'spk1 utt1' (wav.scp and utt2spk) contains a space" in \
+        capsys.readouterr().err
+
+
+def test_cli_with_another_models_weights_names_the_file(model_dir, tmp_path, capsys):
+    from wespeaker_lap.cli.main import main as cli
+
+    weights = model_dir / "models" / "avg_model.pt"
+    _other_model_weights(weights)
+    capsys.readouterr()
+    (a, b) = _wavs(tmp_path)
+    assert cli(["similarity", "--model", str(model_dir), str(a), str(b)]) == 2
+    assert f"{weights}: these weights do not fit the model" in capsys.readouterr().err

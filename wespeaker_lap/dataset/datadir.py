@@ -207,6 +207,10 @@ def read_data_dir(path: str | os.PathLike) -> DataDir:
     utt2spk = read_scp(path / "utt2spk")
     for utt, spk in utt2spk.items():
         if len(spk.split()) != 1:
+            first = spk.split()[0]
+            if wav.get(utt, "").split(maxsplit=1)[0:1] == [first]:
+                raise ValueError(f"{path}: the key {utt + ' ' + first!r} (wav.scp and utt2spk) "
+                                 "contains a space; keys cannot contain whitespace")
             raise ValueError(f"{path / 'utt2spk'}: utterance {utt!r}: speaker {spk!r} has spaces")
     if (path / "spk2utt").is_file():
         spk2utt = {row[0]: row[1:] for row in read_table(path / "spk2utt", 2, None)}
