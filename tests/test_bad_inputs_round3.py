@@ -161,6 +161,30 @@ def test_the_loader_reads_only_the_segment_by_seeking(seg_dir, tmp_path, monkeyp
     np.testing.assert_array_equal(got["spk0-rec0-b"], rec0[int(2.0 * SR):int(3.5 * SR)])
 
 
+def test_the_training_loader_crops_inside_each_segment(seg_dir, tmp_path, monkeypatch):
+    from wespeaker_lap.dataset.dataset import build_train_loader
+    from wespeaker_lap.dataset.lists import raw_entries_from_data_dir
+
+    def whole_file(*a, **k):
+        raise AssertionError("the whole recording was read")
+
+    monkeypatch.setattr("wespeaker_lap.dataset.processor.read_bytes", whole_file)
+    entries = raw_entries_from_data_dir(read_data_dir(seg_dir))
+    spk2id = {f"spk{r}": r for r in range(3)}
+    loader = build_train_loader(entries, "raw", spk2id, {"crop_seconds": 1.0, "shuffle": False,
+                                                         "min_duration": 0.1},
+                                {"batch_size": 6}, sample_rate=SR)
+    (batch,) = list(loader)
+    assert batch["wavs"].shape == (6, SR) and loader.last_stats["skipped"] == 0
+    rec0 = _recording(seg_dir, "rec0")
+    seg_b = rec0[int(2.0 * SR):int(3.5 * SR)]
+    crop = batch["wavs"][int(np.flatnonzero(batch["labels"].numpy() == 0)[1])].numpy()
+    # the crop is a window of segment b, not of the recording around it
+    heads = np.lib.stride_tricks.sliding_window_view(seg_b, 16)
+    (start,) = np.flatnonzero(np.abs(heads - crop[:16]).max(axis=1) < 1e-6)[:1]
+    np.testing.assert_allclose(crop, seg_b[start:start + SR], atol=1e-6)
+
+
 def test_load_segment_past_the_end_is_out_of_range(seg_dir):
     path = read_data_dir(seg_dir).wav["rec0"]
     with pytest.raises(audio.BadAudio, match="out_of_range"):
