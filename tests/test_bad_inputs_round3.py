@@ -829,7 +829,8 @@ def test_tar_members_escaping_the_shard_are_skipped_with_a_count(tmp_path, caplo
     assert "skipped 4 tar member(s)" in caplog.text
 
 
-def test_a_shard_speaker_missing_from_train_label_is_a_clean_error(tmp_path, capsys):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_shard_speaker_missing_from_train_label_is_a_clean_error(workers, tmp_path, capsys):
     from train_helpers import make_corpus, tiny_config
 
     raw, label = make_corpus(tmp_path / "corpus", num_spk=3, num_utt=4, seconds=0.6)
@@ -838,7 +839,8 @@ def test_a_shard_speaker_missing_from_train_label_is_a_clean_error(tmp_path, cap
     lines = label.read_text().splitlines()
     label.write_text("\n".join(line for line in lines if not line.endswith("spk01")) + "\n")
     exp = tmp_path / "exp"
-    rc = _train(tmp_path, tiny_config(exp, lst, label, data_type="shard", num_epochs=1))
+    rc = _train(tmp_path, tiny_config(exp, lst, label, data_type="shard", num_epochs=1,
+                                      dataloader_args={"num_workers": workers}))
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err, err[-3000:]
     assert "speaker 'spk01' is not in the speaker table (train_label" in err
