@@ -775,6 +775,17 @@ def test_a_directory_or_fifo_given_as_a_wav_says_what_it_is(kind, model_dir, tmp
         audio.read_bytes(str(odd))  # the data pipeline: no open() that would block on a FIFO
 
 
+def test_validate_says_a_wav_scp_entry_is_a_directory(tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    (tmp_path / "adir.wav").mkdir()
+    (d / "wav.scp").write_text(f"u1 {tmp_path / 'adir.wav'}\n")
+    (d / "utt2spk").write_text("u1 s1\n")
+    (d / "spk2utt").write_text("s1 u1\n")
+    assert validate_bin.main([str(d)]) == 1
+    assert f"'u1': {tmp_path / 'adir.wav'} is a directory, not a file" in capsys.readouterr().err
+
+
 def test_a_directory_given_as_a_score_file_says_so(tmp_path, capsys):
     from wespeaker_lap.bin import compute_metrics as cm
 

@@ -46,6 +46,7 @@ from wespeaker_lap.dataset.audio import (
 )
 from wespeaker_lap.io.files import (
     atomic_write,
+    not_a_file,
     read_scp,
     read_table,
     read_utt2dur,
@@ -423,7 +424,7 @@ def validate_data_dir(
         files = [(k, ln, f[1]) for k, (ln, f) in wav.items() if not is_piped(f[1])]
         exists = _parallel_map(lambda item: os.path.isfile(item[2]), files, num_threads,
                                "checking paths") if files else []
-        absent = [f"{wav_p}:{ln}: {k!r}: no such file: {p}"
+        absent = [f"{wav_p}:{ln}: {k!r}: {not_a_file(p) or f'no such file: {p}'}"
                   for (k, ln, p), ok in zip(files, exists, strict=True) if not ok]
         _report(problems, absent, max_report, "missing audio files")
         if decode:
