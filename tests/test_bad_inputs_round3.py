@@ -615,23 +615,6 @@ def test_compute_metrics_refuses_repeats_that_disagree(tmp_path, capsys):
     assert "appears twice with different scores or labels" in capsys.readouterr().err
 
 
-def test_asnorm_top_n_larger_than_the_cohort_is_refused(tmp_path, capsys):
-    from wespeaker_lap.bin import score_norm as sn
-
-    scp = _emb(tmp_path, ["a", "b"])
-    coh = tmp_path / "coh"
-    from wespeaker_lap.io.xvectors import write_xvectors
-
-    write_xvectors(coh, {f"c{i}": np.random.default_rng(i).standard_normal(4) for i in range(3)})
-    (tmp_path / "x.score").write_text("a b 0.5 target\nb a 0.1 nontarget\n")
-    assert sn.main(["--scores", str(tmp_path / "x.score"), "--embeddings", str(scp),
-                    "--cohort_embeddings", str(coh / "xvector.scp"), "--top_n", "300",
-                    "--output_dir", str(tmp_path / "n")]) == 1
-    err = capsys.readouterr().err
-    assert "--top_n 300 is larger than the cohort (3 entries" in err
-    assert not (tmp_path / "n").exists() or not list((tmp_path / "n").iterdir())
-
-
 def test_an_all_zero_embedding_is_an_error_naming_the_key(tmp_path, capsys):
     from wespeaker_lap.bin import score as score_bin
 

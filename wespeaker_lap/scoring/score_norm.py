@@ -410,11 +410,6 @@ def normalize_score_files(
             mean_vec = load_mean_vec(mean_vec, table.dim)
         cohort = build_cohort(cohort_embeddings, mean_vec, cohort_utt2spk, allow_missing)
         top = top_n if NORM_METHODS[method] else None
-        if top is not None and top > len(cohort):  # the output name would claim top_n
-            raise ValueError(f"--top_n {top} is larger than the cohort ({len(cohort)} entries "
-                             f"of {cohort_embeddings}); give --top_n {len(cohort)} or less, or "
-                             "a larger cohort (the output is named after top_n: "
-                             f"{outs[0].name})")
         stats = CohortStats(table, cohort, mean_vec, top)
         all_stats = ex.submit(stats.compute_all)
         for i, (sp, out) in enumerate(zip(score_paths, outs, strict=True)):
