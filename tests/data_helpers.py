@@ -83,3 +83,40 @@ def make_tone_data_dir(d: Path, speakers: int = 3, utts: int = 3, seed: int = 0)
     (d / "utt2spk").write_text("".join(u2s))
     (d / "utt2dur").write_text("".join(dur))
     return d
+
+
+def make_segments_dir(root: Path, num_rec: int = 3, seconds: float = 4.0,
+                      extra_lines: tuple[str, ...] = ()) -> Path:
+    """A Kaldi data dir of long recordings cut by a ``segments`` file, under ``root/seg``.
+
+    Recording ``rec{r}`` (a tone whose pitch is its speaker's) holds two segments,
+    ``spk{r}-rec{r}-a`` (0.2-1.7 s) and ``spk{r}-rec{r}-b`` (2.0-3.5 s); ``wav.scp``
+    is keyed by recording, the other files by segment. ``extra_lines`` are added
+    to ``segments`` (and given a speaker in utt2spk), e.g. overlapping or
+    out-of-range ones.
+    """
+    d = root / "seg"
+    d.mkdir(parents=True)
+    wav, segs, u2s = [], [], []
+    for r in range(num_rec):
+        rec = f"rec{r}"
+        path = write_audio(root / "long" / f"{rec}.wav",
+                           tone(seconds, 16000, 150 + 60 * r, seed=r), 16000)
+        wav.append(f"{rec} {path}")
+        for tag, (a, b) in (("a", (0.2, 1.7)), ("b", (2.0, 3.5))):
+            utt = f"spk{r}-{rec}-{tag}"
+            segs.append(f"{utt} {rec} {a:.2f} {b:.2f}")
+            u2s.append(f"{utt} spk{r}")
+    for line in extra_lines:
+        segs.append(line)
+        utt = line.split()[0]
+        u2s.append(f"{utt} {utt.split('-')[0]}")
+    (d / "wav.scp").write_text("".join(f"{x}\n" for x in sorted(wav)))
+    (d / "segments").write_text("".join(f"{x}\n" for x in sorted(segs)))
+    (d / "utt2spk").write_text("".join(f"{x}\n" for x in sorted(u2s)))
+    spk2utt: dict[str, list[str]] = {}
+    for line in sorted(u2s):
+        utt, spk = line.split()
+        spk2utt.setdefault(spk, []).append(utt)
+    (d / "spk2utt").write_text("".join(f"{s} {' '.join(u)}\n" for s, u in sorted(spk2utt.items())))
+    return d

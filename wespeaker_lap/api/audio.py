@@ -36,6 +36,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from wespeaker_lap.io.files import not_a_file
+
 #: A 2-D array with at most this many columns (and more rows) is one multi-channel recording.
 MAX_CHANNELS = 8
 #: A waveform whose absolute peak is below this is silent (below 16-bit resolution).
@@ -112,8 +114,11 @@ def read_file(path: str | os.PathLike, where: str) -> tuple[np.ndarray, int]:
 
     The same values as extraction's decoder (soundfile float32, channel mean).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{where}: no such audio file: {path}")
+    why = not_a_file(path, "audio file")
+    if why is not None:
+        if why.startswith("no such"):
+            raise FileNotFoundError(f"{where}: {why}")
+        raise ValueError(f"{where}: {why}")
     try:
         data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile raises several types

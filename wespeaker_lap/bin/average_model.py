@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         used = average_checkpoints(args.src_path, args.num, args.dst_model,
                                    min_epoch=args.min_epoch, max_epoch=args.max_epoch,
                                    valid_eers=eers)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # a missing or foreign checkpoint, a full disk (named)
         logger.error("%s", e)
         return 1
     logger.info("averaged %d checkpoints (%s, --select %s) into %s", len(used),

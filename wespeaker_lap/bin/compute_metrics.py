@@ -23,7 +23,7 @@ from wespeaker_lap.checks import ConfigError, check_number
 from wespeaker_lap.io.files import atomic_write
 from wespeaker_lap.scoring.metrics import compute_metrics, det_curve, format_metrics
 from wespeaker_lap.scoring.plotting import plot_det_curves
-from wespeaker_lap.scoring.score import read_scores
+from wespeaker_lap.scoring.score import read_scores, unique_scores
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def _metrics(args: argparse.Namespace) -> None:
     curves = {}
     for path in args.scores:
         trials, scores = read_scores(path, require_labels=True)
+        trials, scores = unique_scores(trials, scores)  # a repeated line is one trial
         m = compute_metrics(scores, trials.labels, tuple(args.p_target), args.c_miss, args.c_fa)
         results[path] = m
         print(format_metrics(path, m), flush=True)

@@ -28,6 +28,7 @@ import logging
 import sys
 from pathlib import Path
 
+from wespeaker_lap.checks import ConfigError, check_int, check_number
 from wespeaker_lap.models.inference import resolve_model_dir
 from wespeaker_lap.utils.distributed import cleanup, init_distributed
 from wespeaker_lap.utils.extraction import (
@@ -41,7 +42,24 @@ from wespeaker_lap.utils.logging_utils import setup_logging
 logger = logging.getLogger(__name__)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """The options' ranges and the output directory, before the model is loaded."""
+    check_int("--batch_size", args.batch_size, lo=1)
+    if args.max_batch_seconds is not None:
+        check_number("--max_batch_seconds", args.max_batch_seconds, lo=0, lo_open=True)
+    check_int("--num_workers", args.num_workers, lo=0)
+    if args.threads is not None:
+        check_int("--threads", args.threads, lo=1)
+    out = Path(args.embed_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--embed_dir {out} is a file; give a directory")
+    if args.model_path and Path(args.model_path).is_dir():
+        raise ConfigError(f"--model_path {args.model_path} is a directory; give a weights file "
+                          "(e.g. models/avg_model.pt), or the directory as --model_dir")
+
+
 def extract(args: argparse.Namespace) -> int:
+    check_options(args)
     if args.model_dir:
         config, weights = resolve_model_dir(args.model_dir)
     else:

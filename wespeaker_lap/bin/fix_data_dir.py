@@ -9,6 +9,10 @@ sorts everything (LC_ALL=C), regenerates spk2utt. Originals go to
 ...), the dropped keys to dropped_utts in that folder; a valid dir is left as
 it is. Kaldi piped wav.scp entries ("cmd |") are kept; --check-audio and
 --utt2dur refuse them unless --allow_pipes (then --utt2dur runs them).
+With a Kaldi segments file, wav.scp is keyed by recording and the segments are
+the utterances; bad segment lines (overlapping, out of range, an unknown
+recording) are dropped. A dir is never left empty: when nothing would be left,
+nothing is changed and the reason is printed (exit 1).
 """
 
 from __future__ import annotations

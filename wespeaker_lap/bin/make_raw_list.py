@@ -1,6 +1,8 @@
 """Write a raw list (JSON lines) from a data dir, or a noise/RIR list from a folder or data dir.
 
-Training / evaluation list, one ``{"key", "spk", "wav"[, "dur"]}`` a line::
+Training / evaluation list, one ``{"key", "spk", "wav"[, "dur"]}`` a line (a data
+dir with Kaldi ``segments``: one line per segment, with ``"start"``/``"end"`` in
+seconds)::
 
     python -m wespeaker_lap.bin.make_raw_list data/train data/train/raw.list \
         [--spk2id data/train/spk2id]
@@ -20,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from wespeaker_lap.dataset.datadir import read_data_dir
+from wespeaker_lap.dataset.datadir import read_data_dir, refuse_segments
 from wespeaker_lap.dataset.lists import (
     SOURCE_TYPES,
     make_spk2id,
@@ -68,6 +70,8 @@ def _make(args: argparse.Namespace) -> int:
         if args.type == "auto" and not _is_data_dir(src):
             raise SystemExit(f"make_raw_list: --type auto needs a dir with wav.scp + utt2type: "
                              f"{src}")
+        if _is_data_dir(src):
+            refuse_segments(src, "make_raw_list --type")
         entries = (source_entries_from_data_dir(src, args.type)
                    if _is_data_dir(src) else source_entries_from_folder(src, args.type))
     else:

@@ -157,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
+    for scp in args.wav_scp:  # before any work: a wrong path is named at once
+        if not Path(scp).is_file():
+            logger.error("--wav_scp: no such file: %s%s", scp,
+                         " (a directory; give its wav.scp)" if Path(scp).is_dir() else "")
+            return 2
     command = shlex.join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else argv))
     try:
         cfg = read_yaml(args.config)
@@ -171,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 2
+    except (OSError, ValueError) as e:  # bad audio in the corpus (named), a full disk
+        logger.error("%s", e)
+        return 1
     return 0
 
 

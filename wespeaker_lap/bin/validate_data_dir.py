@@ -5,7 +5,10 @@
 
 Checks: wav.scp, utt2spk and spk2utt present; lines well formed; each file
 sorted (LC_ALL=C) with unique keys; utt2spk and spk2utt agree; wav.scp,
-utt2spk (and utt2dur) list the same utterances; every audio path exists.
+utt2spk (and utt2dur) list the same utterances; every audio path exists; at
+least one utterance. With a Kaldi ``segments`` file (wav.scp keyed by
+recording): its lines are well formed, name a recording of wav.scp, do not
+overlap, and lie inside the recording.
 ``--decode`` also decodes every file and lists all bad ones. Kaldi piped
 entries (``cmd |``) are problems unless ``--allow_pipes`` (then ``--decode``
 runs them).
@@ -37,7 +40,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.min_duration < 0:
+        parser.error(f"--min_duration must be >= 0 seconds, got {args.min_duration:g}")
+    if args.nj < 1 or args.max_report < 1:
+        parser.error("--nj and --max_report must be >= 1")
     setup_logging()
     problems = validate_data_dir(args.data_dir, check_audio=not args.no_check_audio,
                                  decode=args.decode, min_duration=args.min_duration,
@@ -54,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"validate_data_dir: {e}", file=sys.stderr)
         return 1
-    print(f"validate_data_dir: {args.data_dir} OK: {len(data.wav)} utterances, "
+    print(f"validate_data_dir: {args.data_dir} OK: {len(data.utts)} utterances, "
           f"{len(data.speakers)} speakers")
     return 0
 

@@ -93,6 +93,11 @@ def load(args: argparse.Namespace, batch_size: int = 8):
     if args.model and args.model_dir:
         raise ValueError("give --model or --model_dir, not both")
     source = args.model or args.model_dir
+    for opt in ("onnx", "mean_vec"):
+        value = getattr(args, opt, None)
+        if value and Path(value).is_dir():
+            raise ValueError(f"--{opt} {value} is a directory; give the file"
+                             + (" (an exported .onnx)" if opt == "onnx" else ""))
     onnx = args.onnx or args.runtime == "onnx"
     if onnx and (args.device != "cpu" or args.dtype != "float32"):
         raise ValueError("--onnx runs float32 on the CPU (onnxruntime); drop --device and "
@@ -124,6 +129,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".ark"):
         raise ValueError(f"--out must end in .npy or .ark, got {out}")
     if args.wav_scp:
+        segments = Path(args.wav_scp).parent / "segments"
+        if segments.is_file():  # wav.scp keyed by recording: embedding it would ignore the cuts
+            raise ValueError(f"{segments}: embed --wav_scp does not read Kaldi segments; use "
+                             "python -m wespeaker_lap.bin.extract --data "
+                             f"{Path(args.wav_scp).parent}")
         table = read_scp(args.wav_scp)
         keys, paths = list(table), list(table.values())
     else:
@@ -137,7 +147,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
         dup = next(k for k in keys if k in seen or seen.add(k))
         raise ValueError(f"{dup} is given twice; an .ark holds one embedding per key "
                          "(give each file once, or write a .npy, whose rows follow the input)")
-    emb = load(args, args.batch_size).embed(paths)
+    piped = [i for i, p in enumerate(paths) if str(p).rstrip().endswith("|")]
+    if piped and not args.allow_pipes:
+        raise ValueError(f"{args.wav_scp or 'input'}: {keys[piped[0]]!r}: piped wav.scp entries "
+                         f"('cmd |') need --allow_pipes ({len(piped)} such)")
+    model = load(args, args.batch_size)
+    emb = _embed_with_pipes(model, keys, paths, piped) if piped else model.embed(paths)
     if out.suffix == ".npy":
         save_npy(out, emb)
         with atomic_path(out.with_suffix(".keys")) as tmp:
@@ -148,6 +163,26 @@ def cmd_embed(args: argparse.Namespace) -> int:
         ark, scp = write_xvectors(out.parent, dict(zip(keys, emb, strict=True)), name=out.stem)
         print(f"wrote {len(keys)} embeddings to {ark} and {scp}")
     return 0
+
+
+def _embed_with_pipes(model, keys: list[str], paths: list[str], piped: list[int]):
+    """Embed files as usual and run each piped entry (``cmd |``) with a shell, as Kaldi does."""
+    import numpy as np
+
+    from wespeaker_lap.dataset.audio import BadAudio, decode_bytes, read_bytes
+
+    rows: list = [None] * len(paths)
+    files = [i for i in range(len(paths)) if i not in set(piped)]
+    if files:
+        for i, e in zip(files, model.embed([paths[i] for i in files]), strict=True):
+            rows[i] = e
+    for i in piped:
+        try:
+            wav, rate = decode_bytes(read_bytes(paths[i], allow_pipes=True), paths[i])
+        except BadAudio as e:
+            raise ValueError(f"{keys[i]!r}: {e}") from None
+        rows[i] = model.embed(wav, sample_rate=rate)[0]
+    return np.stack(rows)
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
@@ -170,9 +205,19 @@ def _decision_options(args: argparse.Namespace) -> dict:
     return {"threshold": args.threshold, "operating_point": args.operating_point}
 
 
+def check_cosine_threshold(threshold: float | None, norm: str) -> None:
+    """A threshold on a raw cosine (no score normalisation) lies in [-1, 1]."""
+    if threshold is not None and norm == "none" and not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold: {threshold:g} can never be met or always is: the "
+                          "scores are cosines (--norm none), in [-1, 1]")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     opts = _decision_options(args)
+    if args.norm is not None:
+        check_cosine_threshold(args.threshold, args.norm)  # before the model loads
     model = load(args)
+    check_cosine_threshold(args.threshold, model.default_norm if args.norm is None else args.norm)
     try:
         result = model.verify(args.wav1, args.wav2, p_target=args.p_target, norm=args.norm,
                               **opts)
@@ -207,7 +252,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
     opts = _decision_options(args)
     check_int("--top_k", args.top_k, lo=1)
+    if args.norm is not None:
+        check_cosine_threshold(args.threshold, args.norm)
     model = load(args)
+    check_cosine_threshold(args.threshold, model.default_norm if args.norm is None else args.norm)
     speakers = Speakers.load(args.speakers, model.embed_dim)
     result = model.identify(args.wav, speakers, top_k=args.top_k, norm=args.norm, **opts)
     for rank, (name, score) in enumerate(result.ranking, 1):
@@ -260,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wav_scp", help="Kaldi wav.scp instead of files (keys kept)")
     sp.add_argument("--out", required=True, help="output .npy (N, E) or .ark (+ .scp)")
     sp.add_argument("--batch_size", type=int, default=8)
+    sp.add_argument("--allow_pipes", action="store_true",
+                    help="run Kaldi piped wav.scp entries ('cmd |') with a shell, as Kaldi does")
     sp.set_defaults(func=cmd_embed)
 
     for name, func, helptext in (("similarity", cmd_similarity, "score of two files"),

@@ -17,6 +17,8 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
+from wespeaker_lap.io.files import not_a_file
+
 #: File name extensions the pipeline decodes (soundfile: libsndfile formats).
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "sph", "aiff", "aif", "au", "w64", "rf64")
 
@@ -44,7 +46,7 @@ class BadAudio(Exception):
 
 #: Why an utterance is skipped (the keys of the pipeline's skip counters).
 BAD_AUDIO_REASONS = ("missing", "unreadable", "low_rate", "empty", "all_zero", "non_finite",
-                     "too_short")
+                     "too_short", "out_of_range")
 
 
 # ------------------------------------------------------------------ reading
@@ -86,6 +88,9 @@ def read_bytes(spec: str | os.PathLike, allow_pipes: bool = False) -> bytes:
         if not allow_pipes:
             raise BadAudio("unreadable", PIPES_NEED_FLAG)
         return run_pipe(spec)
+    why = not_a_file(spec)
+    if why is not None:  # a directory, or a FIFO that open() would wait on forever
+        raise BadAudio("missing" if why.startswith("no such") else "unreadable", why)
     try:
         with open(spec, "rb") as f:
             return f.read()
@@ -178,6 +183,45 @@ def load_audio(spec: str | os.PathLike, allow_pipes: bool = False) -> tuple[np.n
         if note:
             logger.warning("%s: %s; using the samples there", spec, note)
     return wav, rate
+
+
+def load_segment(spec: str | os.PathLike, start: float, end: float | None,
+                 allow_pipes: bool = False) -> tuple[np.ndarray, int]:
+    """Samples ``start`` to ``end`` seconds (None: to the end) of one ``wav.scp`` value.
+
+    A file is read by seeking (libsndfile): only the segment's frames are read,
+    never the whole recording. A piped value's output is decoded whole and cut.
+    Channels are averaged. A segment that starts past the end of the recording
+    is :class:`BadAudio` ``out_of_range``; one that ends past it keeps the
+    samples there. Raises :class:`BadAudio` (``missing``, ``unreadable``) too.
+    """
+    spec = str(spec)
+    where = f"{spec} [{start:g}-{'end' if end is None else f'{end:g}'} s]"
+    if is_piped(spec):
+        wav, rate = decode_bytes(read_bytes(spec, allow_pipes), spec)
+        first = int(round(start * rate))
+        last = wav.shape[0] if end is None else min(wav.shape[0], int(round(end * rate)))
+        if first >= wav.shape[0]:
+            raise BadAudio("out_of_range", f"{where}: the audio lasts {wav.shape[0] / rate:.3f} s")
+        return np.ascontiguousarray(wav[first:last]), rate
+    why = not_a_file(spec)
+    if why is not None:
+        raise BadAudio("missing" if why.startswith("no such") else "unreadable", why)
+    try:
+        with sf.SoundFile(spec) as f:
+            rate, frames = f.samplerate, f.frames
+            first = int(round(start * rate))
+            last = frames if end is None else min(frames, int(round(end * rate)))
+            if first >= frames:
+                raise BadAudio("out_of_range", f"{where}: the recording lasts "
+                               f"{frames / rate:.3f} s")
+            f.seek(first)
+            data = f.read(last - first, dtype="float32", always_2d=True)
+    except BadAudio:
+        raise
+    except Exception as e:  # libsndfile raises several types
+        raise BadAudio("unreadable", f"{spec}: {type(e).__name__}: {e}") from None
+    return to_mono(data, spec), int(rate)
 
 
 def check_waveform(wav: np.ndarray, rate: int, min_duration: float = 0.0) -> None:

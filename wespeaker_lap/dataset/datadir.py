@@ -2,7 +2,10 @@
 
 A data dir holds ``wav.scp`` (``utt path``), ``utt2spk`` (``utt spk``),
 ``spk2utt`` (``spk utt1 utt2 ...``) and, when computed, ``utt2dur``
-(``utt seconds``). Every file is sorted in byte order (``LC_ALL=C sort``; for
+(``utt seconds``) and, for Kaldi corpora of long recordings, ``segments``
+(``utt recording start end``, seconds; ``end`` -1: to the end of the
+recording). With ``segments``, ``wav.scp`` is keyed by recording and every
+other file by utterance (a segment). Every file is sorted in byte order (``LC_ALL=C sort``; for
 UTF-8 text that is Python's ``str`` order) with unique keys.
 
 :func:`validate_data_dir` is Kaldi's ``validate_data_dir.sh``: it changes
@@ -21,6 +24,7 @@ every step that looks at the audio refuses them, naming the key.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -40,11 +44,127 @@ from wespeaker_lap.dataset.audio import (
     read_bytes,
     truncation,
 )
-from wespeaker_lap.io.files import read_scp, read_table, read_utt2dur, text_lines, write_table
+from wespeaker_lap.io.files import (
+    atomic_write,
+    not_a_file,
+    read_scp,
+    read_table,
+    read_utt2dur,
+    text_lines,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("wav.scp", "utt2spk", "spk2utt")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One line of ``segments``: utterance ``recording`` from ``start`` to ``end`` seconds.
+
+    ``end`` None: to the end of the recording (Kaldi writes -1). ``line``: its
+    line in the file, for messages.
+    """
+
+    recording: str
+    start: float
+    end: float | None
+    line: int = 0
+
+
+def parse_segments(path: str | os.PathLike, recordings: Iterable[str] | None = None,
+                   durations: dict[str, float | None] | None = None
+                   ) -> tuple[dict[str, Segment], list[str]]:
+    """Read a Kaldi ``segments`` file -> (``{utt: Segment}``, problems).
+
+    Each problem names the file and line: a malformed line, a repeated
+    utterance, start/end that are not numbers, ``start < 0`` or ``end <= start``,
+    a recording that is not in ``recordings`` (wav.scp's keys), an end past the
+    recording's duration (``durations``, where known), and a segment that
+    overlaps the one before it on the same recording. A bad line is left out of
+    the returned table.
+    """
+    path = Path(path)
+    known = set(recordings) if recordings is not None else None
+    segs: dict[str, Segment] = {}
+    problems: list[str] = []
+    for lineno, line in text_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) != 4:
+            problems.append(f"{where}: expected 4 fields (utt recording start end): "
+                            f"{line.strip()!r}")
+            continue
+        utt, rec, start_s, end_s = fields
+        try:
+            start, end = float(start_s), float(end_s)
+        except ValueError:
+            problems.append(f"{where}: {utt!r}: start and end must be seconds, got "
+                            f"{start_s!r} {end_s!r}")
+            continue
+        if utt in segs:
+            problems.append(f"{where}: duplicate utterance {utt!r} (first on line "
+                            f"{segs[utt].line})")
+            continue
+        seg = Segment(rec, start, None if end == -1 else end, lineno)
+        why = None
+        if not (math.isfinite(start) and math.isfinite(end)):
+            why = f"start {start_s} / end {end_s} are not finite"
+        elif start < 0:
+            why = f"out of range: start {start_s} < 0"
+        elif seg.end is not None and seg.end <= start:
+            why = f"out of range: end {end_s} <= start {start_s}"
+        elif known is not None and rec not in known:
+            why = f"unknown recording {rec!r} (not a key of wav.scp)"
+        elif durations is not None and durations.get(rec) is not None:
+            dur = durations[rec]
+            if start >= dur or (seg.end is not None and seg.end > dur + SEGMENT_END_SLACK):
+                why = (f"out of range: {start_s}-{end_s} s, but recording {rec!r} lasts "
+                       f"{dur:.3f} s")
+        if why:
+            problems.append(f"{where}: {utt!r}: {why}")
+            continue
+        segs[utt] = seg
+    by_rec: dict[str, list[tuple[str, Segment]]] = {}
+    for utt, seg in segs.items():
+        by_rec.setdefault(seg.recording, []).append((utt, seg))
+    for items in by_rec.values():
+        items.sort(key=lambda it: (it[1].start, it[1].line))
+        u0, s0 = items[0]
+        for u1, s1 in items[1:]:
+            if s1.start < (math.inf if s0.end is None else s0.end):
+                problems.append(f"{path}:{s1.line}: {u1!r} ({s1.start:g}-"
+                                f"{'end' if s1.end is None else f'{s1.end:g}'} s) overlaps "
+                                f"{u0!r} on line {s0.line} of recording {s1.recording!r}")
+                del segs[u1]  # the later one goes; the next is compared with the one kept
+            else:
+                u0, s0 = u1, s1
+    return segs, problems
+
+
+#: How far (s) a segment may end past its recording (Kaldi extract-segments' max-overshoot).
+SEGMENT_END_SLACK = 0.5
+
+
+def read_segments(path: str | os.PathLike, recordings: Iterable[str] | None = None
+                  ) -> dict[str, Segment]:
+    """:func:`parse_segments`, strictly: any problem is a ValueError listing the first ones."""
+    segs, problems = parse_segments(path, recordings)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError("; ".join(problems[:5]) + more)
+    return segs
+
+
+def refuse_segments(data_dir: str | os.PathLike, tool: str) -> None:
+    """Raise ValueError naming ``<data_dir>/segments`` for a tool that does not read segments."""
+    seg = Path(data_dir) / "segments"
+    if seg.is_file():
+        raise ValueError(f"{seg}: {tool} does not read Kaldi segments (wav.scp keyed by "
+                         "recording); make_raw_list, make_shard_list, extract and training do")
 
 
 @dataclass
@@ -56,10 +176,11 @@ class DataDir:
     utt2spk: dict[str, str]
     spk2utt: dict[str, list[str]] = field(default_factory=dict)
     utt2dur: dict[str, float] | None = None
+    segments: dict[str, Segment] | None = None  # utt -> Segment; wav is then keyed by recording
 
     @property
     def utts(self) -> list[str]:
-        return list(self.wav)
+        return list(self.segments if self.segments is not None else self.wav)
 
     @property
     def speakers(self) -> list[str]:
@@ -87,13 +208,19 @@ def read_data_dir(path: str | os.PathLike) -> DataDir:
     utt2spk = read_scp(path / "utt2spk")
     for utt, spk in utt2spk.items():
         if len(spk.split()) != 1:
+            first = spk.split()[0]
+            if wav.get(utt, "").split(maxsplit=1)[0:1] == [first]:
+                raise ValueError(f"{path}: the key {utt + ' ' + first!r} (wav.scp and utt2spk) "
+                                 "contains a space; keys cannot contain whitespace")
             raise ValueError(f"{path / 'utt2spk'}: utterance {utt!r}: speaker {spk!r} has spaces")
     if (path / "spk2utt").is_file():
         spk2utt = {row[0]: row[1:] for row in read_table(path / "spk2utt", 2, None)}
     else:
         spk2utt = utt2spk_to_spk2utt(utt2spk)
     utt2dur = read_utt2dur(path / "utt2dur") if (path / "utt2dur").is_file() else None
-    return DataDir(path, wav, utt2spk, spk2utt, utt2dur)
+    segments = (read_segments(path / "segments", wav) if (path / "segments").is_file()
+                else None)
+    return DataDir(path, wav, utt2spk, spk2utt, utt2dur, segments)
 
 
 def write_data_dir(
@@ -105,7 +232,8 @@ def write_data_dir(
     """Write ``wav.scp``, ``utt2spk``, ``spk2utt`` (regenerated) and optional ``utt2dur``.
 
     Everything is sorted (byte order) and written atomically. Keys of
-    ``utt2spk``/``utt2dur`` must match ``wav`` exactly.
+    ``utt2spk``/``utt2dur`` must match ``wav`` exactly (a dir with ``segments``
+    is written by :func:`fix_data_dir`, not here).
     """
     path = Path(path)
     if set(wav) != set(utt2spk):
@@ -247,12 +375,28 @@ def validate_data_dir(
         return problems
 
     wav_p, u2s_p, s2u_p, dur_p = (path / n for n in ("wav.scp", "utt2spk", "spk2utt", "utt2dur"))
+    seg_p = path / "segments"
     wav = _check_sorted_unique(wav_p, _rows(wav_p, 2, 2, problems), problems, max_report)
     u2s = _check_sorted_unique(u2s_p, _rows(u2s_p, 2, 2, problems), problems, max_report)
-    bad_spk = [f"{u2s_p}:{ln}: speaker {f[1]!r} contains spaces" for ln, f in u2s.values()
+    if not u2s and not any(str(u2s_p) in p for p in problems):
+        problems.append(f"{u2s_p}: no utterances (an empty data dir)")
+    bad_spk = [_space_in_key(u2s_p, ln, f, wav) for ln, f in u2s.values()
                if len(f[1].split()) != 1]
     _report(problems, bad_spk, max_report, "bad speaker ids")
-    _check_same_keys(wav_p, wav, u2s_p, u2s, problems, max_report)
+    utts = wav  # what utt2spk's keys are checked against: wav.scp, or segments
+    if seg_p.is_file():
+        durations = None
+        if check_audio or decode:
+            durations = _parallel_map(lambda k: _duration(wav[k][1][1], allow_pipes),
+                                      list(wav), num_threads, "recording durations")
+            durations = dict(zip(wav, durations, strict=True))
+        segs, seg_problems = parse_segments(seg_p, wav, durations)
+        _report(problems, seg_problems, max_report, f"bad lines in {seg_p.name}")
+        seg_rows = _check_sorted_unique(seg_p, _rows(seg_p, 4, 4, []), [], max_report)
+        utts = {u: seg_rows[u] for u in segs}
+        _check_same_keys(seg_p, seg_rows, u2s_p, u2s, problems, max_report)
+    else:
+        _check_same_keys(wav_p, wav, u2s_p, u2s, problems, max_report)
 
     if s2u_p.is_file():
         s2u = _check_sorted_unique(s2u_p, _rows(s2u_p, 2, None, problems), problems, max_report)
@@ -260,7 +404,8 @@ def validate_data_dir(
 
     if dur_p.is_file():
         dur = _check_sorted_unique(dur_p, _rows(dur_p, 2, 2, problems), problems, max_report)
-        _check_same_keys(wav_p, wav, dur_p, dur, problems, max_report)
+        _check_same_keys(seg_p if utts is not wav else wav_p, utts, dur_p, dur, problems,
+                         max_report)
         bad_dur = []
         for key, (ln, f) in dur.items():
             try:
@@ -279,7 +424,7 @@ def validate_data_dir(
         files = [(k, ln, f[1]) for k, (ln, f) in wav.items() if not is_piped(f[1])]
         exists = _parallel_map(lambda item: os.path.isfile(item[2]), files, num_threads,
                                "checking paths") if files else []
-        absent = [f"{wav_p}:{ln}: {k!r}: no such file: {p}"
+        absent = [f"{wav_p}:{ln}: {k!r}: {not_a_file(p) or f'no such file: {p}'}"
                   for (k, ln, p), ok in zip(files, exists, strict=True) if not ok]
         _report(problems, absent, max_report, "missing audio files")
         if decode:
@@ -293,6 +438,33 @@ def validate_data_dir(
                 if why is not None:  # decode lists every bad file, not just the first ones
                     problems.append(f"{wav_p}:{ln}: {k!r}: bad audio {p}: {why}")
     return problems
+
+
+def _space_in_key(u2s_p: Path, ln: int, fields: list[str], wav: dict) -> str:
+    """The message for a speaker with spaces: a key with a space when wav.scp agrees."""
+    key, rest = fields[0], fields[1].split()
+    in_wav = wav.get(key)
+    if in_wav is not None and in_wav[1][1].split()[0] == rest[0]:
+        return (f"{u2s_p}:{ln} and wav.scp:{in_wav[0]}: the key {key + ' ' + rest[0]!r} "
+                "contains a space (keys cannot contain whitespace)")
+    return f"{u2s_p}:{ln}: speaker {fields[1]!r} contains spaces"
+
+
+def _duration(spec: str, allow_pipes: bool) -> float | None:
+    """Seconds of one wav.scp value (its header; a pipe is run only with allow_pipes)."""
+    if is_piped(spec):
+        if not allow_pipes:
+            return None
+        try:
+            wav_, rate = decode_bytes(read_bytes(spec, allow_pipes), spec)
+        except BadAudio:
+            return None
+        return wav_.shape[0] / rate if rate else None
+    try:
+        info = sf.info(spec)
+    except Exception:  # libsndfile raises several types; unreadable files are reported elsewhere
+        return None
+    return info.frames / info.samplerate if info.samplerate else None
 
 
 def _check_spk2utt(s2u_p: Path, s2u: dict, u2s: dict, problems: list[str], max_report: int):
@@ -382,22 +554,14 @@ def compute_utt2dur(wav: dict[str, str], num_threads: int = 4,
     holds); piped entries (with ``allow_pipes``): the command is run and decoded.
     """
 
-    def dur(spec: str) -> float | None:
-        if is_piped(spec):
-            try:
-                wav_, rate = decode_bytes(read_bytes(spec, allow_pipes), spec)
-            except BadAudio:
-                return None
-            return wav_.shape[0] / rate if rate else None
-        try:
-            info = sf.info(spec)
-        except Exception:
-            return None
-        return info.frames / info.samplerate if info.samplerate else None
-
     keys = list(wav)
-    durs = _parallel_map(lambda k: dur(wav[k]), keys, num_threads, "utt2dur")
+    durs = _parallel_map(lambda k: _duration(wav[k], allow_pipes), keys, num_threads, "utt2dur")
     return dict(zip(keys, durs, strict=True))
+
+
+def utt2spk_keys_look_like_segments(u2s: dict[str, str], wav: dict[str, str]) -> bool:
+    """True when no utterance of utt2spk is a key of wav.scp (both non-empty)."""
+    return bool(u2s) and bool(wav) and not set(u2s) & set(wav)
 
 
 def next_backup_dir(path: Path) -> Path:
@@ -435,6 +599,12 @@ def fix_data_dir(
     they are; ``check_audio`` and ``utt2dur`` refuse them (ValueError naming the
     key, nothing written) unless ``allow_pipes``, and then ``utt2dur`` runs them.
     A file that is not UTF-8 is a ValueError naming it and the line.
+
+    With a Kaldi ``segments`` file the utterances are its keys (``wav.scp`` is
+    keyed by recording): bad segment lines (malformed, out of range,
+    overlapping, an unknown recording) drop their utterance, and ``wav.scp``
+    keeps the recordings still used. When nothing would be left, nothing is
+    changed: a ValueError says why.
     """
     path = Path(path)
     report = FixReport()
@@ -461,27 +631,51 @@ def fix_data_dir(
         for u in bad:
             del extra["utt2dur"][u]
 
-    tables = {"wav.scp": wav, "utt2spk": u2s, **extra}
+    segs = None  # with segments: utt -> "recording start end" (as written), wav keyed by recording
+    if (path / "segments").is_file():
+        seg_text = _lenient_table(path / "segments", report, "segments")
+        durations = {r: _duration(w, False) for r, w in wav.items() if not is_piped(w)}
+        good, seg_problems = parse_segments(path / "segments", wav, durations)
+        bad = sorted(set(seg_text) - set(good))
+        report.add("bad line in segments", bad)
+        if seg_problems:
+            report.notes.append(f"segments: {len(seg_problems)} problem(s): "
+                                + "; ".join(seg_problems[:3]))
+        segs = {u: seg_text[u] for u in good if u in seg_text}
+        tables = {"segments": segs, "utt2spk": u2s, **extra}
+    else:
+        tables = {"wav.scp": wav, "utt2spk": u2s, **extra}
     all_keys = set().union(*tables.values())
     keep = set(all_keys)
     for name, table in tables.items():
         report.add(f"not in {name}", sorted(all_keys - set(table)))
         keep &= set(table)
+
+    def audio_of(utt: str) -> str:
+        return wav[segs[utt].split()[0]] if segs is not None else wav[utt]
+
     if check_audio or utt2dur:
-        piped = sorted(k for k in keep if is_piped(wav[k]))
+        piped = sorted(k for k in keep if is_piped(audio_of(k)))
         if piped and not allow_pipes:
             n = f"{len(piped)} {'entry' if len(piped) == 1 else 'entries'}"
             raise ValueError(f"{path / 'wav.scp'}: {PIPES_NEED_FLAG}: {n}, the first with key "
                              f"{piped[0]!r}; nothing was changed")
     if check_audio:
-        missing = sorted(k for k in keep if not is_piped(wav[k]) and not os.path.isfile(wav[k]))
+        missing = sorted(k for k in keep
+                         if not is_piped(audio_of(k)) and not os.path.isfile(audio_of(k)))
         report.add("audio file missing", missing)
         keep -= set(missing)
 
     durs = None
     if utt2dur:
-        computed = compute_utt2dur({k: wav[k] for k in sorted(keep)}, num_threads,
+        computed = compute_utt2dur({k: audio_of(k) for k in sorted(keep)}, num_threads,
                                    allow_pipes)
+        if segs is not None:  # a segment's duration, not its recording's
+            for k, rec_dur in computed.items():
+                _, start, end = segs[k].split()
+                end_s = rec_dur if float(end) == -1 else min(float(end), rec_dur or 0.0)
+                computed[k] = (end_s - float(start)
+                               if rec_dur is not None and end_s > float(start) else None)
         unreadable = sorted(k for k, d in computed.items() if d is None)
         report.add("audio header unreadable (utt2dur)", unreadable)
         keep -= set(unreadable)
@@ -489,14 +683,25 @@ def fix_data_dir(
         extra.pop("utt2dur", None)
 
     keep_sorted = sorted(keep)
+    if not keep_sorted:  # never leave a data dir empty: change nothing and say why
+        why = "; ".join(f"{reason}: {len(keys)} (e.g. {keys[0]!r})"
+                        for reason, keys in report.dropped.items()) or "the files list none"
+        why += "".join(f"; {note}" for note in report.notes)
+        hint = ("" if segs is not None or not (utt2spk_keys_look_like_segments(u2s, wav))
+                else " (utt2spk's keys are not wav.scp's: a Kaldi segments file missing?)")
+        raise ValueError(f"{path}: fixing would leave no utterances, so nothing was changed: "
+                         f"{why}{hint}")
     new_u2s = {k: u2s[k] for k in keep_sorted}
+    recs = sorted({segs[k].split()[0] for k in keep_sorted}) if segs is not None else keep_sorted
     new_text = {
-        "wav.scp": _render((k, wav[k]) for k in keep_sorted),
+        "wav.scp": _render((k, wav[k]) for k in recs),
         "utt2spk": _render((k, u2s[k]) for k in keep_sorted),
         "spk2utt": _render([s, *u] for s, u in utt2spk_to_spk2utt(new_u2s).items()),
     }
     if durs is not None:
         new_text["utt2dur"] = _render((k, f"{durs[k]:.4f}") for k in keep_sorted)
+    if segs is not None:
+        new_text["segments"] = _render((k, segs[k]) for k in keep_sorted)
     for name, table in extra.items():
         new_text[name] = _render((k, table[k]) for k in keep_sorted)
     report.kept = len(keep_sorted)
@@ -510,10 +715,15 @@ def fix_data_dir(
     backup = next_backup_dir(path)
     backup.mkdir()
     report.backup = backup
-    for name in ["wav.scp", "utt2spk", "spk2utt", *extra_names]:
+    for name in ["wav.scp", "utt2spk", "spk2utt", "segments", *extra_names]:
         if (path / name).is_file():
             shutil.copy2(path / name, backup / name)
-    write_data_dir(path, {k: wav[k] for k in keep_sorted}, new_u2s, durs)
+    if segs is not None:
+        for name, text in new_text.items():
+            with atomic_write(path / name) as f:
+                f.write(text)
+    else:
+        write_data_dir(path, {k: wav[k] for k in keep_sorted}, new_u2s, durs)
     for name, table in extra.items():
         write_table(path / name, ((k, table[k]) for k in keep_sorted))
     if report.dropped:

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.dataset import processor as P
 from wespeaker_lap.dataset.augment import Augmenter
 from wespeaker_lap.dataset.lists import (
@@ -325,7 +326,15 @@ class SpeakerDataLoader:
 
     def __iter__(self) -> Iterator[dict]:
         self.dataset.stats.reset()
-        yield from self.loader
+        try:
+            yield from self.loader
+        except ConfigError as e:  # from a worker: torch adds the worker's traceback; drop it
+            text = str(e)
+            if "Original Traceback" in text:
+                last = text.rstrip().splitlines()[-1]
+                raise ConfigError(last.split(": ", 1)[1] if last.startswith("ConfigError: ")
+                                  else last) from None
+            raise
         self.last_stats = self.dataset.stats.snapshot()
         level = logging.WARNING if self.last_stats["skipped"] else logging.INFO
         logger.log(level, "rank %d %s", self.dataset.rank, self.dataset.stats.summary())

@@ -1,10 +1,11 @@
 """Training lists in WeSpeaker's formats, noise/RIR lists, and the speaker-to-id map.
 
 * ``raw.list``: one JSON object a line, ``{"key": utt, "spk": speaker, "wav": path}``
-  (plus ``"dur"`` in seconds when the data dir has ``utt2dur``).
+  (plus ``"dur"`` in seconds when the data dir has ``utt2dur``, and
+  ``"start"``/``"end"`` in seconds for a Kaldi segment of a longer recording).
 * ``shard.list``: one tar path a line; each tar holds ``<name>.<ext>`` (the audio
-  file's bytes, unchanged) and ``<name>.spk`` (the speaker, UTF-8) per utterance,
-  where ``<name> = encode_key(key)``.
+  file's bytes, unchanged; a segment is cut out and stored as ``<name>.wav``)
+  and ``<name>.spk`` (the speaker, UTF-8) per utterance, where ``<name> = encode_key(key)``.
 * noise / RIR lists: the raw-list format with a ``"type"`` field instead of a
   speaker: ``{"key", "wav", "type"}`` where type is ``noise``, ``music``, ``babble``
   (MUSAN's ``speech`` part, used as babble) or ``rir``.
@@ -24,13 +25,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+import soundfile as sf
 from tqdm import tqdm
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.dataset.audio import (
     AUDIO_EXTENSIONS,
     PIPES_NEED_FLAG,
     BadAudio,
     is_piped,
+    load_segment,
     read_bytes,
 )
 from wespeaker_lap.dataset.datadir import DataDir
@@ -110,7 +114,10 @@ def read_raw_list(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}") from None
+            hint = ("; it names a tar file: a shard list? (data_type: shard)"
+                    if line.endswith(".tar") else "")
+            raise ConfigError(f"{path}:{lineno}: not JSON ({e.msg}): {line[:120]!r}{hint}") \
+                from None
         if not isinstance(obj, dict):
             raise ValueError(f"{path}:{lineno}: expected a JSON object, got {line[:120]!r}")
         missing = [k for k in required if k not in obj]
@@ -130,17 +137,34 @@ def read_raw_list(
 def raw_entries_from_data_dir(data: DataDir) -> list[dict]:
     """``{"key", "spk", "wav"[, "dur"]}`` per utterance of a data dir, in wav.scp order.
 
-    Every utterance needs a speaker in utt2spk (run fix_data_dir first).
+    With Kaldi ``segments``, one entry per segment, in segments order, with its
+    recording's ``wav`` and ``"start"``/``"end"`` in seconds (no ``end``: to the
+    end of the recording); the loaders read only those samples. Every
+    utterance needs a speaker in utt2spk (run fix_data_dir first); an empty
+    data dir is a ValueError naming it.
     """
-    missing = [k for k in data.wav if k not in data.utt2spk]
+    utts = data.utts
+    if not utts:
+        raise ValueError(f"{data.path}: empty data dir (no utterances in "
+                         f"{'segments' if data.segments is not None else 'wav.scp'})")
+    missing = [k for k in utts if k not in data.utt2spk]
     if missing:
+        what = "segments" if data.segments is not None else "wav.scp"
         raise ValueError(
-            f"{data.path}: {len(missing)} utterance(s) of wav.scp have no speaker in utt2spk "
+            f"{data.path}: {len(missing)} utterance(s) of {what} have no speaker in utt2spk "
             f"(first: {missing[:3]}); run `python -m wespeaker_lap.bin.fix_data_dir {data.path}`"
         )
     out = []
-    for key, wav in data.wav.items():
-        entry = {"key": key, "spk": data.utt2spk[key], "wav": wav}
+    for key in utts:
+        if data.segments is not None:
+            seg = data.segments[key]
+            entry = {"key": key, "spk": data.utt2spk[key], "wav": data.wav[seg.recording],
+                     "start": seg.start}
+            if seg.end is not None:
+                entry["end"] = seg.end
+                entry["dur"] = round(seg.end - seg.start, 4)
+        else:
+            entry = {"key": key, "spk": data.utt2spk[key], "wav": data.wav[key]}
         if data.utt2dur is not None and key in data.utt2dur:
             entry["dur"] = data.utt2dur[key]
         out.append(entry)
@@ -298,6 +322,11 @@ def _write_one_shard(tar_path: Path, entries: Sequence[dict], allow_pipes: bool 
     with atomic_path(tar_path) as tmp, tarfile.open(tmp, "w") as tar:
         for entry in entries:
             key, spk, wav = entry["key"], entry["spk"], entry["wav"]
+            if "start" in entry:  # a Kaldi segment: cut it out, stored as a WAVE file
+                name = encode_key(key)
+                _add_bytes(tar, f"{name}.spk", spk.encode("utf-8"))
+                _add_bytes(tar, f"{name}.wav", _segment_bytes(entry, allow_pipes))
+                continue
             if is_piped(wav):
                 ext = "wav"
             else:
@@ -312,6 +341,24 @@ def _write_one_shard(tar_path: Path, entries: Sequence[dict], allow_pipes: bool 
             _add_bytes(tar, f"{name}.spk", spk.encode("utf-8"))
             _add_bytes(tar, f"{name}.{ext}", blob)
     return tar_path
+
+
+def _segment_bytes(entry: dict, allow_pipes: bool) -> bytes:
+    """A segment entry's samples (read by seeking) as WAVE bytes, in its file's sample format."""
+    end = entry.get("end")
+    try:
+        wav, rate = load_segment(entry["wav"], float(entry["start"]),
+                                 None if end is None or float(end) == -1 else float(end),
+                                 allow_pipes)
+    except BadAudio as e:
+        raise ValueError(f"utterance {entry['key']!r}: {e}") from None
+    subtype = "FLOAT"
+    if not is_piped(entry["wav"]):
+        src = sf.info(entry["wav"]).subtype
+        subtype = src if src in sf.available_subtypes("WAV") else "FLOAT"
+    buf = io.BytesIO()
+    sf.write(buf, wav, rate, format="WAV", subtype=subtype)
+    return buf.getvalue()
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -391,6 +438,9 @@ def read_shard_list(path: str | os.PathLike) -> list[str]:
         shards = [line.strip() for line in f if line.strip()]
     if not shards:
         raise ValueError(f"{path}: empty shard list")
+    if shards[0].startswith("{"):  # before any work: data_type shard given a raw list
+        raise ConfigError(f"{path}: line 1 is a JSON object, so this is a raw list, not a "
+                          "shard list; set data_type: raw (or give the shard.list)")
     return shards
 
 

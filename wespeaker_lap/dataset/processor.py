@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.dataset.audio import (
     AUDIO_EXTENSIONS,
     BadAudio,
@@ -38,6 +39,7 @@ from wespeaker_lap.dataset.audio import (
     crop_or_pad,
     decode_bytes,
     is_piped,
+    load_segment,
     read_bytes,
     truncation,
 )
@@ -69,13 +71,27 @@ def open_files(data: Samples, stats: PipelineStats | None = None,
 
     Reads ``wav`` (a path, or ``"cmd ... |"``: run with a shell when
     ``allow_pipes``, as Kaldi does). Writes ``src`` (the path or command, for
-    messages), ``bytes``, ``ext``, ``piped``; drops ``wav``. A missing file
+    messages), ``bytes``, ``ext``, ``piped``; drops ``wav``. An entry with
+    ``start`` (and ``end``; seconds, a Kaldi segment) is read by seeking, only
+    its samples, and comes out decoded (``wav``, ``sample_rate``). A missing file
     ("no such file: PATH"), an unreadable one or a failed command is skipped
     and counted.
     """
     for sample in data:
         spec = sample.pop("wav")
         sample["src"] = spec
+        if "start" in sample:  # a Kaldi segment: only its samples are read (seeking)
+            start, end = float(sample.pop("start")), sample.pop("end", None)
+            end = None if end is None or float(end) == -1 else float(end)
+            try:
+                sample["wav"], sample["sample_rate"] = load_segment(spec, start, end,
+                                                                    allow_pipes)
+            except BadAudio as e:
+                _skip(stats, e.reason, sample, e.detail)
+                continue
+            sample["piped"] = is_piped(spec)
+            yield sample
+            continue
         try:
             blob = read_bytes(spec, allow_pipes)
         except BadAudio as e:
@@ -99,10 +115,14 @@ def open_shards(data: Samples, stats: PipelineStats | None = None) -> Iterator[d
     for sample in data:
         shard = sample["shard"]
         group: dict | None = None
+        unsafe = 0
         try:
             with tarfile.open(shard, mode="r|*") as tar:
                 for member in tar:
                     if not member.isfile():
+                        continue
+                    if _unsafe_member(member.name):  # ../../x or /abs: never a key
+                        unsafe += 1
                         continue
                     try:
                         key, ext = split_member_name(member.name)
@@ -127,10 +147,20 @@ def open_shards(data: Samples, stats: PipelineStats | None = None) -> Iterator[d
             if stats is not None:
                 stats.add("bad_shard")
             group = None  # the last group may be cut short: drop it
+        if unsafe:
+            logger.warning("%s: skipped %d tar member(s) with an absolute path or '..' in "
+                           "the name", shard, unsafe)
+            if stats is not None:
+                stats.add("unsafe_member", unsafe)
         if group is not None:
             out = _finish_group(group, stats)
             if out is not None:
                 yield out
+
+
+def _unsafe_member(name: str) -> bool:
+    """An absolute member name, or one with a ``..`` component (a path out of the shard)."""
+    return name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/")
 
 
 def _finish_group(group: dict, stats: PipelineStats | None) -> dict | None:
@@ -150,6 +180,9 @@ def decode(data: Samples, stats: PipelineStats | None = None) -> Iterator[dict]:
     checked, as streaming writers cannot fill in the length).
     """
     for sample in data:
+        if "bytes" not in sample:  # a segment, decoded by open_files
+            yield sample
+            continue
         blob = sample.pop("bytes")
         try:
             sample["wav"], sample["sample_rate"] = decode_bytes(blob, sample["src"])
@@ -263,10 +296,10 @@ def map_label(
             _skip(stats, "unreadable", sample, "no speaker label")
             continue
         label = spk2id.get(spk, -1) if spk2id is not None and spk is not None else -1
-        if strict and label < 0:
-            raise ValueError(
-                f"{sample.get('src', sample.get('key'))}: speaker {spk!r} is not in spk2id "
-                "(make spk2id from the training data's utt2spk)"
+        if strict and label < 0:  # ConfigError: the entry points report it without a traceback
+            raise ConfigError(
+                f"{sample.get('src', sample.get('key'))}: speaker {spk!r} is not in the "
+                "speaker table (train_label / spk2id); make it from the training data's utt2spk"
             )
         sample["label"] = label
         yield sample

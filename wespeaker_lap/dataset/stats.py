@@ -16,9 +16,10 @@ from wespeaker_lap.dataset.audio import BAD_AUDIO_REASONS
 #: utterances skipped; ``too_long``: dropped by ``max_duration``; ``bad_shard``: tar
 #: files that failed part-way; ``bad_aug_source``: noise/RIR files that failed
 #: (the crop stayed clean); ``truncated``: WAVE files shorter than their header
-#: claims (used as they are, not skipped).
+#: claims (used as they are, not skipped); ``unsafe_member``: tar members named with an
+#: absolute path or ``..`` (skipped: never a key).
 COUNTERS = ("samples", "batches", *BAD_AUDIO_REASONS, "too_long", "bad_shard", "bad_aug_source",
-            "truncated")
+            "truncated", "unsafe_member")
 _FIELDS = ("epoch", *COUNTERS)
 
 

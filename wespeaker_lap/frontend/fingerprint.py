@@ -126,6 +126,10 @@ def _model_directory(name: str) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return path
+    if is_local_path(name):  # a path, not a hub id: never ask the hub about it
+        raise FileNotFoundError(
+            f"SSL checkpoint directory not found: {name!r} (no such directory; expected a "
+            "directory written by save_pretrained with config.json and model weights)")
     from transformers.utils import cached_file  # third-party: imported when a hub id is used
 
     found = cached_file(name, "config.json")

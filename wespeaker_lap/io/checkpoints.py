@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from wespeaker_lap.io.files import atomic_path
+from wespeaker_lap.io.files import atomic_path, disk_full_error
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,8 @@ def save_torch(obj: object, path: str | os.PathLike, what: str = "checkpoint") -
             free = None
         if not full and isinstance(e, RuntimeError) and not (free is not None and free < 2**26):
             raise
-        left = f"; {free / 2**20:.1f} MiB free there" if free is not None else ""
-        raise OSError(errno.ENOSPC, f"no space left on device: writing the {what} {path} "
-                      f"failed ({e}){left}; {path} was left as it was", str(path)) from e
+        cause = e.__cause__ if full and e.__cause__ is not None else e  # atomic_path's own
+        raise disk_full_error(cause, path, what) from cause
     return path
 
 
@@ -123,13 +122,14 @@ def load_torch(path: str | os.PathLike, what: str = "checkpoint") -> object:
     """``torch.load(path, weights_only=True)`` on CPU; an unreadable file is a
     :class:`CheckpointError` naming it, its size and what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; expected a {what} file (.pt)")
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused to load this {what}: it holds objects other "
-                              f"than tensors and plain containers ({str(e)[:300]})") from None
+        raise CheckpointError(f"{path}: {_unpickling_reason(str(e), what)}") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
         size = path.stat().st_size
         why = "it is empty" if size == 0 else (
@@ -139,6 +139,19 @@ def load_torch(path: str | os.PathLike, what: str = "checkpoint") -> object:
             f"{path}: cannot read this {what} ({size} bytes): {why}; it was probably cut "
             "short by a kill or a full disk during the save"
         ) from None
+
+
+def _unpickling_reason(message: str, what: str) -> str:
+    """Why torch's safe unpickler refused a file, without torch's advice to retry with
+    ``weights_only=False`` (which would run whatever code the file holds)."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.S)
+    detail = found.group(1).strip() if found else ""
+    if "Unsupported global" in detail or "GLOBAL" in detail:
+        return (f"refused to load this {what}: it holds objects other than tensors and plain "
+                f"containers ({detail.splitlines()[0][:200]}); it is not loaded unsafely")
+    return (f"not a torch checkpoint: the bytes are no pickle torch can read "
+            f"({detail.splitlines()[0][:120] if detail else 'unreadable'}); is it the right "
+            "file?")
 
 
 # ----------------------------------------------------------------------- weights
@@ -213,14 +226,17 @@ class LoadReport:
 
 
 def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
-                 strict: bool = True) -> LoadReport:
+                 strict: bool = True, where: str | os.PathLike | None = None,
+                 check_only: bool = False) -> LoadReport:
     """Load trained weights into ``model``.
 
     The keys compared are those of ``model.state_dict()`` (an extractor with a
     frozen SSL frontend leaves it out, so its weights stay as built). ``strict``:
-    any missing, unexpected or shape-mismatched key is an error (resuming). Not
-    strict: load what fits and log the rest (``model_init`` from another phase,
-    where e.g. the number of classes differs).
+    any missing, unexpected or shape-mismatched key is a :class:`CheckpointError`
+    naming the file (``where``: the file a state dict came from) and the
+    tensors (resuming, extraction). Not strict: load what fits and log the rest
+    (``model_init`` from another phase, where e.g. the number of classes
+    differs). ``check_only``: compare, load nothing.
     """
     model = unwrap(model)
     sd = read_weights(source) if not isinstance(source, Mapping) else dict(source)
@@ -235,12 +251,17 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
             report.loaded.append(k)
     report.missing = [k for k in own if k not in sd]
     bad = report.missing + report.unexpected + report.mismatched
-    where = source if not isinstance(source, Mapping) else "state dict"
+    if where is None:
+        where = source if not isinstance(source, Mapping) else "state dict"
     if bad and strict:
-        raise ValueError(
-            f"checkpoint {where} does not fit the model: missing {report.missing[:8]}, "
-            f"unexpected {report.unexpected[:8]}, mismatched {report.mismatched[:8]}"
+        raise CheckpointError(
+            f"{where}: these weights do not fit the model (another model's file?): "
+            f"{len(report.missing)} missing {report.missing[:8]}, {len(report.unexpected)} "
+            f"unexpected {report.unexpected[:8]}, {len(report.mismatched)} mismatched "
+            f"{report.mismatched[:8]}"
         )
+    if check_only:
+        return report
     with torch.no_grad():
         for k in report.loaded:
             own[k].copy_(sd[k])

@@ -8,10 +8,13 @@ leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
 import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,6 +35,55 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An ``OSError`` that says the disk (or the user's quota) is full."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def not_a_file(path: str | os.PathLike, what: str = "file") -> str | None:
+    """Why ``path`` is no regular file to read (None when it is one).
+
+    ``no such {what}: P`` when nothing is there, else what is there instead: a
+    directory, a FIFO (reading one would block), a socket or a device.
+
+    >>> not_a_file("/")
+    '/ is a directory, not a file'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"no such {what}: {path}"
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
+    return f"{path} is {kind}, not a {what}"
+
+
+class DiskFullError(OSError):
+    """A full disk, named: the file written and the free space (:func:`disk_full_error`)."""
+
+
+def disk_full_error(e: BaseException, path: str | os.PathLike, what: str = "file") -> OSError:
+    """``OSError(ENOSPC)`` naming ``path`` and the free space left where it goes.
+
+    What every writer raises on a full disk (training's checkpoints included),
+    so that the message says which file and how much room there is, and that
+    ``path`` was left as it was (the writes go to a temporary file first).
+    """
+    path = Path(path)
+    try:
+        free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    except OSError:
+        free = None
+    left = f"; {free / 2**20:.1f} MiB free there" if free is not None else ""
+    return DiskFullError(errno.ENOSPC, f"no space left on device: writing the {what} {path} failed "
+                   f"({getattr(e, 'strerror', None) or e}){left}; {path} was left as it was",
+                   str(path))
 
 
 @contextlib.contextmanager
@@ -62,9 +114,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if is_disk_full(e) and not isinstance(e, DiskFullError):
+            raise disk_full_error(e, path) from e
         raise
 
 
@@ -195,13 +249,28 @@ def yaml_load(text_or_stream: Any) -> Any:
     return yaml.load(text_or_stream, Loader=_Loader)  # a SafeLoader subclass: safe
 
 
+def yaml_error_text(path: str | os.PathLike, e: yaml.YAMLError) -> str:
+    """``path:line:col: what`` for a YAML error (its problem mark), without a traceback."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    text = f"{context}: {problem}" if context and problem not in str(context) else problem
+    if "python/" in str(e):
+        text += " (python tags are refused: a config is plain YAML)"
+    return f"{where}: not valid YAML: {text}"
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML mapping from ``path`` (an empty file is ``{}``); anything else is ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml_load(f)
+    except yaml.YAMLError as e:  # a syntax error, or a tag such as !!python/object (refused)
+        raise ConfigError(yaml_error_text(path, e)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

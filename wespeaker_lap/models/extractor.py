@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ from wespeaker_lap.frontend.lora import (
     parse_lora_args,
 )
 from wespeaker_lap.frontend.precision import DTYPE_CHOICES
-from wespeaker_lap.io.checkpoints import load_weights
+from wespeaker_lap.io.checkpoints import CheckpointError, load_weights
 from wespeaker_lap.models.common import count_parameters
 from wespeaker_lap.models.interfaces import FramePoolingBackend, SpeakerBackend
 from wespeaker_lap.models.projections import PROJECTIONS, get_projection
@@ -75,7 +76,8 @@ class SpeakerEmbeddingExtractor(nn.Module):
         """True when no frontend parameter is trainable (its weights are then not saved)."""
         return not any(p.requires_grad for p in self.frontend.parameters())
 
-    def load_trained_weights(self, state: Mapping[str, torch.Tensor]) -> bool:
+    def load_trained_weights(self, state: Mapping[str, torch.Tensor],
+                             where: str | os.PathLike | None = None) -> bool:
         """Load a training checkpoint's weights for inference; True if it held SSL weights.
 
         ``state``: a ``model_*.pt`` / ``avg_model.pt`` state dict. The training head
@@ -87,20 +89,25 @@ class SpeakerEmbeddingExtractor(nn.Module):
         A LoRA extractor (``lora_args``) takes a LoRA checkpoint (its fingerprint
         must match the SSL model built, every LoRA matrix required) and merges the
         LoRA matrices into the SSL weights; it then runs like a plain extractor.
+        ``where``: the file ``state`` came from, named when it does not fit.
         """
         if lora_state(self.frontend) is not None:
             check_lora_checkpoint(self, state)
             sd = {k: v for k, v in state.items() if not k.startswith("projection.")}
-            load_weights(self, sd, strict=True)
+            load_weights(self, sd, strict=True, where=where)
             merge_lora(self)
             return True
         sd = {k: v for k, v in state.items() if not k.startswith("projection.")}
         tuned = {k[len(FRONTEND_PREFIX):]: v for k, v in sd.items()
                  if k.startswith(FRONTEND_PREFIX)}
         if tuned:
-            self.frontend.load_state_dict(tuned, strict=True)
+            try:
+                self.frontend.load_state_dict(tuned, strict=True)
+            except RuntimeError as e:
+                raise CheckpointError(f"{where or 'state dict'}: its SSL weights do not fit "
+                                      f"this model's SSL frontend: {str(e)[:400]}") from None
             sd = {k: v for k, v in sd.items() if not k.startswith(FRONTEND_PREFIX)}
-        load_weights(self, sd, strict=True)
+        load_weights(self, sd, strict=True, where=where)
         return bool(tuned)
 
     @torch.no_grad()

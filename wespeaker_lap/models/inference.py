@@ -96,7 +96,7 @@ def load_trained_extractor(
                                 weights=not tuned_in_file)
     extractor = build_extractor(inference_config(cfg, dtype))
     if sd is not None:
-        tuned = extractor.load_trained_weights(sd)
+        tuned = extractor.load_trained_weights(sd, where=weights)
         logger.info("loaded %s%s", weights, " (with fine-tuned SSL weights)" if tuned else "")
     return extractor.to(device).eval()
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import kaldi_native_fbank as knf
 import numpy as np
-import soundfile as sf
 
-from wespeaker_lap.dataset.audio import BadAudio, check_waveform
+from wespeaker_lap.dataset.audio import BadAudio, check_waveform, load_audio, load_segment, resample
+from wespeaker_lap.dataset.datadir import read_segments
 from wespeaker_lap.io.files import read_scp
 
 logger = logging.getLogger(__name__)
@@ -62,26 +63,44 @@ def load_corpus(wav_scps: Iterable[str], min_seconds: float = 1.0) -> Corpus:
 
     Unreadable, empty, silent, non-finite and shorter-than-``min_seconds`` files
     are skipped and counted (one warning each, one summary line); a file at
-    another sample rate is an error (the model takes 16 kHz), and so is a
-    corpus with nothing usable.
+    another sample rate is resampled to 16 kHz with soxr (below 8 kHz is an
+    error, as in ``embed``), and a corpus with nothing usable is an error. A
+    Kaldi ``segments`` file next to a wav.scp is read: each segment is an
+    utterance, read by seeking. A wav.scp that does not exist is a
+    FileNotFoundError naming it.
     """
     keys, wavs, skipped = [], [], 0
     scps = list(wav_scps)
     min_seconds = max(min_seconds, WIN_SAMPLES / SAMPLE_RATE)
     for scp in scps:
-        for key, path in sorted(read_scp(scp).items()):
+        if not Path(scp).is_file():
+            raise FileNotFoundError(f"no such wav.scp: {scp}"
+                                    + (" (a directory; give its wav.scp)"
+                                       if Path(scp).is_dir() else ""))
+        table = read_scp(scp)
+        seg_file = Path(scp).parent / "segments"
+        if seg_file.is_file():  # Kaldi segments: utterances are cut from the recordings
+            segs = read_segments(seg_file, table)
+            items = [(k, table[g.recording], g) for k, g in sorted(segs.items())]
+            logger.info("%s: reading the %d segments of %s", scp, len(items), seg_file)
+        else:
+            items = [(k, path, None) for k, path in sorted(table.items())]
+        for key, path, seg in items:
             try:
-                audio, sr = sf.read(path, dtype="float32", always_2d=True)
-            except (RuntimeError, OSError, sf.LibsndfileError) as e:
-                logger.warning("skipping unreadable %s (%s): %s", key, path, e)
+                if seg is None:
+                    audio, sr = load_audio(path)
+                else:
+                    audio, sr = load_segment(path, seg.start, seg.end)
+                check_waveform(audio, sr)  # a rate below 8 kHz is refused, as in embed
+            except BadAudio as e:
+                if e.reason == "low_rate":
+                    raise ValueError(f"{scp}: {key} ({path}): {e}") from None
+                logger.warning("skipping %s (%s): %s", key, path, e)
                 skipped += 1
                 continue
-            if sr != SAMPLE_RATE:
-                raise ValueError(
-                    f"{scp}: {key} ({path}) is {sr} Hz; pre-training takes {SAMPLE_RATE} Hz, "
-                    "resample the corpus first"
-                )
-            audio = audio.mean(axis=1)
+            if sr != SAMPLE_RATE:  # soxr, as everywhere else (8 kHz telephone speech, 44.1 kHz)
+                audio = resample(audio, sr, SAMPLE_RATE)
+                sr = SAMPLE_RATE
             try:
                 check_waveform(audio, sr, min_seconds)
             except BadAudio as e:

@@ -49,7 +49,7 @@ import torch
 import transformers
 from torch import nn
 
-from wespeaker_lap.checks import ConfigError
+from wespeaker_lap.checks import ConfigError, check_bool, check_int, check_number
 from wespeaker_lap.frontend.loading import default_do_normalize, save_preprocessing
 from wespeaker_lap.lr_schedule import warmup_cosine
 from wespeaker_lap.pretrain.features import HOP_SAMPLES, SAMPLE_RATE, Corpus, num_frames
@@ -58,12 +58,27 @@ from wespeaker_lap.pretrain.schema import PretrainArgs
 
 logger = logging.getLogger(__name__)
 
+#: HubertConfig sizes that must be >= 1.
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+          "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "num_feat_extract_layers")
+
+
 def build_config(model_args: dict[str, Any]) -> transformers.HubertConfig:
     """A ``HubertConfig`` from ``model_args``; unknown fields are a ConfigError."""
-    known = set(transformers.HubertConfig().to_dict())
-    unknown = sorted(set(model_args) - known)
+    defaults = transformers.HubertConfig().to_dict()
+    unknown = sorted(set(model_args) - set(defaults))
     if unknown:
         raise ConfigError(f"unknown HubertConfig field(s) {unknown} in model_args")
+    for key, value in model_args.items():  # the type of HubertConfig's default: "32" is no size
+        default = defaults[key]
+        if value is None:
+            continue
+        if isinstance(default, bool):
+            check_bool(f"model_args.{key}", value)
+        elif isinstance(default, int):
+            check_int(f"model_args.{key}", value, lo=1 if key in _SIZES else 0)
+        elif isinstance(default, float):
+            check_number(f"model_args.{key}", value, lo=0)
     return transformers.HubertConfig(**model_args)
 
 

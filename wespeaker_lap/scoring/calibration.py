@@ -283,9 +283,22 @@ class QMFCalibrator:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no such QMF model: {path}")
-        d = json.loads(path.read_text(encoding="utf-8"))
-        if d.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path}: not a QMF model (format {d.get('format')!r})")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a QMF model: not valid JSON ({e})") from None
+        if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
+            fmt = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"{path}: not a QMF model (format {fmt!r})")
+        try:
+            return cls._from_dict(d, path)
+        except (KeyError, TypeError, ValueError) as e:
+            if str(path) in str(e):
+                raise
+            raise ValueError(f"{path}: a corrupt QMF model ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict, path: Path) -> QMFCalibrator:
         features = check_features(d["features"])
         arrays = {k: np.asarray(d[k], dtype=np.float64) for k in ("shift", "scale", "weights")}
         for k, a in arrays.items():
@@ -369,6 +382,10 @@ def fit_qmf_file(
         trials, scores, features, sources.table, sources.durations, sources.stats, allow_missing
     )
     top_n = sources.stats.top_n if sources.stats is not None else None
+    n_tar = int(np.sum(kept.labels == 1))
+    if n_tar == 0 or n_tar == len(kept):
+        raise ValueError(f"{score_path}: QMF needs target and nontarget trials to fit on, got "
+                         f"{n_tar} target and {len(kept) - n_tar} nontarget")
     model = QMFCalibrator.fit(x, kept.labels, features, p_target, l2, top_n)
     model.info["fit_on"] = str(score_path)
     cllr = compute_cllr(model.llr(x), kept.labels)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wespeaker_lap.io.files import BOM_BYTES, atomic_write, strip_bom
+from wespeaker_lap.io.files import BOM_BYTES, atomic_write, not_a_file, strip_bom
 from wespeaker_lap.io.xvectors import (
     EmbeddingSource,
     EmbeddingTable,
@@ -127,8 +127,11 @@ def _read_columns(path: Path, what: str) -> _Columns:
     unusual whitespace take a slower per-line path). A line with another field
     count is a ``ValueError`` naming file and line.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"no such {what}: {path}")
+    why = not_a_file(path, what)
+    if why is not None:
+        if why.startswith("no such"):
+            raise FileNotFoundError(why)
+        raise ValueError(why)
     raw = path.read_bytes()
     if raw.startswith(BOM_BYTES):
         strip_bom(BOM_BYTES.decode("utf-8"), path)  # the warning
@@ -223,6 +226,59 @@ def read_trials(path: str | os.PathLike, fmt: str = "auto") -> Trials:
         return Trials(cols.col(0), cols.col(1), labels, str(path))
     labels = _labels(cols, 0, VOXCELEB_LABELS, "1 or 0 in the first column")
     return Trials(cols.col(1), cols.col(2), labels, str(path))
+
+
+def duplicate_trials(trials: Trials) -> list[int]:
+    """Indices of trials whose (enroll, test) pair came earlier in the list."""
+    seen: set[tuple[str, str]] = set()
+    dups = []
+    for i, pair in enumerate(zip(trials.enroll, trials.test, strict=True)):
+        if pair in seen:
+            dups.append(i)
+        else:
+            seen.add(pair)
+    return dups
+
+
+def warn_duplicate_trials(trials: Trials) -> int:
+    """Log one warning with the count of repeated (enroll, test) pairs; returns the count.
+
+    WeSpeaker's ``score.py`` scores every line of a trial list, so the score file
+    stays line for line with it; the repeats are kept, but said, and
+    ``compute_metrics`` counts each pair once (:func:`unique_scores`).
+    """
+    dups = duplicate_trials(trials)
+    if dups:
+        i = dups[0]
+        logger.warning("%s: %d repeated trial(s) (the same enroll and test), the first %s %s; "
+                       "each is scored, and compute_metrics counts each pair once",
+                       trials.source, len(dups), trials.enroll[i], trials.test[i])
+    return len(dups)
+
+
+def unique_scores(trials: Trials, scores: np.ndarray) -> tuple[Trials, np.ndarray]:
+    """Keep the first line of each repeated (enroll, test) pair of a score file.
+
+    Repeats that agree (same score, same label) are dropped with one warning
+    giving the count; repeats that disagree are a ValueError naming the pair.
+    """
+    dups = duplicate_trials(trials)
+    if not dups:
+        return trials, scores
+    first: dict[tuple[str, str], int] = {}
+    for i, pair in enumerate(zip(trials.enroll, trials.test, strict=True)):
+        first.setdefault(pair, i)
+    for i in dups:
+        j = first[(trials.enroll[i], trials.test[i])]
+        same_label = trials.labels is None or trials.labels[i] == trials.labels[j]
+        if not same_label or abs(scores[i] - scores[j]) > 1e-6:
+            raise ValueError(f"{trials.source}: the trial {trials.enroll[i]} {trials.test[i]} "
+                             "appears twice with different scores or labels")
+    logger.warning("%s: %d repeated trial line(s) (the same enroll and test) counted once",
+                   trials.source, len(dups))
+    keep = np.ones(len(trials), dtype=bool)
+    keep[dups] = False
+    return trials.subset(keep), scores[keep]
 
 
 def write_scores(path: str | os.PathLike, trials: Trials, scores: np.ndarray) -> None:
@@ -377,6 +433,10 @@ def cosine_score(
     table = load_embeddings(embeddings)
     trials, idx_e, idx_t, _ = resolve_trials(table, trials, allow_missing)
     used = np.unique(np.concatenate([idx_e, idx_t]))
+    zero = used[~np.any(table.matrix[used] != 0, axis=1)]
+    if zero.size:  # its cosine with anything is 0: a score that means nothing
+        raise ValueError(f"{table.source}: the embedding of {table.keys[int(zero[0])]!r} is all "
+                         f"zeros ({zero.size} such in the trials); re-extract it")
     # normalise only the rows the trials use; remap trial rows into that subset
     normed = normalize_rows(table.matrix[used], mean_vec)
     remap = np.full(len(table), -1, dtype=np.int64)
@@ -396,6 +456,8 @@ def score_output_paths(trial_paths: Sequence[str | os.PathLike],
     >>> [p.as_posix() for p in score_output_paths(["a/vox1_O.kaldi"], "exp/scores")]
     ['exp/scores/vox1_O.kaldi.score']
     """
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file; give a directory")
     outs: dict[Path, str] = {}
     for tp in trial_paths:
         out = Path(output_dir) / (Path(tp).name + ".score")
@@ -424,6 +486,7 @@ def score_files(
         mean_vec = load_mean_vec(mean_vec, table.dim)
     for tp, out in zip(trial_paths, outs, strict=True):
         trials = read_trials(tp, trial_format)
+        warn_duplicate_trials(trials)
         kept, scores = cosine_score(table, trials, mean_vec, allow_missing)
         write_scores(out, kept, scores)
         logger.info("scored %d trials of %s -> %s", len(kept), tp, out)

@@ -369,6 +369,8 @@ def norm_output_paths(score_paths: Sequence[str | os.PathLike], method: str = "a
         raise ValueError(
             f"unknown score normalisation {method!r}; choose one of {list(NORM_METHODS)}"
         )
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file; give a directory")
     top = top_n if NORM_METHODS[method] else None
     outs = [Path(output_dir or Path(sp).parent) / norm_output_name(sp, method, top)
             for sp in score_paths]

@@ -54,6 +54,7 @@ from wespeaker_lap.dataset.schema import (
     parse_dataset_args,
 )
 from wespeaker_lap.frontend import FRONTENDS
+from wespeaker_lap.frontend.loading import SSL_FAMILIES
 from wespeaker_lap.frontend.lora import LORA_ARGS_KEYS, check_lora_config, parse_lora_args
 from wespeaker_lap.io.files import atomic_write, read_yaml, yaml_load
 from wespeaker_lap.models import PROJECTIONS, SPEAKER_MODELS
@@ -82,6 +83,34 @@ def _one_of(*choices: str) -> Callable[[str, Any], str]:
     return lambda where, v: check_str(where, v, choices)
 
 
+def _num_from(lo: float, lo_open: bool = False, hi: float | None = None,
+              hi_open: bool = False) -> Callable[[str, Any], float]:
+    return lambda where, v: check_number(where, v, lo=lo, lo_open=lo_open, hi=hi,
+                                         hi_open=hi_open)
+
+
+#: Sizes of a backend: each a positive int (``heads: 0`` divides by zero later).
+_SIZES = {k: _int_from(1) for k in ("embed_dim", "lap_dim", "heads", "head_nb",
+                                    "compression_dim", "channels", "num_blocks", "context")}
+_DROPOUTS = {k: _num_from(0, hi=1, hi_open=True) for k in ("score_dropout", "frame_dropout")}
+#: Sizes of a random SSL model given as frontend_args.config (a transformers config dict).
+_SSL_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def _ssl_config(where: str, value: Any) -> Any:
+    """``frontend_args.config``: a family name or a mapping whose sizes are positive ints
+    and whose ``model_type`` is a supported SSL family."""
+    if isinstance(value, Mapping):
+        kind = value.get("model_type")
+        if kind is not None and kind not in SSL_FAMILIES:
+            raise ConfigError(f"{where}.model_type: unsupported SSL model type {kind!r}; "
+                              f"supported: {sorted(SSL_FAMILIES)}")
+        for k in _SSL_SIZES:
+            if k in value:
+                check_int(f"{where}.{k}", value[k], lo=1)
+    return value
+
+
 #: Where train.py takes the iterations per epoch from (named in the error).
 _EPOCH_ITER = "the utterance count, world size, batch size and accum_grad"
 
@@ -104,6 +133,9 @@ class KeySpec:
     registry: the registry a ``<name>`` key's value (or ``class_key``'s entry of
       the section) must name.
     parse: a section's deeper check of its values (``parse_dataset_args``).
+    ranges: ``{entry: check(where, value)}``, the range of a section's entries
+      where the class's constructor would take a wrong one (a negative
+      ``final_margin``, ``heads: 0``) and fail later with a traceback.
     """
 
     name: str
@@ -117,6 +149,7 @@ class KeySpec:
     filled_by_train: Mapping[str, str] = field(default_factory=dict)
     registry: Registry | None = None
     parse: Callable[[Mapping[str, Any]], Any] | None = None
+    ranges: Mapping[str, Callable[[str, Any], Any]] = field(default_factory=dict)
 
 
 #: The config schema: every top-level key, in the order ``--print_config`` writes them.
@@ -155,6 +188,9 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("model_init", "initialise weights from a trained checkpoint (phase 2/3: the "
             "previous phase's avg_model.pt); the epoch count starts at 1",
             check=_optional(_path)),
+    KeySpec("model_init_strict", "refuse a model_init whose weights are another model's "
+            "(mismatched, unexpected or missing backend tensors); false: load what fits",
+            True, check_bool),
     # ---- additions of this toolkit
     KeySpec("amp_dtype", "bfloat16 | float16: autocast dtype when enable_amp (float16 uses a "
             "GradScaler; CPU supports bfloat16 only)", "bfloat16",
@@ -183,28 +219,33 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("frontend", "frontend registry name (ssl)", "ssl", registry=FRONTENDS),
     KeySpec("frontend_args", "the SSL model: model_name_or_path (a save_pretrained directory "
             "or hub id) or config (a random model), and the frontend's other arguments",
-            required=True, section=True, class_key="frontend"),
+            required=True, section=True, class_key="frontend", ranges={"config": _ssl_config}),
     KeySpec("model", "speaker backend registry name", required=True, registry=SPEAKER_MODELS),
     KeySpec("model_args", "the backend's constructor arguments (embed_dim, ...)",
-            required=True, section=True, class_key="model"),
+            required=True, section=True, class_key="model", ranges={**_SIZES, **_DROPOUTS}),
     KeySpec("projection_args", "classification head: project_type + its arguments",
             section=True, class_key="projection_args.project_type", registry=PROJECTIONS,
             filled_by_train={"embed_dim": "the backend's embed_dim",
                              "num_class": "the speakers in train_label (x speed-perturbation "
-                             "blocks)"}),
+                             "blocks)"},
+            ranges={"scale": _num_from(0, lo_open=True), "margin": _num_from(0),
+                    "K": _int_from(1), "k_top": _int_from(0), "mp": _num_from(0)}),
     KeySpec("margin_scheduler", "margin scheduler name", "MarginScheduler",
             registry=MARGIN_SCHEDULERS),
     KeySpec("margin_update", "margin scheduler arguments", section=True,
             class_key="margin_scheduler",
             filled_by_train={"projection": "the model's projection head",
-                             "epoch_iter": _EPOCH_ITER}),
+                             "epoch_iter": _EPOCH_ITER},
+            ranges={"initial_margin": _num_from(0), "final_margin": _num_from(0),
+                    "increase_start_epoch": _int_from(0), "fix_start_epoch": _int_from(0)}),
     KeySpec("loss", "loss name (CrossEntropyLoss)", "CrossEntropyLoss", registry=LOSSES),
     KeySpec("loss_args", "loss constructor arguments", section=True, class_key="loss"),
     KeySpec("optimizer", "SGD | Adam | AdamW", "Adam", registry=OPTIMIZERS),
     KeySpec("optimizer_args", "optimiser arguments except lr (set by the scheduler)",
             section=True, class_key="optimizer",
             filled_by_train={"params": "the model's parameter groups",
-                             "lr": "scheduler_args.initial_lr"}),
+                             "lr": "scheduler_args.initial_lr"},
+            ranges={"weight_decay": _num_from(0), "momentum": _num_from(0, hi=1)}),
     KeySpec("scheduler", "learning-rate scheduler name", "WarmupCosine", registry=SCHEDULERS),
     KeySpec("scheduler_args", "the learning-rate schedule: initial_lr and final_lr, warm-up",
             required=True, section=True, class_key="scheduler",
@@ -421,6 +462,9 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             spec.parse(value)
         if spec.class_key is not None:
             check_section_types(cfg, key)
+        for sub, check in spec.ranges.items():
+            if value.get(sub) is not None:
+                check(f"{key}.{sub}", value[sub])
     check_header(cfg)
     check_lora_config(cfg)
     check_valid_keys(cfg)

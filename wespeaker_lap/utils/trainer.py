@@ -43,6 +43,7 @@ from wespeaker_lap.frontend.fingerprint import (
 )
 from wespeaker_lap.frontend.lora import check_lora_checkpoint
 from wespeaker_lap.io.checkpoints import (
+    CheckpointError,
     checkpoint_path,
     list_checkpoints,
     load_weights,
@@ -119,7 +120,11 @@ def read_train_label(cfg: Mapping[str, Any]) -> tuple[dict[str, int], int]:
     utt2spk = read_scp(cfg["train_label"])
     if not utt2spk:
         raise ValueError(f"train_label {cfg['train_label']} is empty")
-    return make_spk2id(utt2spk.values()), len(utt2spk)
+    spk2id = make_spk2id(utt2spk.values())
+    if len(spk2id) < 2:
+        raise ConfigError(f"train_label {cfg['train_label']}: {len(spk2id)} speaker; a speaker "
+                          "classifier needs at least 2")
+    return spk2id, len(utt2spk)
 
 
 def compute_epoch_iter(num_utts: int, batch_size: int, accum_grad: int, sample_num: int,
@@ -255,6 +260,16 @@ def initialise(model: torch.nn.Module, cfg: Mapping[str, Any], resuming: bool) -
         sd = read_weights(cfg["model_init"])
         check_lora_checkpoint(model, sd, where=f"model_init {cfg['model_init']}")
         adapt_projection(sd, model)
+        report = load_weights(model, sd, strict=False, check_only=True)
+        foreign = report.mismatched + report.unexpected + [
+            k for k in report.missing if not k.startswith("frontend.")]  # SSL: from its own dir
+        if foreign and cfg.get("model_init_strict", True):
+            raise CheckpointError(
+                f"model_init {cfg['model_init']}: these weights are another model's: "
+                f"{len(report.mismatched)} mismatched {report.mismatched[:4]}, "
+                f"{len(report.unexpected)} unexpected {report.unexpected[:4]}, missing "
+                f"{[k for k in report.missing if not k.startswith('frontend.')][:4]}; "
+                "load what fits anyway with --model_init_strict false")
         load_weights(model, sd, strict=False)
         logger.info("initialised from %s", cfg["model_init"])
     elif frontend_trainable(model) and not resuming:
@@ -314,6 +329,14 @@ def build_optimization(cfg: Mapping[str, Any], model: torch.nn.Module, info: Dis
 
 
 # --------------------------------------------------------------------------- resume
+def _check_resume_fits(model: torch.nn.Module, resume: tuple[int, Path | None, Path | None]
+                       ) -> None:
+    """The resume point's weights fit ``model`` (CheckpointError naming the file if not)."""
+    _, state_file, weights_file = resume
+    path = state_file if state_file is not None else weights_file
+    load_weights(model, read_weights(path), strict=True, where=path, check_only=True)
+
+
 def restore(resume: tuple[int, Path | None, Path | None] | None, model: torch.nn.Module,
             opt: Optimization) -> tuple[int, dict[str, Any] | None]:
     """Load a resume point; returns ``(first epoch to run, training state or None)``."""
@@ -488,6 +511,8 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
     # the frontend reports the sample rate the loader resamples to
     data = prepare_data(cfg, info, model.frontend.sample_rate, spk2id, num_utts, ds_cfg)
     initialise(model, cfg, resuming=resume is not None)
+    if resume is not None:  # another model's checkpoint is refused before exp_dir is written
+        _check_resume_fits(model, resume)
     opt = build_optimization(cfg, model, info, data)
     if info.is_main:
         models_dir.mkdir(parents=True, exist_ok=True)

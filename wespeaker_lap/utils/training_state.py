@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,13 @@ def resolve_resume(checkpoint: str | os.PathLike, models_dir: str | os.PathLike
         raise CheckpointError(f"--checkpoint latest: no intact state_*.pt in {models_dir}: "
                               + "; ".join(problems))
     path = Path(checkpoint)
-    kind, epoch = parse_checkpoint_path(path)
+    if path.is_dir():
+        raise CheckpointError(f"--checkpoint {path} is a directory; give a file "
+                              "(models/model_<epoch>.pt or state_<epoch>.pt) or 'latest'")
+    try:
+        kind, epoch = parse_checkpoint_path(path)
+    except ValueError as e:
+        raise CheckpointError(f"--checkpoint: {e}") from None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if kind == "state":
@@ -234,12 +240,14 @@ def link_final_model(models_dir: str | os.PathLike, epoch: int) -> Path:
 
 
 # ---------------------------------------------------------------------- averaging
-def average_state_dicts(state_dicts: Iterable[Mapping[str, torch.Tensor]]
+def average_state_dicts(state_dicts: Iterable[Mapping[str, torch.Tensor]],
+                        names: Sequence[str | os.PathLike] | None = None
                         ) -> dict[str, torch.Tensor]:
     """Element-wise mean of floating tensors (accumulated in float64); others from the last.
 
     Consumes ``state_dicts`` one at a time (a generator keeps one checkpoint in
-    memory). All must have the same keys and shapes.
+    memory). All must have the same keys and shapes; ``names`` (the files) are
+    named when they do not (two models' checkpoints).
 
     >>> a, b = {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 4.0])}
     >>> average_state_dicts([a, b])["w"].tolist()
@@ -253,12 +261,16 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, torch.Tensor]]
             ref = {k: v.detach().clone() for k, v in sd.items()}
             acc = {k: v.to(torch.float64) for k, v in ref.items() if v.is_floating_point()}
         else:
+            this, first = (names[i], names[0]) if names else (f"checkpoint {i}", "checkpoint 0")
             if set(sd) != set(ref):
                 diff = sorted(set(sd) ^ set(ref))[:5]
-                raise ValueError(f"checkpoint {i} has other keys than checkpoint 0: {diff}")
+                raise ValueError(f"cannot average {this} with {first}: other tensor names "
+                                 f"({diff}); are they checkpoints of one model?")
             for k, v in sd.items():
                 if v.shape != ref[k].shape:
-                    raise ValueError(f"cannot average {k!r}: shapes differ between checkpoints")
+                    raise ValueError(f"cannot average {this} with {first}: {k!r} is "
+                                     f"{tuple(v.shape)} in one and {tuple(ref[k].shape)} in "
+                                     "the other; are they checkpoints of one model?")
                 if k in acc:
                     acc[k] += v.to(torch.float64)
                 else:
@@ -303,5 +315,5 @@ def average_checkpoints(models_dir: str | os.PathLike, num: int, dst: str | os.P
                 f"model_*.pt in epochs {span}: {[e for e, _ in ckpts]}"
             )
         chosen = [p for _, p in ckpts[-num:]]
-    save_weights(average_state_dicts(read_weights(p) for p in chosen), dst)
+    save_weights(average_state_dicts((read_weights(p) for p in chosen), names=chosen), dst)
     return chosen
