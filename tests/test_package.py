@@ -373,3 +373,23 @@ def test_an_infinite_threshold_is_written_as_plain_json_and_read_back():
     back = json.loads(text)
     assert back["values"]["mindcf0.01"] == "inf" and back["x"] == ["-inf"]
     assert float(back["values"]["mindcf0.01"]) == float("inf") and back["values"]["eer"] == 0.3
+
+
+def test_cli_runs_the_packages_int8_variant_with_chosen_providers_and_threads(packaged,
+                                                                               capsys):
+    from wespeaker_lap.cli import main as cli
+
+    pkg, wav = str(packaged["out"]), packaged["data"] / "wav"
+    a, b = (str(wav / f"{k}.wav") for k in ("spk0-utt0", "spk1-utt0"))
+    base = ["similarity", "--model", pkg, a, b, "--norm", "none", "--runtime", "onnx"]
+    assert cli.main(base) == 0
+    fp32 = float(capsys.readouterr().out)
+    assert cli.main([*base, "--precision", "int8", "--providers", "cpu", "--threads", "1"]) == 0
+    int8 = float(capsys.readouterr().out)
+    assert int8 != fp32 and abs(int8 - fp32) < 0.1  # another model, close to the first
+    assert cli.main([*base, "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+    assert cli.main([*base, "--providers", "nosuch"]) == 2
+    assert "CPUExecutionProvider" in capsys.readouterr().err  # the ones it has are listed
+    assert cli.main(["similarity", "--model", pkg, a, b, "--precision", "int8"]) == 2
+    assert "option of the ONNX runtime" in capsys.readouterr().err

@@ -30,7 +30,9 @@ has one row per file given, in order.
 With ``--onnx FILE`` (written by ``python -m wespeaker_lap.bin.export_onnx``)
 the model runs in onnxruntime on the CPU and torch is never imported; with
 ``--model_dir`` too, the file must have been exported from that directory.
-``--runtime onnx`` runs a package's own ``model.onnx``.
+``--runtime onnx`` runs a package's own ``model.onnx``; ``--precision int8`` one of
+its variants (``export_onnx --quantize``), ``--providers cuda,cpu`` and ``--threads N``
+choose where and how onnxruntime runs it.
 """
 
 from __future__ import annotations
@@ -104,17 +106,25 @@ def load(args: argparse.Namespace, batch_size: int = 8):
                          "--dtype")
     if not onnx:
         check_device("--device", args.device)
+        for opt in ("precision", "providers", "threads"):
+            if getattr(args, opt) is not None:
+                raise ValueError(f"--{opt} is an option of the ONNX runtime (--onnx, "
+                                 "--runtime onnx)")
+    if args.threads is not None:
+        check_int("--threads", args.threads, lo=1)
+    ort = {"precision": args.precision, "providers": args.providers, "threads": args.threads}
     mean_vec = load_mean_vec(getattr(args, "mean_vec", None))  # a bad file fails first
     if source is None and not args.onnx:
         raise ValueError("give --model_dir (a trained exp_dir), --model (a model package, "
                          "exp_dir or hub id) or --onnx (an exported model)")
     if source is None:
-        model = load_model(args.onnx, batch_size=batch_size)
+        model = load_model(args.onnx, batch_size=batch_size, **ort)
     else:
         model = load_model(source, device=args.device, dtype=args.dtype,
                            runtime="onnx" if onnx else "torch", onnx=args.onnx,
                            revision=args.revision, batch_size=batch_size,
-                           ignore_frontend_mismatch=args.ignore_frontend_mismatch)
+                           ignore_frontend_mismatch=args.ignore_frontend_mismatch,
+                           **(ort if onnx else {}))
     if mean_vec is not None:
         if model.mean_vec is not None:
             raise ValueError("--mean_vec: this model package has its own mean vector")
@@ -282,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnxruntime, without torch")
         sp.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
                         help="onnx: run a package's model.onnx with onnxruntime")
+        sp.add_argument("--precision", default=None,
+                        help="ONNX runtime: the package's variant to run (e.g. int8, fp16; "
+                             "default: float32)")
+        sp.add_argument("--providers", default=None,
+                        help="ONNX runtime: execution providers in order, e.g. cuda,cpu "
+                             "(default: cpu)")
+        sp.add_argument("--threads", type=int, default=None,
+                        help="ONNX runtime: CPU threads (default: onnxruntime's)")
         sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         sp.add_argument("--dtype", default="float32",
                         choices=["float32", "bfloat16", "float16", "auto"],
