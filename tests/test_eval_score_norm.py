@@ -173,6 +173,15 @@ def test_normalize_score_files_from_scp_matches_in_memory_result(setup, tmp_path
     _, file_scores = read_scores(tmp_path / "vox.score")
     expect = normalize_scores(trials, file_scores, emb, build_cohort(cohort, mean), mean, 5)[1]
     np.testing.assert_allclose(normed, expect, atol=1e-6)
+    # a top_n beyond the 40-entry cohort would be S-norm named asnorm300: refused, no file
+    with pytest.raises(ValueError, match=r"top_n 300 is larger than the cohort \(40 entries\)"):
+        normalize_score_files([tmp_path / "vox.score"], tmp_path / "eval.scp",
+                              tmp_path / "cohort.scp", tmp_path / "mean_vec.npy", top_n=300)
+    assert not (tmp_path / "vox.asnorm300.score").exists()
+    (snorm,) = normalize_score_files([tmp_path / "vox.score"], tmp_path / "eval.scp",
+                                     tmp_path / "cohort.scp", tmp_path / "mean_vec.npy",
+                                     top_n=300, method="snorm")
+    assert snorm.name == "vox.snorm.score"
 
 
 def test_score_norm_rejects_nan_scores_and_unknown_method(setup):

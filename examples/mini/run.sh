@@ -160,6 +160,17 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   stage_done "5 cosine scoring"
 fi
 
+# AS-norm's cohort is the training speakers (their mean embeddings): a top_n beyond their
+# number would be S-norm (python refuses it), so it is cut to the cohort, with a log line
+# (the --quick corpus has 40 training speakers)
+if [ "$stop_stage" -ge 6 ] && [ -f "$data/train/spk2utt" ]; then
+  cohort_size=$(wc -l < "$data/train/spk2utt")
+  if [ "$top_n" -gt "$cohort_size" ]; then
+    log "AS-norm: top_n $top_n is more than the $cohort_size training speakers; top $cohort_size"
+    top_n=$cohort_size
+  fi
+fi
+
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "Stage 6: AS-norm of stage 5's scores (top $top_n of the train speakers' means); plots; results"
   # the score files of every set, cosine (stage 5) and AS-norm, as python names them

@@ -134,6 +134,16 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_top_n(top_n: int | None, cohort_size: int) -> None:
+    """Refuse a ``top_n`` larger than the cohort: AS-norm would then use the whole cohort
+    (S-norm) under a name, ``asnorm<top_n>``, that says otherwise."""
+    if top_n is not None and top_n > cohort_size:
+        raise ValueError(
+            f"AS-norm top_n {top_n} is larger than the cohort ({cohort_size} entries): it would "
+            f"use all {cohort_size} under a name that says top {top_n}; give --top_n "
+            f"{cohort_size} or fewer, or --method snorm for the whole cohort")
+
+
 def cohort_stats(
     emb: np.ndarray,
     cohort: np.ndarray,
@@ -174,8 +184,7 @@ def cohort_stats(
         raise ValueError(f"the cohort needs at least 2 embeddings, got {n_coh}")
     if top_n is not None and top_n < 2:
         raise ValueError(f"top_n must be at least 2 (the std of one score is 0), got {top_n}")
-    if top_n is not None and top_n > n_coh:
-        logger.warning("top_n %d is larger than the cohort (%d); using all of it", top_n, n_coh)
+    check_top_n(top_n, n_coh)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     k = n_coh if top_n is None else min(top_n, n_coh)
@@ -287,6 +296,7 @@ class CohortStats:
         top_n: int | None = DEFAULT_TOP_N,
         chunk_size: int = CHUNK_ROWS,
     ):
+        check_top_n(top_n, len(cohort))
         self.table = table
         self.cohort = cohort
         self.mean_vec = mean_vec
