@@ -127,7 +127,9 @@ def test_quick_package_scores_the_test_trials_to_the_recipes_asnorm_eer(quick):
     pkg = exp / "package"
     meta = json.loads((pkg / "package.json").read_text())
     assert meta["thresholds"]["trials"]["name"] == "valid" and meta["calibration"]
-    assert meta["ssl"]["source"] == "bundled" and meta["score_norm"]["top_n"] == 100
+    # the recipe's top_n 100 is cut to the 40 training speakers of the --quick cohort
+    assert meta["ssl"]["source"] == "bundled" and meta["score_norm"]["top_n"] == 40
+    assert "top_n 100 is more than the 40 training speakers; top 40" in r.stdout
     assert [t["name"] for t in meta["test_sets"]][0] == "test"
     card = (pkg / "README.md").read_text()
     assert "[95% CI]" in card and "## The thresholds on the test sets" in card
