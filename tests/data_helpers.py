@@ -120,3 +120,21 @@ def make_segments_dir(root: Path, num_rec: int = 3, seconds: float = 4.0,
         spk2utt.setdefault(spk, []).append(utt)
     (d / "spk2utt").write_text("".join(f"{s} {' '.join(u)}\n" for s, u in sorted(spk2utt.items())))
     return d
+
+
+def make_tiny_model_dir(d: Path) -> Path:
+    """A tiny trained-model dir (config.yaml + models/avg_model.pt): random WavLM (receptive
+    field 400 samples) and LAP_ASTP, 16-dim embeddings."""
+    import yaml
+
+    from wespeaker_lap.frontend.testing import tiny_ssl_config
+    from wespeaker_lap.io.checkpoints import save_weights
+    from wespeaker_lap.models import build_extractor
+
+    cfg = {"exp_dir": "unused", "dataset_args": {"sample_rate": 16000}, "frontend": "ssl",
+           "frontend_args": {"config": tiny_ssl_config("wavlm")}, "model": "LAP_ASTP",
+           "model_args": {"embed_dim": 16, "lap_dim": 32, "heads": 4}}
+    (d / "models").mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    save_weights(build_extractor(cfg), d / "models" / "avg_model.pt")
+    return d

@@ -18,8 +18,7 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
-from data_helpers import tone
+from data_helpers import make_tiny_model_dir, tone
 
 from wespeaker_lap.bin import (
     extract,
@@ -33,9 +32,6 @@ from wespeaker_lap.dataset.audio import BadAudio, read_audio
 from wespeaker_lap.dataset.datadir import read_data_dir
 from wespeaker_lap.dataset.dataset import build_eval_loader, build_train_loader
 from wespeaker_lap.dataset.lists import read_raw_list, read_shard_list
-from wespeaker_lap.frontend.testing import tiny_ssl_config
-from wespeaker_lap.io.checkpoints import save_weights
-from wespeaker_lap.models import build_extractor
 from wespeaker_lap.utils.distributed import DistInfo
 from wespeaker_lap.utils.trainer import prepare_data
 
@@ -87,15 +83,7 @@ def eval_keys(entries, **kw):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    """A tiny trained-model dir (config.yaml + models/avg_model.pt); receptive field 400."""
-    cfg = {"exp_dir": "unused", "dataset_args": {"sample_rate": SR}, "frontend": "ssl",
-           "frontend_args": {"config": tiny_ssl_config("wavlm")}, "model": "LAP_ASTP",
-           "model_args": {"embed_dim": 16, "lap_dim": 32, "heads": 4}}
-    d = tmp_path / "exp"
-    (d / "models").mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    save_weights(build_extractor(cfg), d / "models" / "avg_model.pt")
-    return d
+    return make_tiny_model_dir(tmp_path / "exp")
 
 
 def run_extract(model_dir, data, out, *extra):

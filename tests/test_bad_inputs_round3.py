@@ -13,8 +13,7 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
-from data_helpers import make_segments_dir, tone, write_audio
+from data_helpers import make_segments_dir, make_tiny_model_dir, tone, write_audio
 
 from wespeaker_lap.bin import extract, fix_data_dir, make_raw_list, make_shard_list
 from wespeaker_lap.bin import validate_data_dir as validate_bin
@@ -40,15 +39,7 @@ def seg_dir(tmp_path):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    """A tiny trained-model dir (config.yaml + models/avg_model.pt)."""
-    cfg = {"exp_dir": "unused", "dataset_args": {"sample_rate": SR}, "frontend": "ssl",
-           "frontend_args": {"config": tiny_ssl_config("wavlm")}, "model": "LAP_ASTP",
-           "model_args": {"embed_dim": 16, "lap_dim": 32, "heads": 4}}
-    d = tmp_path / "exp"
-    (d / "models").mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    save_weights(build_extractor(cfg), d / "models" / "avg_model.pt")
-    return d
+    return make_tiny_model_dir(tmp_path / "exp")
 
 
 def _line_of(seg_dir, utt):
@@ -116,13 +107,19 @@ def test_validate_fails_an_empty_data_dir(tmp_path, capsys):
     assert "no utterances" in capsys.readouterr().err
 
 
-def test_a_key_with_a_space_is_reported_as_such(tmp_path):
+def _dir_with_a_spaced_key(tmp_path):
+    """A data dir whose one utterance key, ``spk1 utt1``, holds a space."""
     d = tmp_path / "d"
     d.mkdir()
     w = write_audio(tmp_path / "a.wav", tone(0.5))
     (d / "wav.scp").write_text(f"spk1 utt1 {w}\n")
     (d / "utt2spk").write_text("spk1 utt1 spk1\n")
     (d / "spk2utt").write_text("spk1 spk1 utt1\n")
+    return d
+
+
+def test_a_key_with_a_space_is_reported_as_such(tmp_path):
+    d = _dir_with_a_spaced_key(tmp_path)
     problems = "\n".join(validate_data_dir(d))
     assert "the key 'spk1 utt1' contains a space" in problems
 
@@ -868,12 +865,7 @@ def test_onnx_refuses_1khz_audio_like_the_pytorch_path(model_dir, tmp_path, caps
 
 
 def test_extract_names_a_key_with_a_space(tmp_path, model_dir, capsys):
-    d = tmp_path / "d"
-    d.mkdir()
-    w = write_audio(tmp_path / "a.wav", tone(0.5))
-    (d / "wav.scp").write_text(f"spk1 utt1 {w}\n")
-    (d / "utt2spk").write_text("spk1 utt1 spk1\n")
-    (d / "spk2utt").write_text("spk1 spk1 utt1\n")
+    d = _dir_with_a_spaced_key(tmp_path)
     assert extract.main(["--model_dir", str(model_dir), "--data", str(d), "--embed_dir",
                          str(tmp_path / "e")]) == 1
     assert "the key 'spk1 utt1' (wav.scp and utt2spk) contains a space" in \
