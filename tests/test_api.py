@@ -5,35 +5,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
 from data_helpers import make_tone_data_dir
-from test_extract import read_xvectors, tiny_config
+from test_extract import make_exp_dir, read_xvectors
 
 import wespeaker_lap
 from wespeaker_lap.api import SpeakerModel, Speakers, load_model
 from wespeaker_lap.api.model import _ToyBackend
 from wespeaker_lap.bin import extract
-from wespeaker_lap.io.checkpoints import save_weights
 from wespeaker_lap.io.xvectors import write_xvectors
-from wespeaker_lap.models import build_extractor
 from wespeaker_lap.scoring.score import Trials, cosine_score
 from wespeaker_lap.scoring.score_norm import build_cohort, normalize_scores
 
 SR = 16000
-
-
-def make_exp_dir(d, seed=1):
-    """A tiny trained exp_dir: config.yaml + models/avg_model.pt (with a training head)."""
-    cfg = tiny_config()
-    (d / "models").mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    torch.manual_seed(seed)
-    ext = build_extractor(cfg)
-    ext.add_module("projection", torch.nn.Linear(16, 5))
-    for p in ext.backend.parameters():
-        p.data.add_(0.01 * torch.randn_like(p))
-    save_weights(ext, d / "models" / "avg_model.pt")
-    return d
 
 
 @pytest.fixture

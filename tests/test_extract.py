@@ -36,20 +36,23 @@ def tiny_config(model="LAP_ASTP"):
     }
 
 
-@pytest.fixture
-def model_dir(tmp_path):
+def make_exp_dir(d, seed=1):
     """An exp_dir as training leaves it: config.yaml + models/avg_model.pt (with a head)."""
     cfg = tiny_config()
-    d = tmp_path / "exp"
     (d / "models").mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     ext = build_extractor(cfg)
     ext.add_module("projection", torch.nn.Linear(16, 5))  # the training head is dropped
     for p in ext.backend.parameters():  # trained weights differ from a fresh init
         p.data.add_(0.01 * torch.randn_like(p))
     save_weights(ext, d / "models" / "avg_model.pt")
     return d
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return make_exp_dir(tmp_path / "exp")
 
 
 @pytest.fixture
