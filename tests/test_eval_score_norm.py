@@ -364,3 +364,13 @@ def test_the_as_norm_top_n_default_has_one_home():
     args = calibrate_cli.get_parser().parse_args(
         ["fit", "--scores", "s", "--model", "m"])
     assert args.top_n == score_norm.DEFAULT_TOP_N
+    # the model package and the API take it from there too
+    from wespeaker_lap.api.model import SpeakerModel
+    from wespeaker_lap.api.packaging import PackageOptions
+    from wespeaker_lap.bin import package_model
+
+    assert package_model.get_parser().parse_args(["--exp_dir", "e", "--out", "o"]).top_n == \
+        score_norm.DEFAULT_TOP_N
+    assert inspect.signature(SpeakerModel).parameters["top_n"].default == \
+        score_norm.DEFAULT_TOP_N
+    assert PackageOptions.__dataclass_fields__["top_n"].default == score_norm.DEFAULT_TOP_N

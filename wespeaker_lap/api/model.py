@@ -36,7 +36,7 @@ from wespeaker_lap.checks import check_int
 from wespeaker_lap.io.xvectors import write_xvectors
 from wespeaker_lap.scoring.calibration import QMFCalibrator
 from wespeaker_lap.scoring.score import normalize_rows, rowwise_dot
-from wespeaker_lap.scoring.score_norm import NORM_METHODS, apply_norm, cohort_stats
+from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N, NORM_METHODS, apply_norm, cohort_stats
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class SpeakerModel:
     """
 
     def __init__(self, backend: Backend, *, mean_vec: np.ndarray | None = None,
-                 cohort: np.ndarray | None = None, top_n: int | None = 300,
+                 cohort: np.ndarray | None = None, top_n: int | None = DEFAULT_TOP_N,
                  calibration: QMFCalibrator | None = None, calibration_norm: str = "none",
                  thresholds: Mapping[str, Any] | None = None,
                  info: Mapping[str, Any] | None = None, batch_size: int = 8,

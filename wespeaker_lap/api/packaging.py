@@ -60,7 +60,7 @@ from wespeaker_lap.models.inference import load_trained_extractor, resolve_model
 from wespeaker_lap.scoring.calibration import QMFCalibrator, trial_features
 from wespeaker_lap.scoring.metrics import compute_metrics
 from wespeaker_lap.scoring.score import read_scores, read_trials, resolve_trials
-from wespeaker_lap.scoring.score_norm import CohortStats, build_cohort
+from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N, CohortStats, build_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class PackageOptions:
     mean_vec: str | None = None
     cohort_embeddings: Sequence[str] | None = None
     cohort_utt2spk: str | None = None
-    top_n: int = 300
+    top_n: int = DEFAULT_TOP_N
     trials: str | None = None
     trials_name: str | None = None
     trial_embeddings: Sequence[str] | None = None

@@ -34,6 +34,7 @@ import sys
 from wespeaker_lap.api.hub import push_package
 from wespeaker_lap.api.packaging import PackageOptions, build_package
 from wespeaker_lap.bin.common import add_log_level, run
+from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,8 @@ def get_parser() -> argparse.ArgumentParser:
     sc.add_argument("--mean_vec", help="training-set mean_vec.npy")
     sc.add_argument("--cohort_embeddings", nargs="+", help="xvector.scp of the cohort")
     sc.add_argument("--cohort_utt2spk", help="utt2spk of the cohort (one mean per speaker)")
-    sc.add_argument("--top_n", type=int, default=300, help="AS-norm top-N (default 300)")
+    sc.add_argument("--top_n", type=int, default=DEFAULT_TOP_N,
+                    help=f"AS-norm top-N (default {DEFAULT_TOP_N})")
     sc.add_argument("--trials", help="labelled validation trial list for the thresholds")
     sc.add_argument("--trials_name", help="its name on the card (default: its directory)")
     sc.add_argument("--trial_embeddings", nargs="+", help="xvector.scp of its utterances")
