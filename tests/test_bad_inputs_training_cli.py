@@ -439,7 +439,8 @@ CONFIG_CASES = {
     "no model_args": ("model_args", _MISSING, "model_args"),
     "train_data missing": ("train_data", "/nonexistent/raw.list", "train_data"),
     "seed 1.5": ("seed", 1.5, "seed"),
-    "enable_amp 'yes'": ("enable_amp", "yes", "enable_amp"),
+    "enable_amp 'yes'": ("enable_amp", "yes", "expected true, false or auto"),
+    "amp_dtype bf32": ("amp_dtype", "bf32", "'bfloat16'"),
 }
 
 

@@ -347,3 +347,76 @@ def test_chance_levels_come_from_the_unit_frequencies():
     assert hist.unigram_entropy == pytest.approx(float(-(p * np.log(p)).sum()))
     assert hist.majority_acc == pytest.approx(3 / 7) and hist.chance_loss == pytest.approx(
         math.log(5))
+
+
+# ---- reduced precision (train_args.dtype, --dtype)
+def test_bfloat16_pretraining_learns_and_saves_float32_weights(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    scp = write_scp(tmp_path, [tone_utterance(rng) for _ in range(12)])
+    cfg = tiny(steps=60, num_units=6, batch_size=8, crop_seconds=1.0, lr=3e-3,
+               warmup_steps=5, log_every=20, dtype="bfloat16")
+    with caplog.at_level("INFO", logger="wespeaker_lap.pretrain.hubert"):
+        hist = pretrain_ssl.pretrain(cfg, [scp], str(tmp_path / "ssl"), seed=0)
+    assert "pre-training forward in bfloat16 (train_args.dtype bfloat16" in caplog.text
+    assert np.isfinite(hist.loss).all()
+    assert hist.mean("loss", False, 10) < hist.mean("loss", True, 10) - 0.2
+    assert hist.mean("acc", False, 10) > 2 * hist.chance_acc
+    fe = SSLFrontend(tmp_path / "ssl")
+    assert next(fe.model.parameters()).dtype == torch.float32
+    ran = yaml.safe_load((tmp_path / "ssl" / "pretrain.yaml").read_text())
+    assert ran["train_args"]["dtype"] == "bfloat16"
+
+
+def test_bfloat16_step_differs_from_float32_only_by_rounding(wav_scp):
+    """The autocast forward computes the same loss as float32, within bfloat16's rounding."""
+    args = schema.parse_train_args({"batch_size": 2, "crop_seconds": 0.5, "num_units": 4})
+    corpus = features.load_corpus([wav_scp], 0.5)
+    units = [np.zeros(features.num_frames(len(w)), dtype=np.int64) for w in corpus.wavs]
+    losses = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        model = hubert.HubertPretrainModel(hubert.build_config(TINY_MODEL), 4)
+        rng = np.random.default_rng(0)
+        batch = hubert.draw_batch(corpus, units, rng, args, 8000)
+        opt = hubert.build_optimizer(model, args)
+        losses[dtype] = hubert.optimizer_step(model, opt, *batch, args, dtype).masked_loss
+    assert losses[torch.float32] == pytest.approx(losses[torch.bfloat16], rel=0.05)
+
+
+@pytest.mark.parametrize("bf16_kernels, probe, want, why", [
+    (False, None, torch.float32, "CPU without bfloat16 kernels"),
+    (True, RuntimeError("no kernel"), torch.float32, "CPU probe failed (no kernel)"),
+    (True, (1.0, 0.5), torch.bfloat16, "CPU probe: float32"),
+    (True, (1.0, 2.0), torch.float32, "CPU probe: float32"),
+])
+def test_auto_dtype_falls_back_to_float32_with_the_reason(monkeypatch, caplog, tmp_path, wav_scp,
+                                                          bf16_kernels, probe, want, why):
+    from wespeaker_lap.frontend import precision
+
+    def gemm(dtypes):
+        if isinstance(probe, Exception):
+            raise probe
+        return [probe[0] if d == torch.float32 else probe[1] for d in dtypes]
+
+    monkeypatch.setattr(precision, "_AUTO_CACHE", {})
+    monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: bf16_kernels)
+    monkeypatch.setattr(precision, "_gemm_seconds", gemm)
+    with caplog.at_level("INFO", logger="wespeaker_lap.pretrain.hubert"):
+        pretrain_ssl.pretrain(tiny(steps=1, dtype="auto"), [wav_scp], str(tmp_path / "o"), seed=0)
+    name = str(want).removeprefix("torch.")
+    assert f"pre-training forward in {name} (train_args.dtype auto: {why}" in caplog.text
+
+
+def test_unsupported_dtype_lists_the_choices(tmp_path, wav_scp, capsys):
+    with pytest.raises(ConfigError, match=r"train_args.dtype: 'float16' is not one of "
+                                          r"\['auto', 'bfloat16', 'float32'\]"):
+        schema.parse_train_args({"dtype": "float16"})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny()))
+    with pytest.raises(SystemExit) as e:
+        pretrain_ssl.main(["--config", str(cfg), "--wav_scp", wav_scp, "--out",
+                           str(tmp_path / "o"), "--dtype", "fp16"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--dtype: invalid choice: 'fp16'" in err and "'bfloat16'" in err and "'auto'" in err
+    assert not (tmp_path / "o").exists()

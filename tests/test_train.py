@@ -126,6 +126,35 @@ def test_cpu_bf16_autocast_trains(tmp_path, corpus):
     assert torch.isfinite(torch.tensor(train(cfg).stats["loss"]))
 
 
+@pytest.mark.parametrize("bf16_faster", [True, False])
+def test_enable_amp_auto_follows_the_probe_and_logs_why(tmp_path, corpus, monkeypatch, caplog,
+                                                        bf16_faster):
+    from wespeaker_lap.utils import trainer
+
+    seen = {}
+
+    def fake_auto(device):
+        return (torch.bfloat16, "fake probe: faster") if bf16_faster else \
+            (torch.float32, "fake probe: slower")
+
+    real = trainer.EpochOptions
+
+    def spy(**kw):
+        seen.update(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(trainer, "auto_dtype", fake_auto)
+    monkeypatch.setattr(trainer, "EpochOptions", spy)
+    cfg = _load(tmp_path, tiny_config(tmp_path / "exp", *corpus, num_epochs=1,
+                                      enable_amp="auto"))
+    with caplog.at_level("INFO", logger="wespeaker_lap.train"):
+        train(cfg)
+    want = "bfloat16 autocast (fake probe: faster)" if bf16_faster else \
+        "float32 (fake probe: slower)"
+    assert f"enable_amp auto: {want}" in caplog.text
+    assert seen["enable_amp"] is bf16_faster and seen["amp_dtype"] == "bfloat16"
+
+
 # ------------------------------------------------------------------- resume exactly
 @pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, corpus):

@@ -55,7 +55,7 @@ from wespeaker_lap.pretrain.hubert import (
     train,
 )
 from wespeaker_lap.pretrain.kmeans import assign_units, fit_units
-from wespeaker_lap.pretrain.schema import PretrainArgs, parse_pretrain_config
+from wespeaker_lap.pretrain.schema import PRETRAIN_DTYPES, PretrainArgs, parse_pretrain_config
 from wespeaker_lap.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--units_from", default=None,
                    help="override train_args.units_from: 'mfcc' or an earlier model's directory")
     p.add_argument("--units_layer", type=int, default=None, help="override train_args.units_layer")
+    p.add_argument("--dtype", default=None, choices=list(PRETRAIN_DTYPES),
+                   help="override train_args.dtype (autocast of the forward; auto: bfloat16 "
+                   "where a start-up probe finds it faster)")
     p.add_argument("--max_minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     return p
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = read_yaml(args.config)
         train_args = cfg.get("train_args") or {}
         if isinstance(train_args, dict):
-            for key in ("steps", "units_from", "units_layer"):
+            for key in ("steps", "units_from", "units_layer", "dtype"):
                 if getattr(args, key) is not None:
                     train_args[key] = getattr(args, key)
             cfg["train_args"] = train_args

@@ -56,15 +56,51 @@ def auto_dtype(device: torch.device | str) -> tuple[torch.dtype, str]:
         else:
             choice = (torch.float32, "CUDA device without bfloat16 support")
     elif kind == "cpu":
-        fp32, bf16 = _gemm_seconds((torch.float32, torch.bfloat16))
-        flops = 2 * 256 * 768 * 3072
-        speed = f"CPU probe: float32 {flops / fp32 / 1e9:.0f} GFLOP/s, bfloat16 " \
-                f"{flops / bf16 / 1e9:.0f} GFLOP/s"
-        choice = (torch.bfloat16, speed) if bf16 * 1.25 <= fp32 else (torch.float32, speed)
+        choice = _cpu_choice()
     else:
         choice = (torch.float32, f"no reduced-precision rule for device type {kind!r}")
     _AUTO_CACHE[kind] = choice
     return choice
+
+
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX-512 BF16, AMX, ...)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the op
+        return False
+
+
+def _cpu_choice() -> tuple[torch.dtype, str]:
+    """The CPU rule of :func:`auto_dtype`: float32 without bf16 kernels or when the probe
+    fails; else the faster of the two by at least 1.25x."""
+    if not cpu_has_bf16_kernels():
+        return torch.float32, "CPU without bfloat16 kernels (oneDNN): float32"
+    try:
+        fp32, bf16 = _gemm_seconds((torch.float32, torch.bfloat16))
+    except RuntimeError as e:  # a probe that cannot run keeps float32
+        return torch.float32, f"CPU probe failed ({e}): float32"
+    flops = 2 * 256 * 768 * 3072
+    speed = f"CPU probe: float32 {flops / fp32 / 1e9:.0f} GFLOP/s, bfloat16 " \
+            f"{flops / bf16 / 1e9:.0f} GFLOP/s"
+    return (torch.bfloat16, speed) if bf16 * 1.25 <= fp32 else (torch.float32, speed)
+
+
+def autocast_dtype(requested: str, device: torch.device | str) -> tuple[torch.dtype, str]:
+    """The autocast dtype of a trained forward: ``float32`` (autocast off), ``bfloat16``,
+    or ``auto`` (:func:`auto_dtype`'s choice: bfloat16 only where it is faster).
+
+    float16 is not offered: training in it needs loss scaling (``amp_dtype`` does that on
+    GPUs). Returns the dtype and why.
+    """
+    if requested == "float32":
+        return torch.float32, "float32 requested"
+    if requested == "bfloat16":
+        return torch.bfloat16, "bfloat16 requested"
+    if requested == "auto":
+        return auto_dtype(device)
+    raise ValueError(f"dtype must be one of ['float32', 'bfloat16', 'auto'], got {requested!r}")
 
 
 def dtype_name(dtype: torch.dtype) -> str:

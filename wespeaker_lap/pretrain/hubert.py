@@ -51,6 +51,7 @@ from torch import nn
 
 from wespeaker_lap.checks import ConfigError, check_bool, check_int, check_number
 from wespeaker_lap.frontend.loading import default_do_normalize, save_preprocessing
+from wespeaker_lap.frontend.precision import autocast_dtype
 from wespeaker_lap.lr_schedule import warmup_cosine
 from wespeaker_lap.pretrain.features import HOP_SAMPLES, SAMPLE_RATE, Corpus, num_frames
 from wespeaker_lap.pretrain.kmeans import unit_frequencies
@@ -335,13 +336,21 @@ def draw_batch(corpus: Corpus, units: list[np.ndarray], rng: np.random.Generator
 
 def optimizer_step(model: HubertPretrainModel, optimizer: torch.optim.Optimizer,
                    wavs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                   args: PretrainArgs) -> StepResult:
-    """One update on a batch: masked (+ weighted unmasked) unit prediction (+ contrast)."""
-    out = model(wavs, mask)
+                   args: PretrainArgs, dtype: torch.dtype = torch.float32) -> StepResult:
+    """One update on a batch: masked (+ weighted unmasked) unit prediction (+ contrast).
+
+    ``dtype`` bfloat16 runs the forward under CPU autocast (matrix products and
+    convolutions in bfloat16; the losses, weights and optimiser in float32).
+    """
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        out = model(wavs, mask)
     logits, utterance_vectors = out if isinstance(out, tuple) else (out, None)
     if logits.shape[1] != labels.shape[1]:
         raise RuntimeError(f"model gives {logits.shape[1]} frames, units {labels.shape[1]}: "
                            "the CNN must have a 25 ms window and a 20 ms hop")
+    logits = logits.float()
+    if utterance_vectors is not None:
+        utterance_vectors = utterance_vectors.float()
     masked_loss = nn.functional.cross_entropy(logits[mask], labels[mask])
     loss = masked_loss
     if args.unmasked_weight > 0:
@@ -424,6 +433,9 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
     warmup = warmup_length(args)
     crop_samples = int(round(args.crop_seconds * SAMPLE_RATE))
     optimizer = build_optimizer(model, args)
+    dtype, why = autocast_dtype(args.dtype, "cpu")
+    logger.info("pre-training forward in %s (train_args.dtype %s: %s)",
+                str(dtype).removeprefix("torch."), args.dtype, why)
     model.train()
     started = time.time()
     log_start(hist, args, crop_samples)
@@ -436,7 +448,7 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
         for group in optimizer.param_groups:
             group["lr"] = lr
         wavs, labels, mask = draw_batch(corpus, units, rng, args, crop_samples)
-        result = optimizer_step(model, optimizer, wavs, labels, mask, args)
+        result = optimizer_step(model, optimizer, wavs, labels, mask, args, dtype)
         record(hist, step, lr, result)
         if step % args.log_every == 0 or step == args.steps - 1:
             log_progress(hist, step, args, result, lr, started)

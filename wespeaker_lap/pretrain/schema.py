@@ -53,6 +53,14 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None,
     return check
 
 
+#: ``train_args.dtype``: the autocast dtype of pre-training's forward.
+PRETRAIN_DTYPES = ("float32", "bfloat16", "auto")
+
+
+def _dtype(where: str, value: Any) -> str:
+    return check_str(where, value, PRETRAIN_DTYPES)
+
+
 def _db_range(where: str, value: Any) -> tuple[float, float]:
     if (not isinstance(value, list | tuple) or len(value) != 2
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
@@ -111,6 +119,10 @@ class PretrainArgs:
                                                 "dB range [low, high]")
     min_seconds: float = _arg(1.0, _number(float, lo=0),
                               "shorter files are skipped (counted in the log)")
+    dtype: str = _arg("float32", _dtype,
+                      "autocast dtype of the forward: float32, bfloat16, or auto (bfloat16 "
+                      "where a start-up probe finds its matrix products >= 1.25x faster, else "
+                      "float32); weights and optimiser state stay float32")
     log_every: int = _arg(25, _number(int, lo=1), "log the running means every this many steps")
 
     def __post_init__(self) -> None:

@@ -83,6 +83,14 @@ def _one_of(*choices: str) -> Callable[[str, Any], str]:
     return lambda where, v: check_str(where, v, choices)
 
 
+def _bool_or_auto(where: str, value: Any) -> bool | str:
+    if value == "auto":
+        return value
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true, false or auto, got {value!r}")
+    return value
+
+
 def _num_from(lo: float, lo_open: bool = False, hi: float | None = None,
               hi_open: bool = False) -> Callable[[str, Any], float]:
     return lambda where, v: check_number(where, v, lo=lo, lo_open=lo_open, hi=hi,
@@ -161,8 +169,9 @@ SCHEMA: tuple[KeySpec, ...] = (
             "and CUDA_VISIBLE_DEVICES"),
     KeySpec("num_avg", "number of last checkpoints average_model averages (and train.py "
             "always keeps)", 10, _int_from(1)),
-    KeySpec("enable_amp", "mixed precision on GPU (and bf16 autocast on CPU)", False,
-            check_bool),
+    KeySpec("enable_amp", "mixed precision on GPU (and bf16 autocast on CPU); auto: bfloat16 "
+            "autocast where a start-up probe finds it faster (GPUs with bf16, CPUs with fast "
+            "bf16 kernels), else off", False, _bool_or_auto),
     KeySpec("seed", "random seed; the model is initialised with it on every rank, training "
             "randomness uses seed + rank", 42, _int_from(0)),
     KeySpec("num_epochs", "number of training epochs", check=_int_from(1), required=True),

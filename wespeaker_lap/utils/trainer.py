@@ -42,6 +42,7 @@ from wespeaker_lap.frontend.fingerprint import (
     write_fingerprint,
 )
 from wespeaker_lap.frontend.lora import check_lora_checkpoint
+from wespeaker_lap.frontend.precision import auto_dtype
 from wespeaker_lap.io.checkpoints import (
     CheckpointError,
     checkpoint_path,
@@ -57,6 +58,7 @@ from wespeaker_lap.utils.config import save_config
 from wespeaker_lap.utils.distributed import (
     DistInfo,
     all_gather_object,
+    any_true,
     barrier,
     lr_scale_ratio,
     wrap_ddp,
@@ -479,6 +481,21 @@ class TrainResult:
     epoch: int
 
 
+def resolve_amp(enable_amp: bool | str, amp_dtype: str, info: DistInfo) -> dict[str, Any]:
+    """``enable_amp`` and ``amp_dtype`` as run: ``auto`` becomes bfloat16 autocast where
+    :func:`auto_dtype` finds it faster on every rank (one vote, so that the ranks agree),
+    else off, with a log line saying why."""
+    if enable_amp != "auto":
+        return {"enable_amp": bool(enable_amp), "amp_dtype": amp_dtype}
+    dtype, why = auto_dtype(info.device)
+    on = not any_true(dtype != torch.bfloat16, info)
+    if info.is_main:
+        logger.info("enable_amp auto: %s (%s%s)", "bfloat16 autocast" if on else "float32",
+                    why, "" if on == (dtype == torch.bfloat16) else "; another rank votes "
+                    "float32")
+    return {"enable_amp": on, "amp_dtype": "bfloat16"}
+
+
 def train(cfg: dict[str, Any], info: DistInfo | None = None,
           argv: Sequence[str] | None = None) -> TrainResult:
     """Run the training described by a checked config (see ``load_config``).
@@ -486,6 +503,7 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
     ``info``: from ``init_distributed`` (default: a single CPU process).
     """
     info = DistInfo() if info is None else info
+    cfg = {**cfg, **resolve_amp(cfg["enable_amp"], cfg["amp_dtype"], info)}
     exp_dir = Path(cfg["exp_dir"])
     models_dir = exp_dir / "models"
     checkpoint = cfg.get("checkpoint")
