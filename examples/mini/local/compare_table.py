@@ -6,6 +6,11 @@ Reads each experiment's ``scores/metrics_ci.json`` (local/score_ci.py). Experime
 whose names differ only in the ``_seed<N>`` suffix form one system. Prints a
 Markdown table: mean +- std (over seeds) of the EER, the mean of the per-seed
 speaker-bootstrap 95% intervals, and mean minDCF 0.01 / 0.05.
+
+A directory with a ``peer.txt`` is a peer system pre-trained elsewhere
+(compare_backends.sh's ``resemblyzer``): its row is named by the first line of that
+file, has no seeds ("pre-trained" in the seeds column, no std) and comes after the
+project's systems.
 """
 
 import json
@@ -27,18 +32,29 @@ def main(argv=None) -> int:
         if not f.is_file():
             print(f"(missing: {f})", file=sys.stderr)
             continue
-        system = re.sub(r"_seed\d+$", "", d.name)
+        peer = d / "peer.txt"
+        if peer.is_file():
+            label = peer.read_text(encoding="utf-8").strip().splitlines()
+            if not label:
+                raise SystemExit(f"{peer}: empty; its first line names the peer's row")
+            system = (True, label[0])
+        else:
+            system = (False, re.sub(r"_seed\d+$", "", d.name))
         for m in json.loads(f.read_text()).values():
             runs[(system, m["set"], m["scoring"])].append(m)
     print("| system | test set | scoring | seeds | EER (%) mean +- std | mean 95% CI | "
           "minDCF 0.01 | minDCF 0.05 |")
     print("| --- | --- | --- | ---: | --- | --- | ---: | ---: |")
-    for (system, name, scoring), ms in sorted(runs.items()):
+    for ((is_peer, system), name, scoring), ms in sorted(runs.items()):
         eer = 100 * np.array([m["eer"] for m in ms])
         lo = 100 * np.mean([m["eer_ci"][0] for m in ms])
         hi = 100 * np.mean([m["eer_ci"][1] for m in ms])
-        std = f"{eer.std(ddof=1):.2f}" if eer.size > 1 else "n/a"
-        print(f"| {system} | {name} | {scoring} | {eer.size} | {eer.mean():.2f} +- {std} | "
+        if is_peer:
+            seeds, mean = "pre-trained", f"{eer.mean():.2f}"
+        else:
+            std = f"{eer.std(ddof=1):.2f}" if eer.size > 1 else "n/a"
+            seeds, mean = eer.size, f"{eer.mean():.2f} +- {std}"
+        print(f"| {system} | {name} | {scoring} | {seeds} | {mean} | "
               f"[{lo:.2f}, {hi:.2f}] | {np.mean([m['min_dcf_0.01'] for m in ms]):.3f} | "
               f"{np.mean([m['min_dcf_0.05'] for m in ms]):.3f} |")
     return 0
