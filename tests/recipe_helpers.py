@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "$*" >> "$FAKE_LOG"
+if [[ "$*" == *wespeaker_lap.bin.probe_precision* ]]; then echo "${FAKE_PRECISION:-bfloat16}"; fi
 if [ -n "${FAKE_FAIL:-}" ] && [[ "$*" == *"$FAKE_FAIL"* ]]; then exit 3; fi
 """
 FAKE_MAKE_CORPUS = """#!/usr/bin/env bash

@@ -223,7 +223,8 @@ def test_vctk_steps_and_augmentation_lists_follow_their_options(tmp_path):
 
 
 def test_mini_markers_follow_seed_and_quick(tmp_path):
-    mini = Recipe(tmp_path, "mini", "--workdir", str(tmp_path / "w"), "--stop_stage", "2")
+    mini = Recipe(tmp_path, "mini", "--workdir", str(tmp_path / "w"), "--stop_stage", "2",
+                  "--precision", "bfloat16")
     r, cmds = mini.run()
     assert r.returncode == 0, r.stderr
     assert [c.split()[0] for c in cmds if c.startswith("make_corpus")] == ["make_corpus"]
@@ -256,3 +257,13 @@ def test_marker_tool_and_recipes_pass_shellcheck():
         r = subprocess.run(["shellcheck", "-x", script.name], capture_output=True, text=True,
                            cwd=script.parent)
         assert r.returncode == 0, r.stdout
+
+
+def test_mini_precision_change_redoes_the_pretraining_only(tmp_path):
+    mini = Recipe(tmp_path, "mini", "--workdir", str(tmp_path / "w"), "--stop_stage", "2")
+    r, cmds = mini.run("--precision", "bfloat16")
+    assert r.returncode == 0, r.stderr
+    r, cmds = mini.run("--precision", "float32")
+    assert r.returncode == 0, r.stderr
+    assert len(cmds) == 1 and "pretrain_ssl" in cmds[0] and "--dtype float32" in cmds[0]
+    assert "precision ('bfloat16' -> 'float32')" in r.stdout

@@ -4,8 +4,10 @@ stage <= stop_stage; each error is one line naming the option and the value."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
-from recipe_helpers import Recipe
+from recipe_helpers import ROOT, Recipe
 
 RECIPES = {"mini": (), "vctk": ("--vctk_root", "/c/vctk"),
            "voxceleb/v2_lap": ("--vox1_root", "/c/v1", "--vox2_root", "/c/v2",
@@ -40,6 +42,8 @@ BAD = [
     ("voxceleb/v2_lap", ("--evaluate", "no"), "option --evaluate takes true or false, got 'no'"),
     ("mini", ("--train_seed", "x"), "option --train_seed takes an integer, got 'x'"),
     ("mini", ("--seed", "1.5"), "option --seed takes an integer, got '1.5'"),
+    ("mini", ("--precision", "fp16"),
+     "option --precision takes float32, bfloat16 or auto, got 'fp16'"),
     ("vctk", ("--top_n", ""), "option --top_n takes an integer, got ''"),
     ("voxceleb/v2_lap", ("--num_utts_per_shard", "1e3"),
      "option --num_utts_per_shard takes an integer, got '1e3'"),
@@ -109,3 +113,37 @@ def test_tool_takes_an_empty_tagged_integer(tmp_path):
     # the empty value is taken: num_avg is then read from the config (by python, faked here)
     assert proc.returncode == 0, proc.stderr
     assert commands and "config.yaml" in commands[0]
+
+
+@pytest.mark.parametrize("probe, quick, steps, epochs, amp", [
+    ("bfloat16", False, None, None, "true"),
+    ("float32", False, "1900", "5", "false"),
+    ("float32", True, "250", "10", "false"),
+])
+def test_mini_precision_comes_from_one_probe_and_sets_the_sizes(tmp_path, monkeypatch, probe,
+                                                                 quick, steps, epochs, amp):
+    """--precision auto asks bin.probe_precision once; every stage then runs in its answer,
+    and float32 gets the sizes that fit the same time (1,900 steps, 5 epochs)."""
+    monkeypatch.setenv("FAKE_PRECISION", probe)
+    opts = ("--stop_stage", "3") + (("--quick",) if quick else ())
+    recipe = _recipe(tmp_path, "mini")
+    shutil.copytree(ROOT / "examples" / "mini" / "conf", recipe.dir / "conf")
+    shutil.copy(recipe.bin / "python", recipe.bin / "torchrun")  # stage 3 logs its command
+    (tmp_path / "w" / ("exp_quick" if quick else "exp") / "lap_astp").mkdir(parents=True)
+    proc, commands = recipe.run(*opts)
+    assert proc.returncode == 0, proc.stderr
+    assert sum("probe_precision" in c for c in commands) == 1
+    pre = next(c.split() for c in commands if "bin.pretrain_ssl" in c)
+    train = next(c.split() for c in commands if "bin.train" in c)
+    assert pre[pre.index("--dtype") + 1] == probe
+    assert (pre[pre.index("--steps") + 1] if "--steps" in pre else None) == steps
+    assert train[train.index("--enable_amp") + 1] == amp
+    assert train[train.index("--frontend_args.dtype") + 1] == probe
+    assert (train[train.index("--num_epochs") + 1] if "--num_epochs" in train else None) == epochs
+
+
+def test_mini_explicit_precision_runs_no_probe(tmp_path):
+    proc, commands = _recipe(tmp_path, "mini").run("--stop_stage", "2", "--precision", "float32")
+    assert proc.returncode == 0, proc.stderr
+    assert not any("probe_precision" in c for c in commands)
+    assert any("--dtype float32" in c for c in commands if "bin.pretrain_ssl" in c)

@@ -7,7 +7,8 @@
 #   tools/extract_embeddings.sh --exp_dir exp/x [--gpus "[0,1]"] data/vox1 data/vox2_dev
 #
 # Re-runnable: the average is redone only when a checkpoint is newer than it, and a
-# set is extracted again only when the average is newer than its xvector.scp.
+# set is extracted again only when the average is newer than its xvector.scp or the
+# set was embedded in another --dtype (recorded in <set>/.dtype).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -18,6 +19,7 @@ gpus=               # "[0,1]": torchrun, one process per GPU; empty: one process
 num_workers=1       # data loader workers per process
 layer_scores=false  # also write layer_scores.npy (the backend's layer attention)
 allow_pipes=false   # run Kaldi piped wav.scp entries ("cmd |") with a shell
+dtype=float32       # frozen SSL forward: float32, bfloat16, float16 or auto (bf16 where faster)
 
 help_message="Usage: tools/extract_embeddings.sh --exp_dir DIR [options] <data_dir>..."
 # shellcheck source=parse_options.sh
@@ -28,7 +30,11 @@ if [ -z "$exp_dir" ] || [ $# -eq 0 ]; then echo "$help_message" >&2; exit 1; fi
   --select "$select"
 avg=$exp_dir/models/avg_model.pt
 
-opts=(--model_dir "$exp_dir" --num_workers "$num_workers")
+case $dtype in
+  float32|bfloat16|float16|auto) ;;
+  *) echo "$0: --dtype must be one of float32 bfloat16 float16 auto, got '$dtype'" >&2; exit 1;;
+esac
+opts=(--model_dir "$exp_dir" --num_workers "$num_workers" --dtype "$dtype")
 $layer_scores && opts+=(--layer_scores)
 $allow_pipes && opts+=(--allow_pipes)
 if [ -n "$gpus" ]; then
@@ -41,7 +47,10 @@ else
 fi
 for data in "$@"; do
   out=$exp_dir/embeddings/$(basename "$data")
-  if [ ! -f "$out/xvector.scp" ] || [ "$avg" -nt "$out/xvector.scp" ]; then
+  # a set is redone when the average is newer, or when it was embedded in another dtype
+  if [ ! -f "$out/xvector.scp" ] || [ "$avg" -nt "$out/xvector.scp" ] \
+     || [ "$(cat "$out/.dtype" 2>/dev/null || echo float32)" != "$dtype" ]; then
     "${run[@]}" "${opts[@]}" --data "$data" --embed_dir "$out"
+    echo "$dtype" > "$out/.dtype"
   fi
 done

@@ -44,6 +44,11 @@ top_n=100                     # AS-norm: top cohort scores per side
 workdir=.                     # where corpus*/ and exp*/ are written
 suffix=                       # appended to the experiment name, e.g. _random_ssl
 train_seed=                   # (integer) backend training seed; empty: the config's
+precision=auto                # float32 | bfloat16 | auto: pre-training, training and the
+                              # frozen forward; auto: bfloat16 where a start-up probe finds it
+                              # faster (CPUs with AVX-512 BF16 or AMX). It sets the sizes:
+                              # bfloat16 3,600 pre-training steps and 10 backend epochs,
+                              # float32 1,900 and 5 (both about the same time)
 
 help_message="Usage: bash run.sh [--stage N] [--stop_stage M] [--quick] [--config conf/X.yaml]"
 . tools/parse_options.sh
@@ -62,22 +67,44 @@ data=$corpus/data
 exp=$workdir/exp$tag
 exp_dir=$exp/$(basename "$config" .yaml)$suffix  # one experiment per config (+ suffix)
 ssl_dir=${ssl_model:-$exp/ssl}            # the SSL model the backends pool over
+if [ "$precision" = auto ]; then  # one probe for the whole run: every stage agrees
+  precision=$(python -m wespeaker_lap.bin.probe_precision)
+fi
+case $precision in
+  bfloat16) amp=true ;;
+  float32) amp=false ;;
+  *) echo "$0: option --precision takes float32, bfloat16 or auto, got '$precision'" >&2
+     exit 1 ;;
+esac
+# phase-1 configs carry the bfloat16 sizes (10 epochs, the margin over epochs 3-6); a
+# phase-2 config (model_init) keeps its own
+phase1=true; grep -q '^model_init:' "$config" 2>/dev/null && phase1=false
 if $quick; then
   synth_opts=(--quick)
   pretrain_opts=(--steps 250)
-  # 6 utterances a speaker (the default corpus has 12): twice the epochs, as before
+  # 6 utterances a speaker (the default corpus has 12): 10 epochs, the margin over 5-8
   train_opts=(--log_batch_interval 5 --num_epochs 10 --margin_update.increase_start_epoch 5
               --margin_update.fix_start_epoch 8)
+elif [ "$precision" = float32 ]; then  # what float32 fits in about the same time
+  synth_opts=()
+  pretrain_opts=(--steps 1900)
+  train_opts=()
+  $phase1 && train_opts=(--num_epochs 5 --margin_update.increase_start_epoch 2
+                         --margin_update.fix_start_epoch 4)
 else
   synth_opts=()
   pretrain_opts=()
   train_opts=()
 fi
+extract_dtype=$precision  # stage 4 embeds in the precision the backend trained in
+pretrain_opts+=(--dtype "$precision")
+train_opts+=(--enable_amp "$amp" --frontend_args.dtype "$precision")
 [ -n "$pretrain_minutes" ] && pretrain_opts+=(--max_minutes "$pretrain_minutes")
 [ -n "$train_seed" ] && train_opts+=(--seed "$train_seed")
 # what the markers record: the options that shape the corpus and the pre-trained model
 corpus_opts=("seed=$seed" "quick=$quick")
-ssl_opts=("${corpus_opts[@]}" "ssl_config=$ssl_config" "pretrain_minutes=$pretrain_minutes")
+ssl_opts=("${corpus_opts[@]}" "ssl_config=$ssl_config" "pretrain_minutes=$pretrain_minutes"
+          "precision=$precision")
 test_sets=(test)  # plus test_unseen when the corpus has the held-out voices
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -144,7 +171,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   eval_dirs=(); for x in "${test_sets[@]}"; do eval_dirs+=("$data/$x"); done
   [ -f "$data/valid/trials.kaldi" ] && eval_dirs+=("$data/valid")  # stage 7's thresholds
   tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
-    --select "$select" "${eval_dirs[@]}" "$data/train"
+    --select "$select" --dtype "$extract_dtype" "${eval_dirs[@]}" "$data/train"
   stage_done "4 embeddings"
 fi
 
