@@ -56,6 +56,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,12 +236,20 @@ class EspeakEngine:
         out = _run([self.binary, "--voices"]).stdout.decode().split("\n")
         langs = sorted({line.split()[1] for line in out[1:] if len(line.split()) > 3
                         and "mb/" not in line.split()[3]})
-        ok = []
-        for lang in langs:  # some listed codes are not accepted by -v: keep those that are
-            r = subprocess.run([self.binary, "-q", "-v", lang, "a"], capture_output=True)
-            if r.returncode == 0 and not r.stderr:
-                ok.append(lang)
+        # some listed codes are not accepted by -v: keep those that are (one espeak-ng process
+        # each, ~130 of them: run a few at a time)
+        with ThreadPoolExecutor(self.probe_jobs) as pool:
+            accepted = list(pool.map(self._accepts, langs))
+        ok = [lang for lang, yes in zip(langs, accepted, strict=True) if yes]
         return ok or self.languages()
+
+    #: espeak-ng processes at a time when probing the language voices
+    probe_jobs = 4
+
+    def _accepts(self, lang: str) -> bool:
+        """Whether ``espeak-ng -v lang`` speaks without a complaint."""
+        r = subprocess.run([self.binary, "-q", "-v", lang, "a"], capture_output=True)
+        return r.returncode == 0 and not r.stderr
 
     def base_variants(self) -> list[str]:
         vdir = self._system_data() / "voices" / "!v"
@@ -532,6 +541,14 @@ class FestivalEngine(_ShiftedVoiceEngine):
     def synthesize(
         self, s: Speaker, utts: list[UttParams], tmp: Path
     ) -> list[tuple[np.ndarray, int]]:
+        lines, wavs = self.script(s, utts, tmp)
+        script = tmp / "synth.scm"
+        script.write_text("\n".join(lines) + "\n")
+        self.run(["-b", str(script)], timeout=600)
+        return [_read(w) for w in wavs]
+
+    def script(self, s: Speaker, utts: list[UttParams], tmp: Path) -> tuple[list[str], list[Path]]:
+        """The Scheme lines that synthesize ``utts`` into ``tmp/<i>.wav``, and those paths."""
         kind = FESTIVAL_VOICES[s.voice][1]
         lines = [f"(voice_{s.voice})"]
         if kind == "hts":
@@ -556,10 +573,7 @@ class FestivalEngine(_ShiftedVoiceEngine):
                 )
             text = u.text.replace("\\", " ").replace('"', " ")
             lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{wav}" \'riff)')
-        script = tmp / "synth.scm"
-        script.write_text("\n".join(lines) + "\n")
-        self.run(["-b", str(script)], timeout=600)
-        return [_read(w) for w in wavs]
+        return lines, wavs
 
 
 ENGINES: dict[str, type] = {
