@@ -615,14 +615,24 @@ def timbre_eq(x: np.ndarray, sr: int, bands, tilt: float) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def sox_pitch(x: np.ndarray, sr: int, cents: float, tmp: Path) -> np.ndarray:
-    """Shift the pitch by ``cents`` keeping duration and formants (``sox pitch``): (N,) -> (N,)."""
+#: sox's raw 32-bit little-endian float stream, mono (its reading and writing of float
+#: samples is the one of 32-bit float WAV files, without the header)
+_SOX_F32 = ["-t", "raw", "-e", "floating-point", "-b", "32", "-L", "-c", "1"]
+
+
+def sox_pitch(x: np.ndarray, sr: int, cents: float, tmp: Path | None = None) -> np.ndarray:
+    """Shift the pitch by ``cents`` keeping duration and formants (``sox pitch``): (N,) -> (N,)
+    float32.
+
+    The samples go through sox's stdin and stdout (the same float32 samples as the
+    float WAV files of temporary files, without writing them; ``tmp`` is unused).
+    """
     if abs(cents) < 1e-6:
         return x
-    src, dst = tmp / "pitch_in.wav", tmp / "pitch_out.wav"
-    sf.write(str(src), np.clip(x, -1, 1), sr, subtype="FLOAT")
-    _run(["sox", str(src), "-e", "floating-point", str(dst), "pitch", f"{cents:.1f}"])
-    return _read(dst)[0]
+    raw = np.clip(x, -1, 1).astype("<f4").tobytes()
+    out = _run(["sox", *_SOX_F32, "-r", str(sr), "-", *_SOX_F32, "-", "pitch", f"{cents:.1f}"],
+               input=raw).stdout
+    return np.frombuffer(out, dtype="<f4").astype(np.float32)
 
 
 def get_engine(name: str):
