@@ -157,7 +157,7 @@ def corpus_digest(out: Path) -> tuple[str, int]:
 
 def profile_tree(tree: Path, out: Path, synth_args: list[str]) -> dict:
     """One timed synthesis with ``tree``'s tools/synth in a fresh process."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")  # no __pycache__
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child",
            "--synth_dir", str(tree / "tools" / "synth"), "--out", str(out), "--", *synth_args]
     t0 = time.perf_counter()
