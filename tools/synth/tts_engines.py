@@ -620,12 +620,12 @@ def timbre_eq(x: np.ndarray, sr: int, bands, tilt: float) -> np.ndarray:
 _SOX_F32 = ["-t", "raw", "-e", "floating-point", "-b", "32", "-L", "-c", "1"]
 
 
-def sox_pitch(x: np.ndarray, sr: int, cents: float, tmp: Path | None = None) -> np.ndarray:
+def sox_pitch(x: np.ndarray, sr: int, cents: float) -> np.ndarray:
     """Shift the pitch by ``cents`` keeping duration and formants (``sox pitch``): (N,) -> (N,)
     float32.
 
-    The samples go through sox's stdin and stdout (the same float32 samples as the
-    float WAV files of temporary files, without writing them; ``tmp`` is unused).
+    The samples go through sox's stdin and stdout: the same float32 samples as a round
+    trip through float WAV files, without writing any.
     """
     if abs(cents) < 1e-6:
         return x
