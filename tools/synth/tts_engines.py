@@ -471,7 +471,7 @@ class FestivalEngine(_ShiftedVoiceEngine):
     rate_jitter = 0.10
     #: festival's Scheme heap in cells. Its default (10M cells) costs every festival start
     #: 0.3-1 s of allocation, most of a short run; 2M start in about 0.1 s and hold every
-    #: voice of FESTIVAL_VOICES (the largest, msu_ru_nsh_clunits, runs out below 1M). The heap
+    #: voice of FESTIVAL_VOICES (the largest, msu_ru_nsh_clunits, runs out at 500k). The heap
     #: does not change the audio; a run that runs out of storage is repeated with the default.
     heap = 2_000_000
 
