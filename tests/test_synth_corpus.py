@@ -157,6 +157,45 @@ def test_missing_optional_engine_is_skipped_with_a_note(monkeypatch, caplog):
     assert sets["test_unseen"] == [] and "no unseen-voice test set" in caplog.text
 
 
+
+# --------------------------------------------------------------------------- engine processes
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox missing")
+def test_sox_pitch_through_pipes_equals_the_float_wav_file_round_trip(tmp_path):
+    t = np.arange(16000) / 16000
+    x = (0.4 * np.sin(2 * np.pi * 180.0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+         ).astype(np.float32)
+    x[::97] = 1.5  # clipped like the file path clips
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(str(src), np.clip(x, -1, 1), 16000, subtype="FLOAT")
+    subprocess.run(["sox", str(src), "-e", "floating-point", str(dst), "pitch", "-210.0"],
+                   check=True, capture_output=True)
+    ref = sf.read(str(dst), dtype="float32")[0]
+    y = tts_engines.sox_pitch(x, 16000, -210.0)
+    assert y.dtype == np.float32 and y.shape == ref.shape
+    assert np.array_equal(y, ref)
+    assert tts_engines.sox_pitch(x, 16000, 0.0) is x
+
+
+@pytest.mark.skipif(shutil.which("festival") is None, reason="festival missing")
+def test_festival_reruns_on_its_default_heap_when_the_small_one_runs_out(monkeypatch, caplog):
+    eng = tts_engines.FestivalEngine()
+    monkeypatch.setattr(eng, "heap", 2000)  # too small to start festival
+    with caplog.at_level(logging.INFO):
+        out = eng.run(["--batch", "(print (+ 40 2))"], timeout=60)
+    assert out.stdout.split() == [b"42"]
+    assert "ran out of its 2000-cell heap" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(RuntimeError, match="festival"):
+        tts_engines.FestivalEngine().run(["--batch", "(error 'lap-test)"], timeout=60)
+    assert "ran out" not in caplog.text  # other failures are not rerun
+
+
+@needs_espeak
+def test_espeak_language_probe_accepts_a_voice_and_refuses_a_bogus_code():
+    eng = tts_engines.EspeakEngine()
+    assert eng._accepts("en-us") and not eng._accepts("xx-no-such-voice")
+
+
 # --------------------------------------------------------------------------- corpus
 def _run_cli(out: Path, *extra: str) -> None:
     cmd = [sys.executable, str(SYNTH / "synth_corpus.py"), "--out", str(out), *TINY, *extra]

@@ -279,7 +279,7 @@ def synth_speaker(job: SpeakerJob) -> list[tuple[str, str, int, str, str]]:
             for u, p, (x, sr) in zip(pending, params, outs, strict=True):
                 y = to_16k(x, sr, s.shift)
                 if s.pitch_cents:
-                    y = tts_engines.sox_pitch(y, SR, s.pitch_cents, rdir)
+                    y = tts_engines.sox_pitch(y, SR, s.pitch_cents)
                 if s.eq or s.tilt:
                     y = tts_engines.timbre_eq(y, SR, s.eq, s.tilt)
                 a, b = active_span(y)

@@ -56,6 +56,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,12 +236,20 @@ class EspeakEngine:
         out = _run([self.binary, "--voices"]).stdout.decode().split("\n")
         langs = sorted({line.split()[1] for line in out[1:] if len(line.split()) > 3
                         and "mb/" not in line.split()[3]})
-        ok = []
-        for lang in langs:  # some listed codes are not accepted by -v: keep those that are
-            r = subprocess.run([self.binary, "-q", "-v", lang, "a"], capture_output=True)
-            if r.returncode == 0 and not r.stderr:
-                ok.append(lang)
+        # some listed codes are not accepted by -v: keep those that are (one espeak-ng process
+        # each, ~130 of them: run a few at a time)
+        with ThreadPoolExecutor(self.probe_jobs) as pool:
+            accepted = list(pool.map(self._accepts, langs))
+        ok = [lang for lang, yes in zip(langs, accepted, strict=True) if yes]
         return ok or self.languages()
+
+    #: espeak-ng processes at a time when probing the language voices
+    probe_jobs = 4
+
+    def _accepts(self, lang: str) -> bool:
+        """Whether ``espeak-ng -v lang`` speaks without a complaint."""
+        r = subprocess.run([self.binary, "-q", "-v", lang, "a"], capture_output=True)
+        return r.returncode == 0 and not r.stderr
 
     def base_variants(self) -> list[str]:
         vdir = self._system_data() / "voices" / "!v"
@@ -460,15 +469,32 @@ class FestivalEngine(_ShiftedVoiceEngine):
     binary = "festival"
     pitch_jitter = 0.08
     rate_jitter = 0.10
+    #: festival's Scheme heap in cells. Its default (10M cells) costs every festival start
+    #: 0.3-1 s of allocation, most of a short run; 2M start in about 0.1 s and hold every
+    #: voice of FESTIVAL_VOICES (the largest, msu_ru_nsh_clunits, runs out at 500k). The heap
+    #: does not change the audio; a run that runs out of storage is repeated with the default.
+    heap = 2_000_000
 
     @classmethod
     def available(cls) -> bool:
         return shutil.which(cls.binary) is not None
 
+    def run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """festival with ``args`` on the :attr:`heap`; again on its default heap when the
+        smaller one runs out of storage."""
+        try:
+            return _run([self.binary, "--heap", str(self.heap), *args], timeout=timeout)
+        except RuntimeError as e:
+            cause = e.__cause__
+            err = getattr(cause, "stderr", None) or b""
+            if b"ran out of storage" not in err:
+                raise
+            logger.info("festival ran out of its %d-cell heap: rerun on the default heap",
+                        self.heap)
+            return _run([self.binary, *args], timeout=timeout)
+
     def voices(self) -> list[str]:
-        out = _run(
-            [self.binary, "--batch", "(begin (print (voice.list)))"], timeout=60
-        ).stdout.decode()
+        out = self.run(["--batch", "(begin (print (voice.list)))"], timeout=60).stdout.decode()
         have = set(out.replace("(", " ").replace(")", " ").split())
         return [v for v in FESTIVAL_VOICES if v in have]
 
@@ -490,7 +516,7 @@ class FestivalEngine(_ShiftedVoiceEngine):
                          f'"seven green boats")) "{workdir / f"all_{v}.wav"}" \'riff)')
         script.write_text("\n".join(lines) + "\n")
         try:
-            _run([self.binary, "-b", str(script)], timeout=300)
+            self.run(["-b", str(script)], timeout=300)
             if all((workdir / f"all_{v}.wav").is_file() for v in voices):
                 return list(voices)
         except (RuntimeError, subprocess.TimeoutExpired):
@@ -502,7 +528,7 @@ class FestivalEngine(_ShiftedVoiceEngine):
             script.write_text(f'(voice_{v})\n(utt.save.wave (utt.synth (Utterance Text '
                               f'"seven green boats")) "{wav}" \'riff)\n')
             try:
-                _run([self.binary, "-b", str(script)], timeout=120)
+                self.run(["-b", str(script)], timeout=120)
                 if wav.is_file() and _read(wav)[0].size > 0:
                     ok.append(v)
                     continue
@@ -515,6 +541,14 @@ class FestivalEngine(_ShiftedVoiceEngine):
     def synthesize(
         self, s: Speaker, utts: list[UttParams], tmp: Path
     ) -> list[tuple[np.ndarray, int]]:
+        lines, wavs = self.script(s, utts, tmp)
+        script = tmp / "synth.scm"
+        script.write_text("\n".join(lines) + "\n")
+        self.run(["-b", str(script)], timeout=600)
+        return [_read(w) for w in wavs]
+
+    def script(self, s: Speaker, utts: list[UttParams], tmp: Path) -> tuple[list[str], list[Path]]:
+        """The Scheme lines that synthesize ``utts`` into ``tmp/<i>.wav``, and those paths."""
         kind = FESTIVAL_VOICES[s.voice][1]
         lines = [f"(voice_{s.voice})"]
         if kind == "hts":
@@ -539,10 +573,7 @@ class FestivalEngine(_ShiftedVoiceEngine):
                 )
             text = u.text.replace("\\", " ").replace('"', " ")
             lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{wav}" \'riff)')
-        script = tmp / "synth.scm"
-        script.write_text("\n".join(lines) + "\n")
-        _run([self.binary, "-b", str(script)], timeout=600)
-        return [_read(w) for w in wavs]
+        return lines, wavs
 
 
 ENGINES: dict[str, type] = {
@@ -584,14 +615,24 @@ def timbre_eq(x: np.ndarray, sr: int, bands, tilt: float) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def sox_pitch(x: np.ndarray, sr: int, cents: float, tmp: Path) -> np.ndarray:
-    """Shift the pitch by ``cents`` keeping duration and formants (``sox pitch``): (N,) -> (N,)."""
+#: sox's raw 32-bit little-endian float stream, mono (its reading and writing of float
+#: samples is the one of 32-bit float WAV files, without the header)
+_SOX_F32 = ["-t", "raw", "-e", "floating-point", "-b", "32", "-L", "-c", "1"]
+
+
+def sox_pitch(x: np.ndarray, sr: int, cents: float) -> np.ndarray:
+    """Shift the pitch by ``cents`` keeping duration and formants (``sox pitch``): (N,) -> (N,)
+    float32.
+
+    The samples go through sox's stdin and stdout: the same float32 samples as a round
+    trip through float WAV files, without writing any.
+    """
     if abs(cents) < 1e-6:
         return x
-    src, dst = tmp / "pitch_in.wav", tmp / "pitch_out.wav"
-    sf.write(str(src), np.clip(x, -1, 1), sr, subtype="FLOAT")
-    _run(["sox", str(src), "-e", "floating-point", str(dst), "pitch", f"{cents:.1f}"])
-    return _read(dst)[0]
+    raw = np.clip(x, -1, 1).astype("<f4").tobytes()
+    out = _run(["sox", *_SOX_F32, "-r", str(sr), "-", *_SOX_F32, "-", "pitch", f"{cents:.1f}"],
+               input=raw).stdout
+    return np.frombuffer(out, dtype="<f4").astype(np.float32)
 
 
 def get_engine(name: str):
