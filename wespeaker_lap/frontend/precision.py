@@ -18,7 +18,7 @@ DTYPE_CHOICES = (*DTYPES, "auto")
 _AUTO_CACHE: dict[str, tuple[torch.dtype, str]] = {}
 
 
-def _gemm_seconds(dtypes: tuple[torch.dtype, ...], repeats: int = 5) -> list[float]:
+def _gemm_seconds(dtypes: tuple[torch.dtype, ...], repeats: int = 9) -> list[float]:
     """Best wall time per dtype of a Base+-sized FFN product (256 x 768 @ 768 x 3072) on
     the CPU; the dtypes alternate, so that load from other processes hits them alike."""
     gen = torch.Generator().manual_seed(0)

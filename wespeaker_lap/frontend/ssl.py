@@ -251,8 +251,10 @@ class SSLFrontend(nn.Module):
             self._dtype_checked.add("cpu")
             want, why = auto_dtype(device)
             if want == torch.float32:
-                logger.warning("dtype %s is slower than float32 on this CPU (%s); dtype auto "
-                               "would choose float32", dtype_name(self.dtype), why)
+                logger.warning("dtype %s is not clearly faster than float32 on this CPU (%s; "
+                               "auto asks for 1.25x, and a loaded machine can blur the "
+                               "probe); dtype auto would choose float32", dtype_name(self.dtype),
+                               why)
 
     # --------------------------------------------------------------- forward
     def forward(
