@@ -548,6 +548,7 @@ def test_export_measures_several_trial_lists_and_both_int8_variants_in_one_run(v
     for precision in ("int8", "int8_static"):
         ident = OnnxEmbedder(tmp_path / f"x.{precision}.onnx", model_dir=d).identity
         assert ident["precision"] == precision and ident["eer_trials"] == "full,part"
+        assert ident["eer_batch_size"] == "8"  # the default batch the EER was measured at
         eer, ref, change = ([float(v) for v in ident[k].split(",")]
                             for k in ("eer", "eer_fp32", "eer_change"))
         assert len(eer) == len(change) == 2 and ref == pytest.approx(fp32, abs=1e-4)

@@ -14,7 +14,8 @@ int8 quantization of the weight matrix products, for CPUs), ``--fp16`` adds
 ``extractor.fp16.onnx`` (for GPUs). With ``--eer_trials LIST --eer_wav_scp
 WAV_SCP`` the EER of the float32 file and of each variant on that list (cosine
 scores) is measured and written into each file's metadata (``eer``,
-``eer_fp32``, ``eer_change``, in points, and ``eer_trials``), so a user sees
+``eer_fp32``, ``eer_change``, in points, ``eer_trials`` and ``eer_batch_size``:
+an int8 embedding moves a little with its batch), so a user sees
 what the speed costs. ``--quantize`` may be given twice (``int8`` and
 ``int8_static``), and ``--eer_trials`` / ``--eer_wav_scp`` may name several lists
 (in pairs): each metadata value is then comma-separated, one per list, in the
@@ -172,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             names = eer_names(args)
             lists = list(zip(names, args.eer_trials, args.eer_wav_scp, strict=True))
             base = [measure_eer(out, t, w, args.batch_size) for _, t, w in lists]
-            set_metadata(out, {"eer": _joined(base), "eer_trials": ",".join(names)})
+            # the int8 variants' embeddings move a little with their batch (export/runtime.py)
+            measured = {"eer_trials": ",".join(names), "eer_batch_size": str(args.batch_size)}
+            set_metadata(out, {"eer": _joined(base), **measured})
             for name, b in zip(names, base, strict=True):
                 print(f"fp32: EER {b:.3f} % on {name}")
             for p, path in variants.items():
@@ -180,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 # rounded first: a change of -1e-12 (same EER, other scores) reads +0.0000
                 change = [round(e - b, 4) + 0.0 for e, b in zip(eer, base, strict=True)]
                 set_metadata(path, {"eer": _joined(eer), "eer_fp32": _joined(base),
-                                    "eer_change": _joined(change, "+.4f"),
-                                    "eer_trials": ",".join(names)})
+                                    "eer_change": _joined(change, "+.4f"), **measured})
                 for name, e, c in zip(names, eer, change, strict=True):
                     print(f"{p}: EER {e:.3f} % on {name} ({c:+.3f} points)")
     except (OSError, ValueError) as e:
