@@ -130,7 +130,7 @@ def paired_eer_changes(scores: dict, labels: np.ndarray, enroll_spk, test_spk, r
     for name, r in reps.items():
         d = 100.0 * (r - reps[ref])
         lo, hi = np.quantile(d[1:], [0.025, 0.975])
-        out[name] = (float(d[0]), float(lo), float(hi))
+        out[name] = (round(float(d[0]), 6) + 0.0, float(lo), float(hi))  # no "-0.000"
     return out
 
 
