@@ -60,16 +60,6 @@ RATE = 16000
 VARIANTS = ("PyTorch fp32", "PyTorch bf16", "ORT fp32", "ORT int8", "ORT int8 static")
 
 
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def embedders(ext_fp32, ext_bf16, onnx_fp32: Path, onnx_int8: Path, threads: int,
               onnx_static: Path | None = None) -> dict:
     """Variant name -> function (wav (N,) float32) -> (E,) embedding."""
@@ -91,12 +81,26 @@ def embedders(ext_fp32, ext_bf16, onnx_fp32: Path, onnx_int8: Path, threads: int
 
 
 def speed(fns: dict, utts: int, seconds: float, repeats: int) -> dict:
+    """utt/s and RTF of each variant: best of ``repeats`` rounds after a warm-up of each.
+
+    The rounds are interleaved (every variant once per round, in turn), so a change
+    of the machine's load during the run hits all variants alike instead of the
+    ones that happened to run then (on a shared machine that drift had moved the
+    PyTorch-to-onnxruntime ratios of a sequential run by up to 5x).
+    """
     rng = np.random.default_rng(0)
     wavs = [(0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
             for _ in range(utts)]
+    for fn in fns.values():
+        [fn(w) for w in wavs]  # warm-up
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            [fn(w) for w in wavs]
+            best[name] = min(best[name], time.perf_counter() - t0)
     out = {}
-    for name, fn in fns.items():
-        t = best_of(lambda fn=fn: [fn(w) for w in wavs], repeats)
+    for name, t in best.items():
         out[name] = {"utt_per_s": utts / t, "rtf": t / (utts * seconds)}
         print(f"    {name}: {utts / t:.2f} utt/s, RTF {t / (utts * seconds):.4f}", flush=True)
     return out
