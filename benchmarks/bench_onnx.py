@@ -86,7 +86,7 @@ def speed(fns: dict, utts: int, seconds: float, repeats: int) -> dict:
     The rounds are interleaved (every variant once per round, in turn), so a change
     of the machine's load during the run hits all variants alike instead of the
     ones that happened to run then (on a shared machine that drift had moved the
-    PyTorch-to-onnxruntime ratios of a sequential run by up to 5x).
+    PyTorch-to-onnxruntime ratios of two sequential runs apart by 3x).
     """
     rng = np.random.default_rng(0)
     wavs = [(0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
