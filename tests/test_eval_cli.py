@@ -144,3 +144,39 @@ def test_plot_functions_take_arrays_and_reject_mismatched_layers(tmp_path):
     p_miss, p_fa, _ = det_curve(rng.normal(size=500) + 2 * labels, labels)
     plot_det_curves({"sys": (p_miss, p_fa)}, tmp_path / "det.png", title="DET")
     assert (tmp_path / "det.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_score_norm_turns_numpy_hugepage_advice_off_while_it_runs(workdir, monkeypatch):
+    multiarray = pytest.importorskip("numpy._core.multiarray")
+    setter = getattr(multiarray, "_set_madvise_hugepage", None)
+    if setter is None:
+        pytest.skip("this numpy has no huge-page switch")
+
+    def flag():
+        previous = setter(False)
+        setter(previous)
+        return previous
+
+    seen = []
+    real = score_norm.normalize_score_files
+
+    def spy(*args, **kwargs):
+        seen.append(flag())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score_norm, "normalize_score_files", spy)
+    d = workdir
+    assert score.main(["--embeddings", str(d / "eval.scp"), "--trials", str(d / "cal.kaldi"),
+                       "--output-dir", str(d / "scores")]) == 0
+    argv = ["--scores", str(d / "scores/cal.kaldi.score"), "--embeddings", str(d / "eval.scp"),
+            "--cohort-embeddings", str(d / "cohort.scp"), "--top-n", "4"]
+    before = setter(True)
+    try:
+        monkeypatch.delenv(score_norm.HUGEPAGE_ENV, raising=False)
+        assert score_norm.main(argv) == 0
+        assert seen == [False] and flag() is True  # off while it ran, restored after
+        monkeypatch.setenv(score_norm.HUGEPAGE_ENV, "1")  # numpy's own switch wins
+        assert score_norm.main(argv) == 0
+        assert seen == [False, True]
+    finally:
+        setter(before)

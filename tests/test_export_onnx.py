@@ -526,6 +526,55 @@ def test_export_variant_options_are_checked_before_any_work(exported, tmp_path, 
     assert not out.exists()
 
 
+def test_export_measures_several_trial_lists_and_both_int8_variants_in_one_run(variants,
+                                                                               tmp_path):
+    d, out, _, _ = variants
+    root = out.parent
+    lines = (root / "trials").read_text().splitlines()
+    (tmp_path / "trials").write_text("\n".join(lines[4:]) + "\n")  # a second, smaller list
+    x = tmp_path / "x.onnx"
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(x), "--no_verify",
+                             "--quantize", "int8", "--quantize", "int8_static",
+                             "--calib_wav_scp", str(root / "wav.scp"), "--calib_utts", "3",
+                             "--calib_seconds", "0.5",
+                             "--eer_trials", str(root / "trials"), str(tmp_path / "trials"),
+                             "--eer_wav_scp", str(root / "wav.scp"), str(root / "wav.scp"),
+                             "--eer_name", "full", "part"]) == 0
+    base = OnnxEmbedder(x, model_dir=d).identity
+    assert base["eer_trials"] == "full,part"
+    fp32 = [float(v) for v in base["eer"].split(",")]
+    # the first list is the fixture's: the same EER as its single-list export
+    assert fp32[0] == pytest.approx(float(OnnxEmbedder(out).identity["eer"]), abs=1e-4)
+    for precision in ("int8", "int8_static"):
+        ident = OnnxEmbedder(tmp_path / f"x.{precision}.onnx", model_dir=d).identity
+        assert ident["precision"] == precision and ident["eer_trials"] == "full,part"
+        assert ident["eer_batch_size"] == "8"  # the default batch the EER was measured at
+        eer, ref, change = ([float(v) for v in ident[k].split(",")]
+                            for k in ("eer", "eer_fp32", "eer_change"))
+        assert len(eer) == len(change) == 2 and ref == pytest.approx(fp32, abs=1e-4)
+        assert change == pytest.approx([e - r for e, r in zip(eer, ref, strict=True)], abs=1e-3)
+
+
+def test_export_trial_list_options_must_pair_up(exported, tmp_path, capsys):
+    d, _, _ = exported
+    out = tmp_path / "x.onnx"
+    t = tmp_path / "trials"
+    t.write_text("a b target\n")
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out), "--eer_trials",
+                             str(t), str(t), "--eer_wav_scp", str(t)]) == 2
+    assert "got 2 list(s) and 1 wav.scp" in capsys.readouterr().err
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out), "--eer_trials",
+                             str(t), str(t), "--eer_wav_scp", str(t), str(t)]) == 2
+    assert "must be distinct" in capsys.readouterr().err  # both named after tmp_path
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out), "--eer_trials",
+                             str(t), "--eer_wav_scp", str(t), "--eer_name", "a", "b"]) == 2
+    assert "--eer_name: 2 name(s) for 1 trial list(s)" in capsys.readouterr().err
+    assert export_onnx.main(["--model_dir", str(d), "--out", str(out),
+                             "--quantize", "int8", "--quantize", "int8"]) == 2
+    assert "--quantize given twice" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_static_int8_is_calibrated_on_given_audio_and_stays_close(variants, tmp_path):
     from wespeaker_lap.export.variants import write_variant
 

@@ -12,13 +12,23 @@ Example (WeSpeaker's stage 6)::
         --cohort-embeddings exp/embeddings/vox2_dev/xvector.scp \\
         --cohort-utt2spk data/vox2_dev/utt2spk \\
         --mean-vec exp/embeddings/vox2_dev/mean_vec.npy --top-n 300
+
+While it runs, numpy's ``madvise(MADV_HUGEPAGE)`` of large arrays is off
+(:func:`no_numpy_hugepages`): under transparent huge pages in ``madvise`` mode
+the kernel then zeroes (and, on a fragmented machine, compacts memory for) a
+2 MiB page at each fault of the trial-sized temporaries, which cost more system
+time than the faults it saves (``benchmarks/README.md``). ``NUMPY_MADVISE_HUGEPAGE``
+in the environment, numpy's own switch, overrides this.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from wespeaker_lap.bin.common import add_allow_missing, add_log_level, add_print_paths, run
 from wespeaker_lap.scoring.score_norm import (
@@ -28,7 +38,29 @@ from wespeaker_lap.scoring.score_norm import (
     normalize_score_files,
 )
 
+try:  # numpy >= 2; a private function, hence guarded (another numpy: nothing changes)
+    from numpy._core.multiarray import _set_madvise_hugepage
+except ImportError:  # pragma: no cover
+    _set_madvise_hugepage = None
+
 logger = logging.getLogger(__name__)
+
+#: numpy's own switch of the huge-page advice; when the user sets it, it wins.
+HUGEPAGE_ENV = "NUMPY_MADVISE_HUGEPAGE"
+
+
+@contextmanager
+def no_numpy_hugepages() -> Iterator[None]:
+    """numpy's huge-page ``madvise`` of new arrays off inside the block, restored after;
+    nothing changes when ``NUMPY_MADVISE_HUGEPAGE`` is set or numpy lacks the switch."""
+    if _set_madvise_hugepage is None or HUGEPAGE_ENV in os.environ:
+        yield
+        return
+    previous = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(previous)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -75,7 +107,9 @@ def _normalize(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(_normalize, get_parser().parse_args(argv))
+    args = get_parser().parse_args(argv)
+    with no_numpy_hugepages():
+        return run(_normalize, args)
 
 
 if __name__ == "__main__":
