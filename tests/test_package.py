@@ -19,6 +19,7 @@ from test_extract import tiny_config
 from wespeaker_lap.api import PackageError, load_model
 from wespeaker_lap.api.package import FINGERPRINT_FILE as PKG_FINGERPRINT_FILE
 from wespeaker_lap.api.package import write_manifest
+from wespeaker_lap.api.packaging import PackageOptions, build_package
 from wespeaker_lap.bin import extract, package_model
 from wespeaker_lap.frontend import SSLFrontend
 from wespeaker_lap.frontend.fingerprint import (
@@ -252,6 +253,45 @@ def test_package_model_refuses_a_local_ssl_model_it_may_not_point_to(packaged, t
                              str(tmp_path / "p")])
     assert rc == 1 and "pass --bundle_ssl" in capsys.readouterr().err
     assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.*"))
+
+
+@pytest.mark.parametrize("ssl", ["bundled", "hub"])
+def test_a_package_holds_no_absolute_path_of_the_machine_that_built_it(tmp_path, monkeypatch,
+                                                                        ssl):
+    # training ran in <tmp>/recipe with absolute paths; a noise list lay outside the recipe
+    recipe = tmp_path / "recipe"
+    exp = _exp_on_saved_ssl(recipe)
+    cfg = yaml.safe_load((exp / "config.yaml").read_text())
+    cfg.update(exp_dir=str(exp), train_data=str(recipe / "corpus" / "train" / "raw.list"),
+               train_label=str(recipe / "corpus" / "train" / "utt2spk"),
+               noise_data=str(tmp_path / "shared" / "musan" / "noise.list"),
+               valid_data=str(recipe / "corpus" / "valid"))
+    (exp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if ssl == "bundled":
+        opts = PackageOptions(bundle_ssl=True)
+    else:  # the hub snapshot is a directory of this machine's cache
+        monkeypatch.setattr("wespeaker_lap.api.packaging.download_package",
+                            lambda *a, **k: recipe / "ssl")
+        opts = PackageOptions(ssl_hub_id="someorg/tiny-ssl", ssl_revision="a" * 40)
+    out = build_package(exp, tmp_path / "package", opts)
+    texts = {p.relative_to(out).as_posix(): p.read_text(encoding="utf-8")
+             for p in out.rglob("*") if p.suffix in (".json", ".yaml", ".md")}
+    assert {"README.md", "config.yaml", "package.json", "frontend.json"} <= set(texts)
+    for where in {str(tmp_path), str(tmp_path.resolve())}:
+        leaks = [name for name, text in texts.items() if where in text]
+        assert not leaks, f"{where} is written in {leaks}"
+    written = yaml.safe_load(texts["config.yaml"])
+    assert written["train_data"] == "./corpus/train/raw.list"  # relative to the recipe
+    assert written["exp_dir"] == "./exp" and written["valid_data"] == "./corpus/valid"
+    assert written["noise_data"] == "<training machine>/.../musan/noise.list"
+    assert "training data: `./corpus/train/raw.list`" in texts["README.md"]
+    meta = json.loads(texts["package.json"])
+    if ssl == "bundled":
+        assert meta["ssl"]["from"] == "./ssl"
+        wav = make_tone_data_dir(tmp_path / "data", speakers=1, utts=1) / "wav" / "spk0-utt0.wav"
+        assert load_model(out).embed(str(wav)).shape == (1, 16)  # what loading needs is there
+    else:
+        assert json.loads(texts["frontend.json"])["model_name_or_path"] == "someorg/tiny-ssl"
 
 
 def test_cli_verify_similarity_enroll_identify_on_a_package(packaged, tmp_path, capsys):

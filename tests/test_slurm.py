@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO, child_env, make_corpus, tiny_config, write_config
+from train_helpers import REPO, child_env, kill_tree, make_corpus, tiny_config, write_config
 
 from wespeaker_lap.io.checkpoints import checkpoint_path
 
@@ -59,25 +58,6 @@ def _slurm_env(tmp_path: Path, bin_dir: Path, **slurm: str) -> dict[str, str]:
     path = [str(bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")]
     env.update(PATH=os.pathsep.join(path), FAKE_SLURM_DIR=str(tmp_path), **slurm)
     return env
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and its descendants (torchrun's workers run in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _job_id_with_free_port() -> int:
@@ -155,7 +135,7 @@ def test_two_fake_slurm_nodes_train_one_model_through_sbatch_script(tmp_path):
         out = proc.communicate(timeout=150)[0]
     finally:
         if proc.poll() is None:  # nothing may outlive a failure
-            _kill_tree(proc.pid)
+            kill_tree(proc.pid)
             proc.wait()
     logs = [(tmp_path / f"node{i}.log").read_text() for i in range(2)]
     assert proc.returncode == 0, out + "\n".join(log[-3000:] for log in logs)

@@ -17,6 +17,7 @@ from train_helpers import (
     child_env,
     free_port,
     make_corpus,
+    run_torchrun,
     run_train,
     tiny_config,
     torchrun_cmd,
@@ -197,10 +198,8 @@ def test_torchrun_two_cpu_processes_average_gradients_like_one(tmp_path, corpus)
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     subprocess.run([sys.executable, str(COMMON), "grad_step", str(config), str(one), "2"],
                    env=child_env(), cwd=REPO, check=True, capture_output=True, timeout=120)
-    proc = subprocess.run(
-        torchrun_cmd(2, str(COMMON), "grad_step", str(config), str(two), "1"),
-        env=child_env(), cwd=REPO, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # a failure or a hang names the rank that did not finish, with both ranks' logs
+    run_torchrun(2, [str(COMMON), "grad_step", str(config), str(two), "1"], tmp_path / "logs")
     a, b = torch.load(one), torch.load(two)
     seed_everything(0)
     init = dict(build_model(load_config(config), num_class=4).named_parameters())
@@ -209,6 +208,37 @@ def test_torchrun_two_cpu_processes_average_gradients_like_one(tmp_path, corpus)
     assert len(moved) > 5 and "projection.weight" in moved
     for k in moved:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+# a rank that never finishes (one that waits on a peer that will not come) and one that does
+_HANG_SCRIPT = """import os, time
+rank = int(os.environ["RANK"])
+print(f"rank {rank}: started", flush=True)
+if rank == 1:
+    time.sleep(600)
+print(f"rank {rank}: finished", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_torchrun_that_hangs_is_killed_and_its_stuck_rank_named_with_both_logs(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text(_HANG_SCRIPT)
+    with pytest.raises(AssertionError) as e:
+        run_torchrun(2, [str(script)], tmp_path / "logs", timeout=20)
+    msg = str(e.value)
+    assert "still ran after 20 s" in msg and "rank(s) [1] of 2 did not finish" in msg
+    assert "rank 0: finished" in msg and "rank 1: started" in msg
+    alive = [p.parent.name for p in Path("/proc").glob("[0-9]*/cmdline")
+             if str(script).encode() in _read_bytes(p)]
+    assert not alive, f"processes of {script} still run: {alive}"
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 @pytest.mark.slow

@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 
 import pytest
 import torch
 from train_helpers import (
     COMMON_SCRIPT,
-    REPO,
-    child_env,
     make_corpus,
     make_valid_dir,
+    run_torchrun,
     tiny_config,
-    torchrun_cmd,
     write_config,
 )
 
@@ -142,12 +139,8 @@ def test_keep_best_bounds_the_model_files(tmp_path, corpus, valid):
 @pytest.mark.parametrize("mode", ["one_utt", "fail"])
 def test_sharded_validation_cannot_deadlock(tmp_path, corpus, valid, mode):
     config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "exp", *corpus))
-    proc = subprocess.run(
-        torchrun_cmd(2, str(COMMON_SCRIPT), "valid_shards", str(config), str(valid[0]),
-                     str(valid[1]), mode),
-        env=child_env(), cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    out = run_torchrun(2, [str(COMMON_SCRIPT), "valid_shards", str(config), str(valid[0]),
+                           str(valid[1]), mode], tmp_path / "logs")
     if mode == "one_utt":  # rank 1 embedded nothing; rank 0 scored
         assert "rank 1 result None" in out and "rank 0 result " in out
         assert "rank 0 result None" not in out

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,17 @@ from wespeaker_lap.frontend.testing import tiny_ssl_config
 REPO = Path(__file__).resolve().parents[1]
 COMMON_SCRIPT = Path(__file__).resolve()
 SR = 16000
+
+# A torchrun test that hangs must fail with the stuck rank named, never wait out CI:
+#: how long a rank of the scripts below waits on its peers (joining the process group,
+#: every collective) before it fails: a healthy two-rank run takes about 10 s in all;
+RANK_TIMEOUT_S = 60
+#: after this long a rank of the scripts below prints every thread's stack and exits;
+RANK_DEADLINE_S = 120
+#: and after this long :func:`run_torchrun` kills torchrun and its ranks.
+TORCHRUN_TIMEOUT_S = 180
+#: What a rank of the scripts below prints last (``rank R finished``).
+FINISHED = "finished"
 
 
 def make_corpus(root: Path, num_spk: int = 4, num_utt: int = 6, seconds: float = 0.6,
@@ -124,9 +137,17 @@ def free_port() -> int:
 
 
 def child_env(threads: int = 1) -> dict[str, str]:
+    """The environment of a test's child process: one thread, offline, this tree first.
+
+    On Linux gloo talks over the loopback interface (``lo``): every rank of a test is
+    on this machine, and the address the host name resolves to may be another
+    interface's, one a firewall drops (a connect that waits out the timeout).
+    """
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    if sys.platform.startswith("linux"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"
     return env
 
 
@@ -143,16 +164,106 @@ def run_train(config: Path, *extra: str, timeout: float = 120,
 
 
 def torchrun_cmd(nproc: int, *args: str, nnodes: int = 1, endpoint: str | None = None,
-                 node_rank: int | None = None) -> list[str]:
+                 node_rank: int | None = None, log_dir: Path | None = None) -> list[str]:
+    """``torchrun`` on loopback: ``--standalone`` (its rendezvous store on a port the
+    kernel picks, no race for it), or the c10d rendezvous at ``endpoint``. The ranks
+    reach the store at 127.0.0.1, not at the host name's address. With ``log_dir``,
+    each rank's stdout and stderr also go to files there (``--tee 3``)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
-    cmd = [*torchrun, f"--nnodes={nnodes}", f"--nproc_per_node={nproc}"]
+    cmd = [*torchrun, f"--nnodes={nnodes}", f"--nproc_per_node={nproc}",
+           "--local_addr=127.0.0.1"]
     if endpoint is not None:
         cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv_id=test"]
     else:
         cmd += ["--standalone"]
     if node_rank is not None:
         cmd += [f"--node_rank={node_rank}"]
+    if log_dir is not None:
+        cmd += [f"--log_dir={log_dir}", "--tee=3"]
     return [*cmd, *args]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its descendants (torchrun's workers run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def rank_logs(log_dir: Path, nproc: int) -> dict[int, str]:
+    """Each rank's stdout and stderr as torchrun wrote them under ``log_dir``."""
+    out = {}
+    for rank in range(nproc):
+        files = sorted(log_dir.glob(f"*/attempt_*/{rank}/std*.log"))
+        out[rank] = "".join(f"--- {f.relative_to(log_dir)}\n"
+                            f"{f.read_text(encoding='utf-8', errors='replace')[-4000:]}"
+                            for f in files)
+    return out
+
+
+def run_torchrun(nproc: int, args: Sequence[str], log_dir: Path,
+                 timeout: float = TORCHRUN_TIMEOUT_S) -> str:
+    """``args`` (a script of this file and its arguments) under ``torchrun --standalone`` with
+    ``nproc`` CPU ranks; returns torchrun's stdout (each line prefixed with its rank).
+
+    When torchrun fails, or still runs after ``timeout`` s (it and its ranks are then
+    killed), an AssertionError names the ranks that did not print ``rank R finished``
+    and holds every rank's log and the end of torchrun's own.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(torchrun_cmd(nproc, *args, log_dir=log_dir), env=child_env(),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        what = f"torchrun exited with {proc.returncode}"
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        out, err = proc.communicate(timeout=30)
+        what = f"torchrun still ran after {timeout:g} s (killed with its ranks)"
+    if proc.returncode == 0:
+        return out
+    logs = rank_logs(log_dir, nproc)
+    stuck = [r for r, text in logs.items() if f"rank {r}: {FINISHED}" not in text]
+    report = [f"{what}; rank(s) {stuck} of {nproc} did not finish"]
+    report += [f"===== rank {r} =====\n{text or '(no log)'}" for r, text in logs.items()]
+    report.append(f"===== torchrun (stderr, end) =====\n{err[-3000:]}")
+    raise AssertionError("\n".join(report))
+
+
+def _join_group(timeout_s: float = RANK_TIMEOUT_S):
+    """``init_distributed("cpu")`` for a rank of the scripts below, each wait bounded: the
+    process group's timeout is ``timeout_s``, and after :data:`RANK_DEADLINE_S` the rank
+    prints every thread's stack to its stderr and exits."""
+    import faulthandler
+
+    from wespeaker_lap.utils.distributed import init_distributed
+
+    faulthandler.dump_traceback_later(RANK_DEADLINE_S, exit=True)
+    info = init_distributed("cpu", timeout_s=timeout_s)
+    print(f"rank {info.rank}: in the process group of {info.world_size}", flush=True)
+    return info
+
+
+def _leave_group(info) -> None:
+    """Wait for every rank (as train.py does: no rank leaves while another still works),
+    leave the group, and say so last."""
+    from wespeaker_lap.utils.distributed import barrier, cleanup
+
+    barrier(info)
+    cleanup()
+    print(f"rank {info.rank}: {FINISHED}", flush=True)
 
 
 # ------------------------------------------------------- one-step gradient script
@@ -167,7 +278,7 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
 
     from wespeaker_lap.io.checkpoints import trained_state_dict
     from wespeaker_lap.utils.config import load_config
-    from wespeaker_lap.utils.distributed import barrier, cleanup, init_distributed, wrap_ddp
+    from wespeaker_lap.utils.distributed import wrap_ddp
     from wespeaker_lap.utils.executor import (
         EpochOptions,
         SpeakerTrainModule,
@@ -177,7 +288,7 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
     from wespeaker_lap.utils.schedulers import WarmupCosine, param_groups
     from wespeaker_lap.utils.trainer import build_model, seed_everything
 
-    info = init_distributed("cpu")
+    info = _join_group()
     cfg = load_config(config)
     seed_everything(0)
     model = build_model(cfg, num_class=4)
@@ -197,8 +308,7 @@ def grad_step_main(config: str, out: str, accum: int) -> None:
               1, EpochOptions(epoch_iter=1, accum_grad=accum, progress=False), info)
     if info.is_main:
         torch.save(trained_state_dict(model), out)
-    barrier(info)  # as train.py does: no rank leaves the group while another still works
-    cleanup()
+    _leave_group(info)
 
 
 # ------------------------------------------------------ sharded validation script
@@ -210,11 +320,10 @@ def valid_shards_main(config: str, valid_dir: str, trials: str, mode: str) -> No
 
     from wespeaker_lap.scoring.score import Trials
     from wespeaker_lap.utils.config import load_config
-    from wespeaker_lap.utils.distributed import barrier, cleanup, init_distributed
     from wespeaker_lap.utils.trainer import build_model, seed_everything
     from wespeaker_lap.utils.validation import ValidOptions, load_valid_set, run_validation
 
-    info = init_distributed("cpu")
+    info = _join_group()
     cfg = load_config(config)
     seed_everything(0)
     model = build_model(cfg, num_class=4).train()
@@ -234,8 +343,7 @@ def valid_shards_main(config: str, valid_dir: str, trials: str, mode: str) -> No
     except RuntimeError as e:
         print(f"rank {info.rank} raised {e}", flush=True)
     assert model.training and torch.equal(before, torch.get_rng_state())
-    barrier(info)
-    cleanup()
+    _leave_group(info)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 # versions (tools/pin_versions.py) over tools/constraints.txt. Review the diff and commit it.
 #   bash tools/refresh_pins.sh             # tens of minutes: the whole suite runs
 #   bash tools/refresh_pins.sh --keep      # keep the venv afterwards (its path is printed)
+#   bash tools/refresh_pins.sh --out FILE  # write the new pins to FILE instead (to review)
 #   bash tools/refresh_pins.sh --dry-run   # print the commands, run nothing
 # torch stays at TORCH_VERSION (default: the torch line of tools/constraints.txt); set it to
 # move torch too (e.g. TORCH_VERSION=2.14.0 bash tools/refresh_pins.sh).
@@ -14,12 +15,17 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 keep=false                            # keep the throw-away venv
 dry=false                             # print the commands only
+out=$root/tools/constraints.txt       # where the new pins go when the suite passes
 while [ $# -gt 0 ]; do
   case $1 in
     --keep) keep=true; shift ;;
     --dry-run) dry=true; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "refresh_pins.sh: unknown option $1 (valid: --keep --dry-run)" >&2; exit 2 ;;
+    --out)
+      [ $# -ge 2 ] || { echo "refresh_pins.sh: --out needs a file name" >&2; exit 2; }
+      out=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "refresh_pins.sh: unknown option $1 (valid: --keep --out FILE --dry-run)" >&2
+       exit 2 ;;
   esac
 done
 
@@ -46,12 +52,13 @@ run env -u PYTHONPATH PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" PYTHON="$venv/b
   bash tools/run_tests.sh
 run "$venv/bin/python" tools/pin_versions.py --out "$work/constraints.txt"
 if $dry; then
-  echo "+ diff -u tools/constraints.txt $work/constraints.txt; cp it over tools/constraints.txt"
+  echo "+ diff -u tools/constraints.txt $work/constraints.txt; cp it to $out"
   exit 0
 fi
 if diff -u tools/constraints.txt "$work/constraints.txt"; then
   echo "refresh_pins.sh: the suite passed; the pins are unchanged"
 else
-  cp "$work/constraints.txt" tools/constraints.txt
-  echo "refresh_pins.sh: the suite passed; tools/constraints.txt rewritten (diff above)"
+  echo "refresh_pins.sh: the suite passed; the pins changed (diff above)"
 fi
+cp "$work/constraints.txt" "$out"
+echo "refresh_pins.sh: wrote $out"

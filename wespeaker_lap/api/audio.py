@@ -33,17 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
-import soxr
 
+from wespeaker_lap.io.audio import MIN_SAMPLE_RATE, SILENCE_PEAK, read_channels, resample
 from wespeaker_lap.io.files import not_a_file
 
 #: A 2-D array with at most this many columns (and more rows) is one multi-channel recording.
 MAX_CHANNELS = 8
-#: A waveform whose absolute peak is below this is silent (below 16-bit resolution).
-SILENCE_PEAK = 1e-6
-#: Lowest rate accepted (as extraction: telephone speech).
-MIN_SAMPLE_RATE = 8000
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2.0 ** 31}
 
 
@@ -90,12 +85,6 @@ def _downmix(a: np.ndarray, where: str) -> np.ndarray:
                      "(batch, samples) array together with lengths=")
 
 
-def _resample(wav: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    if rate_in == rate_out:
-        return wav
-    return soxr.resample(wav, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
-
-
 def _check(wav: np.ndarray, rate: int, where: str) -> None:
     """Empty, non-finite, silent: a ``ValueError`` naming ``where`` (before resampling)."""
     if rate < MIN_SAMPLE_RATE:
@@ -119,12 +108,8 @@ def read_file(path: str | os.PathLike, where: str) -> tuple[np.ndarray, int]:
         if why.startswith("no such"):
             raise FileNotFoundError(f"{where}: {why}")
         raise ValueError(f"{where}: {why}")
-    try:
-        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
-    except Exception as e:  # libsndfile raises several types
-        raise ValueError(f"{where}: cannot read audio file {path}: {type(e).__name__}: {e}") \
-            from None
-    return _downmix(data, where), int(rate)
+    data, rate = read_channels(path, where)
+    return _downmix(data, where), rate
 
 
 def _items(x, lengths) -> list[tuple[object, str]]:
@@ -184,7 +169,7 @@ def to_waveforms(x, sample_rate: int | None, model_rate: int, min_samples: int,
             wav = _downmix(_to_float32(item, where), where)
             rate = int(sample_rate) if sample_rate is not None else model_rate
         _check(wav, rate, where)
-        wav = _resample(wav, rate, model_rate)
+        wav = resample(wav, rate, model_rate)
         if wav.shape[0] < min_samples:
             raise ValueError(f"{where}: too short: {wav.shape[0]} samples at {model_rate} Hz "
                              f"({wav.shape[0] / model_rate:.3f} s); the model needs at least "

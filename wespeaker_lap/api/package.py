@@ -9,7 +9,9 @@ manifest checked) without torch. A package directory holds:
                         were measured on, the calibration's score
 ``manifest.json``       ``{file: sha256}`` of every other file; checked on every load
 ``config.yaml``         the training config (``frontend_args.model_name_or_path``: ``ssl``
-                        when bundled, else the hub id)
+                        when bundled, else the hub id; other paths relative to the
+                        training recipe's directory, or ``<training machine>/.../dir/name``:
+                        a package holds no absolute path of the machine that wrote it)
 ``frontend.json``       the SSL model's fingerprint, checked when it is loaded
 ``model.safetensors``   backend and training-head weights (no pickle)
 ``mean_vec.npy``        the training-set mean embedding, subtracted before every cosine

@@ -64,6 +64,9 @@ from wespeaker_lap.scoring.score_norm import DEFAULT_TOP_N, CohortStats, build_c
 
 logger = logging.getLogger(__name__)
 
+#: What stands in a package for the part of a path that only the training machine knows.
+TRAINING_MACHINE = "<training machine>"
+
 
 @dataclass
 class PackageOptions:
@@ -139,8 +142,45 @@ def _ssl_part(tmp: Path, fa: Mapping[str, Any], recorded: Mapping[str, Any] | No
     if recorded is not None and compare_fingerprints(recorded, fp):
         raise ValueError(f"the SSL model {hub_id}@{revision} differs from the one the "
                          "experiment was trained with (its frontend.json fingerprint)")
-    fa["model_name_or_path"] = hub_id
+    fa["model_name_or_path"] = fp["model_name_or_path"] = hub_id  # not this machine's cache
     return fa, {"source": "hub", "hub_id": hub_id, "revision": revision}, fp
+
+
+def _recipe_dir(exp_dir: Path, recorded: Any) -> Path:
+    """The directory a training run's relative paths start from (its recipe directory).
+
+    ``recorded`` is the config's ``exp_dir`` as training wrote it: a relative one
+    (``./exp/lap_astp``) is taken off the end of ``exp_dir``; otherwise the folder
+    above ``exp/`` (WeSpeaker's ``<recipe>/exp/<name>``), else ``exp_dir``'s parent.
+    """
+    here = exp_dir.resolve()
+    if isinstance(recorded, str) and recorded and not os.path.isabs(recorded):
+        rel = Path(os.path.normpath(recorded)).parts
+        if rel and ".." not in rel and here.parts[-len(rel):] == rel:
+            return Path(*here.parts[:-len(rel)])
+    return here.parent.parent if here.parent.name == "exp" else here.parent
+
+
+def _shareable(value: Any, recipe: Path) -> Any:
+    """``value`` (a path, or a config holding paths) with no absolute path of this machine.
+
+    An absolute path under ``recipe`` becomes relative to it (``./corpus/data/train/raw.list``,
+    as a recipe writes its paths); any other becomes ``<training machine>/.../<dir>/<name>``,
+    which names the file without the machine's layout. Relative paths, hub ids and
+    other values stay.
+    """
+    if isinstance(value, Mapping):
+        return {k: _shareable(v, recipe) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shareable(v, recipe) for v in value]
+    if not (isinstance(value, str) and os.path.isabs(value)):
+        return value
+    path = Path(os.path.normpath(value))
+    for candidate in (path, path.resolve()):
+        if candidate.is_relative_to(recipe):
+            rel = candidate.relative_to(recipe).as_posix()
+            return "." if rel == "." else f"./{rel}"
+    return "/".join([TRAINING_MACHINE, "...", *path.parts[1:][-2:]])
 
 
 def _thresholds(model: SpeakerModel, opts: PackageOptions, dim: int,
@@ -370,7 +410,10 @@ def build_package(exp_dir: str | os.PathLike, out: str | os.PathLike,
         recorded = read_fingerprint(exp_dir)
         pkg_fa, ssl_meta, fp = _ssl_part(tmp, fa, None if holds_ssl_weights(sd) else recorded,
                                          opts)
-        cfg["frontend_args"] = pkg_fa
+        # a shared package holds no absolute path of this machine (the data, the SSL copy)
+        recipe = _recipe_dir(exp_dir, cfg.get("exp_dir"))
+        cfg = _shareable({**cfg, "frontend_args": pkg_fa}, recipe)
+        ssl_meta = _shareable(ssl_meta, recipe)
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         (tmp / FINGERPRINT_FILE).write_text(json.dumps(fp, indent=2, sort_keys=True) + "\n",
                                             encoding="utf-8")

@@ -14,20 +14,13 @@ import subprocess
 
 import numpy as np
 import soundfile as sf
-import soxr
 from scipy import signal
 
+from wespeaker_lap.io.audio import MIN_SAMPLE_RATE, SILENCE_PEAK, resample
 from wespeaker_lap.io.files import not_a_file
 
 #: File name extensions the pipeline decodes (soundfile: libsndfile formats).
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "sph", "aiff", "aif", "au", "w64", "rf64")
-
-#: A waveform whose absolute peak is below this is "all zero" (below 16-bit resolution).
-SILENCE_PEAK = 1e-6
-
-#: Lowest sample rate accepted (telephone speech); lower rates carry too little of the
-#: speech band to upsample into anything an SSL model was trained on.
-MIN_SAMPLE_RATE = 8000
 
 #: What a piped ``wav.scp`` entry meets when pipes were not allowed.
 PIPES_NEED_FLAG = "piped wav.scp entries need --allow_pipes (dataset_args.allow_pipes)"
@@ -241,13 +234,6 @@ def check_waveform(wav: np.ndarray, rate: int, min_duration: float = 0.0) -> Non
         raise BadAudio("all_zero", f"peak {peak:.3g}")
     if wav.size < min_duration * rate:
         raise BadAudio("too_short", f"{wav.size / rate:.3f} s < {min_duration:g} s")
-
-
-def resample(wav: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
-    """Resample with soxr (high quality); a no-op when the rates are equal."""
-    if rate_in == rate_out:
-        return wav
-    return soxr.resample(wav, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
 
 
 def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:

@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from wespeaker_lap.export.identity import (
     INPUT_LENGTHS,
@@ -34,11 +32,9 @@ from wespeaker_lap.export.identity import (
     parse_metadata,
     sha256_of,
 )
+from wespeaker_lap.io.audio import SILENCE_PEAK, read_channels, resample
 
 logger = logging.getLogger(__name__)
-
-#: A waveform whose absolute peak is below this is silent (below 16-bit resolution).
-SILENCE_PEAK = 1e-6
 
 
 def _onnxruntime():
@@ -56,17 +52,13 @@ def read_audio(path: str | os.PathLike, rate: int, min_samples: int = 1) -> np.n
     A file that cannot be read, is empty, holds NaN/inf, is silent or is shorter
     than ``min_samples`` (after resampling) is a ``ValueError`` naming it.
     """
-    try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # libsndfile raises several types
-        raise ValueError(f"cannot read audio file {path}: {type(e).__name__}: {e}") from None
+    data, file_rate = read_channels(path)
     wav = np.ascontiguousarray(data[:, 0])
     if wav.size == 0:
         raise ValueError(f"audio file {path} is empty")
     if not np.all(np.isfinite(wav)):
         raise ValueError(f"audio file {path} holds NaN or inf samples")
-    if file_rate != rate:
-        wav = soxr.resample(wav, file_rate, rate, quality="HQ").astype(np.float32, copy=False)
+    wav = resample(wav, file_rate, rate)
     if float(np.max(np.abs(wav))) < SILENCE_PEAK:
         raise ValueError(f"audio file {path} is silent (all samples ~0)")
     if wav.size < min_samples:
