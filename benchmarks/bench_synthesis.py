@@ -10,7 +10,7 @@ processes' (user + system), steadier than wall seconds on a shared machine. Work
 helper threads (the espeak-ng language probe) counts in the step that waits for it. ::
 
     python benchmarks/bench_synthesis.py                       # this tree's tools/synth
-    python benchmarks/bench_synthesis.py --compare /work/main  # and another tree's, in turn
+    python benchmarks/bench_synthesis.py --compare ../other-checkout  # and another tree's, in turn
 
 With ``--compare`` each tree synthesizes the same slice into its own dir (``--repeats``
 times, alternating) and the script checks that the corpora are byte-identical (sha256 over
