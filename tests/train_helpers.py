@@ -258,12 +258,23 @@ def _join_group(timeout_s: float = RANK_TIMEOUT_S):
 
 def _leave_group(info) -> None:
     """Wait for every rank (as train.py does: no rank leaves while another still works),
-    leave the group, and say so last."""
+    leave the group, say so last, and exit at once (no interpreter teardown)."""
+    import faulthandler
+    import os
+    import sys
+
     from wespeaker_lap.utils.distributed import barrier, cleanup
 
     barrier(info)
     cleanup()
     print(f"rank {info.rank}: {FINISHED}", flush=True)
+    # the rank's work is done and checked; its interpreter teardown (gloo's threads) once
+    # outlived the deadline after 'finished' under a loaded CI (exit code 1 from the
+    # watchdog), which is no part of what these scripts test
+    faulthandler.cancel_dump_traceback_later()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ------------------------------------------------------- one-step gradient script
