@@ -96,10 +96,6 @@ else
   pretrain_opts=()
   train_opts=()
 fi
-# stage 4 embeds in float32 whatever the training precision: the package (stage 7) embeds
-# in float32 too, and its scores must be the recipe's; bf16 embedding moved the EERs by
-# at most 0.02 points (examples/mini/README.md) for that exactness
-extract_dtype=float32
 pretrain_opts+=(--dtype "$precision")
 train_opts+=(--enable_amp "$amp" --frontend_args.dtype "$precision")
 [ -n "$pretrain_minutes" ] && pretrain_opts+=(--max_minutes "$pretrain_minutes")
@@ -173,8 +169,11 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "Stage 4: average checkpoints ($select); extract embeddings"
   eval_dirs=(); for x in "${test_sets[@]}"; do eval_dirs+=("$data/$x"); done
   [ -f "$data/valid/trials.kaldi" ] && eval_dirs+=("$data/valid")  # stage 7's thresholds
+  # float32 whatever the training precision: the package (stage 7) embeds in float32 too,
+  # and its scores must be the recipe's (bf16 embedding moved the EERs by at most 0.02
+  # points, examples/mini/README.md)
   tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
-    --select "$select" --dtype "$extract_dtype" "${eval_dirs[@]}" "$data/train"
+    --select "$select" --dtype float32 "${eval_dirs[@]}" "$data/train"
   stage_done "4 embeddings"
 fi
 

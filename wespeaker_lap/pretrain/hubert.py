@@ -51,7 +51,7 @@ from torch import nn
 
 from wespeaker_lap.checks import ConfigError, check_bool, check_int, check_number
 from wespeaker_lap.frontend.loading import default_do_normalize, save_preprocessing
-from wespeaker_lap.frontend.precision import autocast_dtype
+from wespeaker_lap.frontend.precision import autocast_dtype, dtype_name
 from wespeaker_lap.lr_schedule import warmup_cosine
 from wespeaker_lap.pretrain.features import HOP_SAMPLES, SAMPLE_RATE, Corpus, num_frames
 from wespeaker_lap.pretrain.kmeans import unit_frequencies
@@ -434,8 +434,8 @@ def train(model: HubertPretrainModel, corpus: Corpus, units: list[np.ndarray],
     crop_samples = int(round(args.crop_seconds * SAMPLE_RATE))
     optimizer = build_optimizer(model, args)
     dtype, why = autocast_dtype(args.dtype, "cpu")
-    logger.info("pre-training forward in %s (train_args.dtype %s: %s)",
-                str(dtype).removeprefix("torch."), args.dtype, why)
+    logger.info("pre-training forward in %s (train_args.dtype %s: %s)", dtype_name(dtype),
+                args.dtype, why)
     model.train()
     started = time.time()
     log_start(hist, args, crop_samples)
