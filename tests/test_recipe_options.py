@@ -42,6 +42,8 @@ BAD = [
     ("voxceleb/v2_lap", ("--evaluate", "no"), "option --evaluate takes true or false, got 'no'"),
     ("mini", ("--train_seed", "x"), "option --train_seed takes an integer, got 'x'"),
     ("mini", ("--seed", "1.5"), "option --seed takes an integer, got '1.5'"),
+    ("mini", ("--scale", "0"), "option --scale takes an integer of at least 1, got '0'"),
+    ("mini", ("--scale", "1.5"), "option --scale takes an integer, got '1.5'"),
     ("mini", ("--precision", "fp16"),
      "option --precision takes float32, bfloat16 or auto, got 'fp16'"),
     ("vctk", ("--top_n", ""), "option --top_n takes an integer, got ''"),
@@ -147,3 +149,25 @@ def test_mini_explicit_precision_runs_no_probe(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not any("probe_precision" in c for c in commands)
     assert any("--dtype float32" in c for c in commands if "bin.pretrain_ssl" in c)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_mini_scale_multiplies_speakers_and_steps_in_their_own_dirs(tmp_path, precision):
+    """--scale N: N x the training speakers (synth_corpus --train_scale) and the pre-training
+    steps (pretrain_ssl --steps_scale, over float32's 1,900 or the config's), written to
+    corpus_xN/ and exp_xN/ beside the 1x run's."""
+    proc, commands = _recipe(tmp_path, "mini").run("--stop_stage", "2", "--scale", "4",
+                                                   "--precision", precision)
+    assert proc.returncode == 0, proc.stderr
+    corpus = next(c.split() for c in commands if c.startswith("make_corpus"))
+    assert corpus[1] == str(tmp_path / "w" / "corpus_x4")
+    assert corpus[corpus.index("--train_scale") + 1] == "4"
+    pre = next(c.split() for c in commands if "bin.pretrain_ssl" in c)
+    assert pre[pre.index("--steps_scale") + 1] == "4"
+    assert pre[pre.index("--out") + 1] == str(tmp_path / "w" / "exp_x4" / "ssl")
+    assert ("--steps" in pre) == (precision == "float32")
+    # scale 1 (the default) passes neither and keeps the plain names
+    proc, commands = _recipe(tmp_path / "one", "mini").run("--stop_stage", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert not any("--train_scale" in c or "--steps_scale" in c for c in commands)
+    assert any(str(tmp_path / "one" / "w" / "corpus") + " " in c for c in commands)

@@ -49,6 +49,9 @@ precision=auto                # float32 | bfloat16 | auto: pre-training, trainin
                               # faster (CPUs with AVX-512 BF16 or AMX). It sets the sizes:
                               # bfloat16 3,600 pre-training steps and 10 backend epochs,
                               # float32 1,900 and 5 (both about the same time)
+scale=1                       # compute multiplier N (1, 2, 4, ...): N x the training speakers
+                              # and N x the pre-training steps (so N x the backend's steps, at
+                              # the same epochs); written to corpus_xN/ and exp_xN/
 
 help_message="Usage: bash run.sh [--stage N] [--stop_stage M] [--quick] [--config conf/X.yaml]"
 . tools/parse_options.sh
@@ -61,7 +64,11 @@ stage_names=(); stage_secs=(); t_stage=$SECONDS
 stage_done() { stage_names+=("$1"); stage_secs+=($((SECONDS - t_stage))); t_stage=$SECONDS; }
 
 # Everything derived: one home for each value.
+if [ "$scale" -lt 1 ]; then
+  echo "$0: option --scale takes an integer of at least 1, got '$scale'" >&2; exit 1
+fi
 tag=; $quick && tag=_quick
+[ "$scale" -ne 1 ] && tag+=_x$scale
 corpus=$workdir/corpus$tag                # synthesized audio + data dirs
 data=$corpus/data
 exp=$workdir/exp$tag
@@ -97,6 +104,10 @@ else
   train_opts=()
 fi
 pretrain_opts+=(--dtype "$precision")
+if [ "$scale" -ne 1 ]; then  # the base sizes above, multiplied where they live
+  synth_opts+=(--train_scale "$scale")
+  pretrain_opts+=(--steps_scale "$scale")
+fi
 train_opts+=(--enable_amp "$amp" --frontend_args.dtype "$precision")
 [ -n "$pretrain_minutes" ] && pretrain_opts+=(--max_minutes "$pretrain_minutes")
 [ -n "$train_seed" ] && train_opts+=(--seed "$train_seed")

@@ -492,6 +492,10 @@ def get_parser() -> argparse.ArgumentParser:
     for key, what in SIZE_HELP.items():
         d, q = SIZES["default"][key], SIZES["quick"][key]
         p.add_argument(f"--{key}", type=int, help=f"{what} (default {d}, quick {q})")
+    p.add_argument("--train_scale", type=int, default=1,
+                   help="multiply the train speakers (after the preset and --num_train_spk) by "
+                        "this factor; speaker i is drawn from (seed, i), so a larger corpus "
+                        "keeps the smaller one's speakers and its test sets")
     p.add_argument("--min_dur", type=float, default=2.0, help="shortest utterance (s)")
     p.add_argument("--max_dur", type=float, default=4.0, help="longest utterance (s)")
     p.add_argument("--noise_dur", type=float, default=6.0, help="noise clip length (s)")
@@ -515,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in sizes:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
+    if args.train_scale < 1:
+        raise SystemExit(f"--train_scale must be >= 1, got {args.train_scale}")
+    sizes["num_train_spk"] *= args.train_scale
     for k, v in sizes.items():
         low = 2 if k in ("num_test_spk", "test_utts", "num_train_spk", "unseen_utts",
                          "valid_utts") else (

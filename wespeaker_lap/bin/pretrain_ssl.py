@@ -139,6 +139,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--steps", type=int, default=None,
                    help="override train_args.steps (0: save the seeded random initialisation)")
+    p.add_argument("--steps_scale", type=int, default=1,
+                   help="multiply the steps (the config's or --steps) by this factor, as the "
+                   "mini recipe's --scale does")
     p.add_argument("--units_from", default=None,
                    help="override train_args.units_from: 'mfcc' or an earlier model's directory")
     p.add_argument("--units_layer", type=int, default=None, help="override train_args.units_layer")
@@ -155,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None and args.steps < 0:
         raise SystemExit(f"--steps must be >= 0 (0 saves the random initialisation), "
                          f"got {args.steps}")
+    if args.steps_scale < 1:
+        raise SystemExit(f"--steps_scale must be >= 1, got {args.steps_scale}")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise SystemExit(f"--max_minutes must be > 0, got {args.max_minutes}")
     setup_logging()
@@ -173,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("steps", "units_from", "units_layer", "dtype"):
                 if getattr(args, key) is not None:
                     train_args[key] = getattr(args, key)
+            steps = train_args.get("steps", PretrainArgs.steps)  # the schema's default
+            if args.steps_scale != 1 and isinstance(steps, int) and not isinstance(steps, bool):
+                train_args["steps"] = steps * args.steps_scale  # a bad type: the check names it
             cfg["train_args"] = train_args
         # pretrain() checks the whole config before any work: a bad key stops there
         pretrain(cfg, args.wav_scp, args.out, args.seed, args.max_minutes, command, args.config)
