@@ -215,6 +215,12 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("keep_best", "with valid_data: keep only the model_{epoch}.pt of the keep_best "
             "epochs with the lowest validation EER, plus the last num_avg epochs and the newest "
             "(null: keep every saved one)", check=_optional(check_int, lo=1)),
+    KeySpec("feature_cache_epochs", "with a frozen SSL model: keep its hidden states of the "
+            "first N epochs' crops in memory and train every later epoch on batches drawn from "
+            "them, the backend alone (wespeaker_lap.utils.feature_cache; 0: off)", 0,
+            _int_from(0)),
+    KeySpec("feature_cache_max_gb", "the feature cache's host memory limit per process (GiB), "
+            "checked before training", 16, _num_from(0, lo_open=True)),
     # ---- <name> / <name>_args sections
     KeySpec("valid_args", "validation during training (with valid_data): every_n_epochs "
             "(default 1; validate after every N epochs and after the last), batch_size (16), "

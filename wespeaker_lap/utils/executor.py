@@ -52,6 +52,9 @@ class SpeakerTrainModule(nn.Module):
     ``model(wavs, lengths)`` gives the embeddings (B, E) (a tuple's last item is
     taken, as in WeSpeaker); ``model.projection(emb, labels)`` gives the logits
     (B, C), or ``(logits, loss)`` for heads that compute their own loss.
+    With ``hidden_states=True`` the inputs are a cached batch of the frozen SSL model's
+    hidden states (B, L, T, D) and their frame counts, and only the backend runs
+    (:mod:`wespeaker_lap.utils.feature_cache`).
     ``regularizer()`` (L2-SP) is evaluated inside ``forward`` so that DDP sees its
     parameters used there (a weight that only the regulariser touches would
     otherwise get a second gradient hook call); ``penalty`` is 0 without one.
@@ -65,10 +68,21 @@ class SpeakerTrainModule(nn.Module):
         self.model = model
         self.criterion = criterion
         self.regularizer = regularizer
+        #: a :class:`~wespeaker_lap.utils.feature_cache.FeatureCache` that keeps each batch's
+        #: frozen hidden states while set (the recorded epochs), else None
+        self.feature_cache = None
 
-    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        emb = self.model(wavs, lengths)
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                hidden_states: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if hidden_states:  # a cached batch: wavs are the frozen model's (B, L, T, D), lengths
+            emb = self.model.backend(wavs, lengths)  # its frames
+        elif self.feature_cache is not None:  # a recorded epoch: the frozen forward, kept
+            with torch.no_grad():
+                hidden, frames = self.model.frontend(wavs, lengths)
+            self.feature_cache.add(hidden, frames, labels)
+            emb = self.model.backend(hidden, frames)
+        else:
+            emb = self.model(wavs, lengths)
         if isinstance(emb, tuple):
             emb = emb[-1]
         out = self.model.projection(emb, labels)
@@ -117,9 +131,13 @@ def make_grad_scaler(device: torch.device, enable_amp: bool, amp_dtype: str):
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device):
+    """(inputs, lengths, labels, hidden_states): waveforms and samples, or a feature-cache
+    batch's hidden states and frames."""
     nb = device.type == "cuda"
-    return (batch["wavs"].to(device, non_blocking=nb), batch["lengths"].to(device, non_blocking=nb),
-            batch["labels"].to(device, non_blocking=nb))
+    cached = "hidden" in batch
+    x, n = ("hidden", "frame_lengths") if cached else ("wavs", "lengths")
+    return (batch[x].to(device, non_blocking=nb), batch[n].to(device, non_blocking=nb),
+            batch["labels"].to(device, non_blocking=nb), cached)
 
 
 @dataclass
@@ -175,12 +193,12 @@ def _accumulate(it: Iterator[Mapping[str, Any]], module: nn.Module, scaler: Any,
         batch = next(it, None)
         if any_true(batch is None, info):
             return None
-        wavs, lengths, labels = _to_device(batch, info.device)
+        inputs, lengths, labels, cached = _to_device(batch, info.device)
         last = micro == opts.accum_grad - 1
         sync = contextlib.nullcontext() if (last or not ddp) else module.no_sync()
         with sync:
             with autocast_context(info.device, opts.enable_amp, opts.amp_dtype):
-                loss, logits, penalty = module(wavs, lengths, labels)
+                loss, logits, penalty = module(inputs, lengths, labels, hidden_states=cached)
             # the penalty comes with every micro-batch: 1/accum each, once per step
             total = (loss.float() + penalty) / opts.accum_grad
             scaler.scale(total).backward()
@@ -240,7 +258,8 @@ def run_epoch(
     and ``cpu_seconds`` (this process's CPU time: all its threads, not the loader workers).
 
     Args:
-        loader: yields dicts with ``wavs`` (B, N), ``lengths`` (B,), ``labels`` (B,).
+        loader: yields dicts with ``wavs`` (B, N), ``lengths`` (B,), ``labels`` (B,), or
+            a feature cache's ``hidden``, ``frame_lengths`` and ``labels``.
         module: a :class:`SpeakerTrainModule`, possibly inside DistributedDataParallel.
         scheduler / margin_scheduler: ``.step(global_step)``; the margin scheduler
             may be None.

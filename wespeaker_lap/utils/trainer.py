@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,12 @@ from wespeaker_lap.utils.distributed import (
 from wespeaker_lap.utils.executor import (
     EpochOptions,
     SpeakerTrainModule,
+    autocast_context,
     build_loss,
     make_grad_scaler,
     run_epoch,
 )
+from wespeaker_lap.utils.feature_cache import FeatureCache, build_feature_cache, rebuild
 from wespeaker_lap.utils.schedulers import (
     L2SP,
     build_margin_scheduler,
@@ -189,6 +191,8 @@ class TrainData:
     batch_size: int
     epoch_iter: int
     lr_scale: float
+    #: the frozen SSL model's hidden states of the first feature_cache_epochs (None: off)
+    feature_cache: FeatureCache | None = None
 
 
 def prepare_data(cfg: Mapping[str, Any], info: DistInfo, sample_rate: int,
@@ -532,6 +536,9 @@ def train(cfg: dict[str, Any], info: DistInfo | None = None,
     if resume is not None:  # another model's checkpoint is refused before exp_dir is written
         _check_resume_fits(model, resume)
     opt = build_optimization(cfg, model, info, data)
+    crop = ds_cfg.with_sample_rate(model.frontend.sample_rate).crop_samples
+    data = replace(data, feature_cache=build_feature_cache(
+        cfg, model, crop, data.batch_size, data.epoch_iter, info))
     if info.is_main:
         models_dir.mkdir(parents=True, exist_ok=True)
         if resume is not None:
@@ -599,10 +606,23 @@ def _epochs(cfg, info: DistInfo, models_dir: Path, start_epoch: int, model: torc
     stats: dict = {}
     epoch = start_epoch - 1
     vset = validation.vset
+    cache, cached_epochs = data.feature_cache, int(cfg["feature_cache_epochs"])
+    train_module = getattr(opt.module, "module", opt.module)  # inside DDP, or not
+    if cache is not None and start_epoch > 1:  # a resume: the epochs recorded before it
+        rebuild(cache, data.loader, model.frontend, range(1, min(cached_epochs, epoch) + 1),
+                data.epoch_iter, epoch_opts.accum_grad,
+                lambda: autocast_context(info.device, epoch_opts.enable_amp,
+                                         epoch_opts.amp_dtype), info)
     for epoch in range(start_epoch, num_epochs + 1):
         data.loader.set_epoch(epoch)
-        stats = run_epoch(data.loader, opt.module, opt.optimizer, opt.scheduler,
+        loader = data.loader
+        if cache is not None and epoch > cached_epochs:  # the backend alone, on the pool
+            loader = cache.batches(epoch, data.batch_size,
+                                   data.epoch_iter * epoch_opts.accum_grad)
+        train_module.feature_cache = cache if loader is data.loader else None
+        stats = run_epoch(loader, opt.module, opt.optimizer, opt.scheduler,
                           opt.margin_scheduler, opt.scaler, epoch, epoch_opts, info, log=log)
+        train_module.feature_cache = None
         valid = None
         if vset is not None and validation.opts.due(epoch, num_epochs):
             valid = run_validation(model, vset, validation.opts, info)
