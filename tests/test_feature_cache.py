@@ -115,7 +115,8 @@ def test_pool_draws_each_crop_once_an_epoch_in_a_seeded_order():
     assert sorted(labels.tolist()) == list(range(10))  # every crop once
     for b in batches:  # each crop's hidden states are its own, padded to the batch's longest
         assert b["hidden"].shape[2] == int(b["frame_lengths"].max())
-        assert all(float(h[0, 0, 0]) == min(int(y), 8) for h, y in zip(b["hidden"], b["labels"]))
+        assert all(float(h[0, 0, 0]) == min(int(y), 8)
+                   for h, y in zip(b["hidden"], b["labels"], strict=True))
     again = torch.cat([b["labels"] for b in cache.batches(4, 5, 2)])
     other = torch.cat([b["labels"] for b in cache.batches(5, 5, 2)])
     assert torch.equal(labels, again) and not torch.equal(labels, other)
