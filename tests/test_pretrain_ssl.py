@@ -139,6 +139,20 @@ def test_cli_runs_from_a_yaml_config_and_reruns_cleanly(tmp_path, wav_scp):
     SSLFrontend(out)
 
 
+def test_steps_scale_multiplies_the_configs_or_the_given_steps(tmp_path, wav_scp):
+    """--steps_scale N (the mini recipe's --scale): N x the steps, recorded as run."""
+    cfg = tmp_path / "ssl.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(steps=1)))
+    base = ["--config", str(cfg), "--wav_scp", wav_scp]
+    assert pretrain_ssl.main([*base, "--out", str(tmp_path / "a"), "--steps_scale", "2"]) == 0
+    ran = yaml.safe_load((tmp_path / "a" / "pretrain.yaml").read_text())
+    assert ran["train_args"]["steps"] == 2
+    with pytest.raises(SystemExit, match="--steps_scale must be >= 1, got 0"):
+        pretrain_ssl.main([*base, "--out", str(tmp_path / "b"), "--steps", "3",
+                           "--steps_scale", "0"])
+    assert not (tmp_path / "b").exists()
+
+
 def test_negative_steps_is_an_error(tmp_path, wav_scp):
     cfg = tmp_path / "ssl.yaml"
     cfg.write_text(yaml.safe_dump(tiny()))

@@ -261,6 +261,31 @@ def test_the_validation_set_leaves_every_other_set_byte_identical(corpus, tmp_pa
 
 
 @needs_espeak
+def test_train_scale_adds_speakers_and_keeps_the_first_ones_and_every_test_set(corpus,
+                                                                            tmp_path):
+    """--train_scale 2 (the mini recipe's --scale): twice the training speakers; the first
+    ones' audio and every other speech set's audio the same bytes (the speaker ids, numbered
+    after the training speakers, move up)."""
+    big = tmp_path / "big"
+    _run_cli(big, "--seed", "5", "--nj", "2", "--train_scale", "2")
+    a, b = _digest(corpus), _digest(big)
+
+    def audio(digests, name):
+        return sorted(v for k, v in digests.items() if k.startswith(f"wav/{name}/"))
+
+    assert len((big / "data" / "train" / "spk2utt").read_text().splitlines()) == 2 * 5
+    assert set(audio(a, "train")) < set(audio(b, "train"))
+    for name in ("test", "test_unseen", "pool", "valid"):
+        assert audio(a, name) and audio(a, name) == audio(b, name), name
+    for trials in ("test", "test_unseen"):
+        lines = [(corpus / "data" / trials / "trials.kaldi").read_text().splitlines(),
+                 (big / "data" / trials / "trials.kaldi").read_text().splitlines()]
+        assert [x.split()[2] for x in lines[0]] == [x.split()[2] for x in lines[1]]
+    with pytest.raises(subprocess.CalledProcessError):
+        _run_cli(tmp_path / "bad", "--train_scale", "0")
+
+
+@needs_espeak
 @pytest.mark.parametrize("name", ["train", "test", "test_unseen", "valid"])
 def test_data_dirs_sorted_consistent_16k_mono(corpus, name):
     d = corpus / "data" / name

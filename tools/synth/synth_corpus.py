@@ -494,8 +494,9 @@ def get_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{key}", type=int, help=f"{what} (default {d}, quick {q})")
     p.add_argument("--train_scale", type=int, default=1,
                    help="multiply the train speakers (after the preset and --num_train_spk) by "
-                        "this factor; speaker i is drawn from (seed, i), so a larger corpus "
-                        "keeps the smaller one's speakers and its test sets")
+                        "this factor; a set's speaker i is drawn from (seed, set, i), so a "
+                        "larger corpus keeps the smaller one's speakers and every other set's "
+                        "audio (the ids, numbered after the training speakers, move up)")
     p.add_argument("--min_dur", type=float, default=2.0, help="shortest utterance (s)")
     p.add_argument("--max_dur", type=float, default=4.0, help="longest utterance (s)")
     p.add_argument("--noise_dur", type=float, default=6.0, help="noise clip length (s)")
