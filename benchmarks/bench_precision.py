@@ -9,7 +9,9 @@ depend on what the weights have learned):
 * backend training (``bin/train``): one optimiser step of LAP_ASTP on the frozen
   mini HuBERT, ``examples/mini/conf/lap_astp.yaml`` (batch 32 x 2 s, AAM head of
   300 classes), with the frozen forward (``frontend_args.dtype``) in float32 or
-  bfloat16, and the backend and head under bfloat16 autocast (``enable_amp``) or not.
+  bfloat16, and the backend and head under bfloat16 autocast (``enable_amp``) or not;
+  and the bf16 step on a batch of cached hidden states (``feature_cache_epochs``: the
+  later epochs' step, without the frozen forward).
 
 The variants alternate within each repeat, so that load from other processes hits
 them alike; the table gives the best and the median step and the ratio of the
@@ -124,6 +126,18 @@ def backend_steps(batch: int, num_class: int) -> dict[str, callable]:
 
         steps[f"backend LAP_ASTP, frozen forward {fe_dtype}, autocast "
               f"{'bf16' if amp else 'off'}"] = step
+        if fe_dtype == "bfloat16" and amp:  # the same step on the feature cache's batch
+            with torch.no_grad():
+                hidden, frames = model.frontend(data["wavs"], data["lengths"])
+            cached = {"hidden": hidden, "frame_lengths": frames, "labels": data["labels"]}
+
+            def cached_step(module=module, opt=opt, sched=sched, scaler=scaler, opts=opts,
+                            epoch=epoch, cached=cached):
+                epoch[0] += 1
+                run_epoch([cached], module, opt, sched, None, scaler, epoch[0], opts, info)
+
+            steps["backend LAP_ASTP on cached bf16 hidden states (feature_cache_epochs), "
+                  "autocast bf16"] = cached_step
     return steps
 
 
