@@ -20,6 +20,7 @@
 #
 #   bash run.sh                                   # stages 1-7, LAP_ASTP
 #   bash run.sh --quick                           # small sizes (CI's integration test)
+#   bash run.sh --scale 2                         # 2x the training speakers and pre-training steps
 #   bash run.sh --stage 3 --config conf/mhfa.yaml # another backend, same data and SSL
 #   bash run.sh --ssl_model microsoft/wavlm-base-plus   # a real SSL model instead
 # shellcheck source-path=SCRIPTDIR
