@@ -41,9 +41,12 @@ class _CountCalls:
         self.calls += 1
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_recorded_epochs_equal_plain_training_and_later_ones_skip_the_ssl_model(
-        tmp_path, corpus, monkeypatch):
-    plain = train(_cfg(tmp_path, "plain", corpus, num_epochs=3))
+        tmp_path, corpus, monkeypatch, dtype):
+    """In bfloat16 the pool holds bfloat16 (the frozen model's values, half the memory)."""
+    fe = {"frontend_args": {"dtype": dtype}}
+    plain = train(_cfg(tmp_path, "plain", corpus, num_epochs=3, **fe))
     counter = _CountCalls()
     import wespeaker_lap.utils.trainer as trainer_mod
 
@@ -52,10 +55,13 @@ def test_recorded_epochs_equal_plain_training_and_later_ones_skip_the_ssl_model(
     def spy(cfg, model, *args):  # count the SSL forwards of the training epochs
         cache = real(cfg, model, *args)
         model.frontend.register_forward_hook(counter)
+        pools.append(cache)
         return cache
 
+    pools = []
     monkeypatch.setattr(trainer_mod, "build_feature_cache", spy)
-    cached = train(_cfg(tmp_path, "cached", corpus, num_epochs=3, feature_cache_epochs=1))
+    cached = train(_cfg(tmp_path, "cached", corpus, num_epochs=3, feature_cache_epochs=1, **fe))
+    assert pools[0].hidden.dtype == getattr(torch, dtype) and pools[0].out_dtype == torch.float32
     models_p, models_c = tmp_path / "plain" / "models", tmp_path / "cached" / "models"
     # epoch 1 is recorded: the same weights as training without the cache
     assert _same(read_weights(checkpoint_path(models_p, 1)),
@@ -104,7 +110,7 @@ def test_a_bad_feature_cache_value_names_the_key(tmp_path, corpus, value):
 
 
 def test_pool_draws_each_crop_once_an_epoch_in_a_seeded_order():
-    cache = FeatureCache(10, (2, 5, 3), torch.bfloat16, seed=3)
+    cache = FeatureCache(10, (2, 5, 3), torch.bfloat16, seed=3, out_dtype=torch.float32)
     for start in (0, 4):
         hidden = torch.arange(start, start + 4, dtype=torch.float32).view(4, 1, 1, 1)
         cache.add(hidden.expand(4, 2, 5, 3), torch.full((4,), 5), torch.arange(start, start + 4))
@@ -115,6 +121,7 @@ def test_pool_draws_each_crop_once_an_epoch_in_a_seeded_order():
     assert sorted(labels.tolist()) == list(range(10))  # every crop once
     for b in batches:  # each crop's hidden states are its own, padded to the batch's longest
         assert b["hidden"].shape[2] == int(b["frame_lengths"].max())
+        assert b["hidden"].dtype == torch.float32
         assert all(float(h[0, 0, 0]) == min(int(y), 8)
                    for h, y in zip(b["hidden"], b["labels"], strict=True))
     again = torch.cat([b["labels"] for b in cache.batches(4, 5, 2)])

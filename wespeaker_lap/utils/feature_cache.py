@@ -4,9 +4,10 @@ With a frozen SSL model most of a backend step is the SSL forward (a step costs
 1.14-1.25x the frozen forward alone, ``benchmarks/bench_train.py``).
 ``feature_cache_epochs: K`` keeps the hidden states ``(L, T, D)`` that the frozen
 model gives for every crop of the first K epochs (crops, speed perturbation and
-augmentation drawn as usual, a new draw each epoch) in host memory, in the
-frontend's dtype, with their frame counts and labels. Every later epoch draws its
-batches from that pool: a seeded permutation per epoch and rank, without
+augmentation drawn as usual, a new draw each epoch) in host memory, with their
+frame counts and labels: in bfloat16 when the frozen model computes in bfloat16
+(its float32 output then holds bfloat16 values, so nothing is lost), else float32.
+Every later epoch draws its batches from that pool: a seeded permutation per epoch and rank, without
 replacement within the epoch, so a later epoch sees ``1/K`` of the pool and its
 steps run the backend alone. The first K epochs train exactly as without the cache.
 
@@ -43,20 +44,26 @@ GIB = 1 << 30
 class FeatureCache:
     """A fixed-size pool of (hidden states, frame count, label) for one rank.
 
-    ``capacity`` crops of ``sample_shape`` = (L, T, D) in ``dtype``; :meth:`add` fills
-    it in order, :meth:`batches` draws an epoch's batches from what it holds.
+    ``capacity`` crops of ``sample_shape`` = (L, T, D) held in ``dtype``; :meth:`add`
+    fills it in order, :meth:`batches` draws an epoch's batches from what it holds, as
+    ``out_dtype`` (default ``dtype``): what the frontend gave, so that the backend sees
+    the same tensors on the pool as in the recorded epochs.
     """
 
     def __init__(self, capacity: int, sample_shape: tuple[int, int, int],
-                 dtype: torch.dtype, seed: int, rank: int = 0):
+                 dtype: torch.dtype, seed: int, rank: int = 0,
+                 out_dtype: torch.dtype | None = None):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.hidden = torch.zeros((capacity, *sample_shape), dtype=dtype)
+        # not zeroed: untouched pages cost nothing until filled, and a DataLoader worker
+        # forked before then shares none of them (no copy-on-write as the pool fills)
+        self.hidden = torch.empty((capacity, *sample_shape), dtype=dtype)
         self.frames = torch.zeros(capacity, dtype=torch.long)
         self.labels = torch.zeros(capacity, dtype=torch.long)
         self.count = 0
         self.seed = seed
         self.rank = rank
+        self.out_dtype = dtype if out_dtype is None else out_dtype
 
     @property
     def capacity(self) -> int:
@@ -82,6 +89,8 @@ class FeatureCache:
                                f"{self.capacity} (more batches than the epochs' steps?)")
         end = self.count + b
         self.hidden[self.count:end, :, :t] = hidden.detach().to("cpu", self.hidden.dtype)
+        if t < pool_t:
+            self.hidden[self.count:end, :, t:] = 0
         self.frames[self.count:end] = frames.detach().to("cpu")
         self.labels[self.count:end] = labels.detach().to("cpu")
         self.count = end
@@ -104,18 +113,26 @@ class FeatureCache:
             idx = torch.from_numpy(np.sort(order[i * batch_size:(i + 1) * batch_size]))
             frames = self.frames[idx]
             t = int(frames.max())
-            yield {"hidden": self.hidden[idx, :, :t], "frame_lengths": frames,
-                   "labels": self.labels[idx]}
+            yield {"hidden": self.hidden[idx, :, :t].to(self.out_dtype),
+                   "frame_lengths": frames, "labels": self.labels[idx]}
 
 
 def cache_shape(frontend: nn.Module, crop_samples: int, device: torch.device
-                ) -> tuple[tuple[int, int, int], torch.dtype]:
-    """(L, T, D) and the dtype of the hidden states the frontend gives for one crop."""
-    wav = torch.zeros(1, crop_samples, device=device)
+                ) -> tuple[tuple[int, int, int], torch.dtype, torch.dtype]:
+    """(L, T, D) of the hidden states the frontend gives for one crop, the dtype that
+    holds them exactly (the frontend's compute dtype, bfloat16 or float16, half the
+    memory, when its float32 output is that dtype's values, else the output's dtype),
+    and the output's dtype."""
+    wav = 0.1 * torch.randn(1, crop_samples, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        hidden, _ = frontend(wav, torch.tensor([crop_samples], device=device))
+        hidden, _ = frontend(wav.to(device), torch.tensor([crop_samples], device=device))
     _, layers, t, d = hidden.shape
-    return (layers, t, d), hidden.dtype
+    store = out = hidden.dtype
+    compute = getattr(frontend, "dtype", out)
+    if (compute in (torch.bfloat16, torch.float16) and compute != out
+            and torch.equal(hidden.to(compute).to(out), hidden)):
+        store = compute
+    return (layers, t, d), store, out
 
 
 def build_feature_cache(cfg: Mapping[str, Any], model: nn.Module, crop_samples: int,
@@ -136,7 +153,7 @@ def build_feature_cache(cfg: Mapping[str, Any], model: nn.Module, crop_samples: 
     if int(cfg["num_epochs"]) <= k:
         raise ConfigError(f"feature_cache_epochs {k}: num_epochs {cfg['num_epochs']} leaves no "
                           "epoch to train on the cache (give fewer cached epochs or more epochs)")
-    shape, dtype = cache_shape(model.frontend, crop_samples, info.device)
+    shape, dtype, out_dtype = cache_shape(model.frontend, crop_samples, info.device)
     capacity = k * epoch_iter * batch_size * int(cfg["accum_grad"])
     size = FeatureCache.nbytes(capacity, shape, dtype)
     limit = float(cfg["feature_cache_max_gb"])
@@ -150,7 +167,7 @@ def build_feature_cache(cfg: Mapping[str, Any], model: nn.Module, crop_samples: 
                     "(%d crops of %s, %s: %.2f GiB per process); epochs %d-%d train on them",
                     k, capacity, shape, str(dtype).removeprefix("torch."), size / GIB, k + 1,
                     cfg["num_epochs"])
-    return FeatureCache(capacity, shape, dtype, int(cfg["seed"]), info.rank)
+    return FeatureCache(capacity, shape, dtype, int(cfg["seed"]), info.rank, out_dtype)
 
 
 def rebuild(cache: FeatureCache, loader: Any, frontend: nn.Module, epochs: range,
