@@ -259,11 +259,17 @@ def test_marker_tool_and_recipes_pass_shellcheck():
         assert r.returncode == 0, r.stdout
 
 
-def test_mini_precision_change_redoes_the_pretraining_only(tmp_path):
+def test_mini_precision_change_redoes_the_corpus_and_the_pretraining(tmp_path):
+    """float32 runs the earlier default's sizes, 300 training speakers among them: the
+    corpus, its lists and the SSL model are redone, with log lines naming why."""
     mini = Recipe(tmp_path, "mini", "--workdir", str(tmp_path / "w"), "--stop_stage", "2")
     r, cmds = mini.run("--precision", "bfloat16")
     assert r.returncode == 0, r.stderr
+    assert "--num_train_spk" not in cmds[0]
     r, cmds = mini.run("--precision", "float32")
     assert r.returncode == 0, r.stderr
-    assert len(cmds) == 1 and "pretrain_ssl" in cmds[0] and "--dtype float32" in cmds[0]
-    assert "precision ('bfloat16' -> 'float32')" in r.stdout
+    assert cmds[0].startswith("make_corpus") and "--num_train_spk 300" in cmds[0]
+    assert any("pretrain_ssl" in c and "--dtype float32" in c for c in cmds)
+    assert "synth ('' -> '--num_train_spk 300')" in r.stdout
+    r, cmds = mini.run("--precision", "float32")  # and then nothing is redone
+    assert r.returncode == 0 and cmds == [], (r.stderr, cmds)

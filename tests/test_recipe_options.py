@@ -142,6 +142,10 @@ def test_mini_precision_comes_from_one_probe_and_sets_the_sizes(tmp_path, monkey
     assert train[train.index("--enable_amp") + 1] == amp
     assert train[train.index("--frontend_args.dtype") + 1] == probe
     assert (train[train.index("--num_epochs") + 1] if "--num_epochs" in train else None) == epochs
+    # the feature cache of the configs runs in bfloat16 only (float32 and --quick: none)
+    cache = train[train.index("--feature_cache_epochs") + 1] if "--feature_cache_epochs" in \
+        train else None
+    assert cache == (None if probe == "bfloat16" and not quick else "0")
 
 
 def test_mini_explicit_precision_runs_no_probe(tmp_path):

@@ -73,7 +73,7 @@ TRIAL_SETS = ("test", "test_unseen", "valid")
 #: Preset sizes; any size option given on the command line overrides the preset.
 SIZES = {
     "default": {
-        "num_train_spk": 300, "train_utts": 12, "num_test_spk": 36, "test_utts": 18,
+        "num_train_spk": 600, "train_utts": 12, "num_test_spk": 36, "test_utts": 18,
         "num_unseen_spk": 36, "unseen_utts": 18, "num_pool_spk": 120, "pool_utts": 6,
         "num_valid_spk": 20, "valid_utts": 8, "num_noise": 12, "num_rirs": 40,
     },
