@@ -181,11 +181,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "Stage 4: average checkpoints ($select); extract embeddings"
   eval_dirs=(); for x in "${test_sets[@]}"; do eval_dirs+=("$data/$x"); done
   [ -f "$data/valid/trials.kaldi" ] && eval_dirs+=("$data/valid")  # stage 7's thresholds
-  # float32 whatever the training precision: the package (stage 7) embeds in float32 too,
-  # and its scores must be the recipe's (bf16 embedding moved the EERs by at most 0.02
-  # points, examples/mini/README.md)
+  # the test and valid sets in float32 whatever the training precision: the package
+  # (stage 7) embeds in float32 too, and its scores must be the recipe's (bf16 embedding
+  # moved the EERs by at most 0.02 points, examples/mini/README.md)
   tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
-    --select "$select" --dtype float32 "${eval_dirs[@]}" "$data/train"
+    --select "$select" --dtype float32 "${eval_dirs[@]}"
+  # the training set (the mean and the AS-norm cohort) in the training precision: the
+  # package holds these embeddings as they are, so its scores stay the recipe's
+  tools/extract_embeddings.sh --exp_dir "$exp_dir" --gpus "$gpus" --layer_scores true \
+    --select "$select" --dtype "$precision" "$data/train"
   stage_done "4 embeddings"
 fi
 
