@@ -265,9 +265,14 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
       "delete $corpus and rerun from stage 1)" >&2
     exit 1
   fi
-  # the package is rebuilt when the model (its averaged weights) or the options change
-  weights=$(sha256sum < "$exp_dir/models/avg_model.pt"); weights=${weights%% *}
-  package_opts=("top_n=$top_n" "weights=$weights")
+  # the package is rebuilt when the model (its averaged weights), the embeddings it holds
+  # (the training set's: mean and cohort; the valid set's: thresholds), its card's results
+  # or the options change
+  digest() { local d; d=$(cat "$@" | sha256sum); echo "${d%% *}"; }
+  emb=$exp_dir/embeddings
+  package_opts=("top_n=$top_n" "weights=$(digest "$exp_dir/models/avg_model.pt")"
+                "embeddings=$(digest "$emb/train/xvector.ark" "$emb/valid/xvector.ark")"
+                "results=$(digest "$exp_dir/results_ci.md")")
   if ! stage_is_done "$exp_dir/.package.done" "${package_opts[@]}"; then
     # each test set's AS-norm score file (stage 6's), as python names them
     test_args=()
@@ -279,7 +284,6 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
         --top_n "$top_n" --output_dir "$d")
       test_args+=(--test_scores "$x" "$normed")
     done
-    emb=$exp_dir/embeddings
     python -m wespeaker_lap.bin.package_model --exp_dir "$exp_dir" --out "$package" \
       --overwrite --bundle_ssl --mean_vec "$emb/train/mean_vec.npy" \
       --cohort_embeddings "$emb/train/xvector.scp" --cohort_utt2spk "$data/train/utt2spk" \
