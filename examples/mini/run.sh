@@ -48,8 +48,9 @@ train_seed=                   # (integer) backend training seed; empty: the conf
 precision=auto                # float32 | bfloat16 | auto: pre-training, training and the
                               # frozen forward; auto: bfloat16 where a start-up probe finds it
                               # faster (CPUs with AVX-512 BF16 or AMX). It sets the sizes:
-                              # bfloat16 3,600 pre-training steps and 10 backend epochs,
-                              # float32 1,900 and 5 (both about the same time)
+                              # bfloat16 600 training speakers, 3,200 pre-training steps
+                              # and 10 backend epochs (3 of them cached), float32 300,
+                              # 1,900 and 5 epochs (both about 15 minutes)
 scale=1                       # compute multiplier N (1, 2, 4, ...): N x the training speakers
                               # and N x the pre-training steps (so N x the backend's steps, at
                               # the same epochs); written to corpus_xN/ and exp_xN/
