@@ -6,6 +6,8 @@ cases it cannot serve are refused before any work."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from train_helpers import make_corpus, tiny_config, write_config
@@ -43,8 +45,9 @@ class _CountCalls:
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_recorded_epochs_equal_plain_training_and_later_ones_skip_the_ssl_model(
-        tmp_path, corpus, monkeypatch, dtype):
+        tmp_path, corpus, monkeypatch, caplog, dtype):
     """In bfloat16 the pool holds bfloat16 (the frozen model's values, half the memory)."""
+    caplog.set_level(logging.INFO, logger="wespeaker_lap.train")
     fe = {"frontend_args": {"dtype": dtype}}
     plain = train(_cfg(tmp_path, "plain", corpus, num_epochs=3, **fe))
     counter = _CountCalls()
@@ -73,6 +76,7 @@ def test_recorded_epochs_equal_plain_training_and_later_ones_skip_the_ssl_model(
     assert not _same(read_weights(checkpoint_path(models_p, 3)),
                      read_weights(checkpoint_path(models_c, 3)))
     assert plain.epoch == cached.epoch == 3
+    assert "feature cache: the frozen SSL model's hidden states of epochs 1-1 " in caplog.text
     assert torch.isfinite(torch.tensor(cached.stats["loss"]))
 
 

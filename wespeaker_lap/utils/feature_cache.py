@@ -64,6 +64,7 @@ class FeatureCache:
         self.seed = seed
         self.rank = rank
         self.out_dtype = dtype if out_dtype is None else out_dtype
+        self.summary = ""  # what build_feature_cache made, for the training log
 
     @property
     def capacity(self) -> int:
@@ -162,12 +163,12 @@ def build_feature_cache(cfg: Mapping[str, Any], model: nn.Module, crop_samples: 
             f"feature_cache_epochs {k} needs {size / GIB:.2f} GiB per process ({capacity} crops "
             f"of hidden states {shape} in {str(dtype).removeprefix('torch.')}), over "
             f"feature_cache_max_gb {limit:g}: cache fewer epochs or raise the limit")
-    if info.is_main:
-        logger.info("feature cache: the frozen SSL model's hidden states of epochs 1-%d "
-                    "(%d crops of %s, %s: %.2f GiB per process); epochs %d-%d train on them",
-                    k, capacity, shape, str(dtype).removeprefix("torch."), size / GIB, k + 1,
-                    cfg["num_epochs"])
-    return FeatureCache(capacity, shape, dtype, int(cfg["seed"]), info.rank, out_dtype)
+    cache = FeatureCache(capacity, shape, dtype, int(cfg["seed"]), info.rank, out_dtype)
+    cache.summary = (f"feature cache: the frozen SSL model's hidden states of epochs 1-{k} "
+                     f"({capacity} crops of {shape}, {str(dtype).removeprefix('torch.')}: "
+                     f"{size / GIB:.2f} GiB per process); epochs {k + 1}-{cfg['num_epochs']} "
+                     "train on them")
+    return cache
 
 
 def rebuild(cache: FeatureCache, loader: Any, frontend: nn.Module, epochs: range,

@@ -608,6 +608,8 @@ def _epochs(cfg, info: DistInfo, models_dir: Path, start_epoch: int, model: torc
     vset = validation.vset
     cache, cached_epochs = data.feature_cache, int(cfg["feature_cache_epochs"])
     train_module = getattr(opt.module, "module", opt.module)  # inside DDP, or not
+    if cache is not None and info.is_main:
+        logger.info("%s", cache.summary)
     if cache is not None and start_epoch > 1:  # a resume: the epochs recorded before it
         rebuild(cache, data.loader, model.frontend, range(1, min(cached_epochs, epoch) + 1),
                 data.epoch_iter, epoch_opts.accum_grad,
