@@ -84,7 +84,7 @@ def pretrain(cfg: dict[str, Any], wav_scps: list[str], out_dir: str, seed: int,
     """
     model_args, args = parse_pretrain_config(cfg, source)
     try:
-        config = build_config(model_args)
+        config = build_config(model_args, args.attention)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     clean_stale_tmp(out_dir)

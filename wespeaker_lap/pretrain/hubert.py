@@ -64,8 +64,13 @@ _SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermedia
           "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "num_feat_extract_layers")
 
 
-def build_config(model_args: dict[str, Any]) -> transformers.HubertConfig:
-    """A ``HubertConfig`` from ``model_args``; unknown fields are a ConfigError."""
+def build_config(model_args: dict[str, Any], attention: str = "sdpa"
+                 ) -> transformers.HubertConfig:
+    """A ``HubertConfig`` from ``model_args``; unknown fields are a ConfigError.
+
+    ``attention`` is transformers' ``attn_implementation`` of the model built from it
+    (``sdpa`` or ``eager``; it does not change the saved weights or what loads them).
+    """
     defaults = transformers.HubertConfig().to_dict()
     unknown = sorted(set(model_args) - set(defaults))
     if unknown:
@@ -80,7 +85,7 @@ def build_config(model_args: dict[str, Any]) -> transformers.HubertConfig:
             check_int(f"model_args.{key}", value, lo=1 if key in _SIZES else 0)
         elif isinstance(default, float):
             check_number(f"model_args.{key}", value, lo=0)
-    return transformers.HubertConfig(**model_args)
+    return transformers.HubertConfig(**model_args, attn_implementation=attention)
 
 
 class HubertPretrainModel(nn.Module):

@@ -55,10 +55,16 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None,
 
 #: ``train_args.dtype``: the autocast dtype of pre-training's forward.
 PRETRAIN_DTYPES = ("float32", "bfloat16", "auto")
+#: ``train_args.attention``: transformers' attention implementation during pre-training.
+PRETRAIN_ATTENTIONS = ("sdpa", "eager")
 
 
 def _dtype(where: str, value: Any) -> str:
     return check_str(where, value, PRETRAIN_DTYPES)
+
+
+def _attention(where: str, value: Any) -> str:
+    return check_str(where, value, PRETRAIN_ATTENTIONS)
 
 
 def _db_range(where: str, value: Any) -> tuple[float, float]:
@@ -123,6 +129,9 @@ class PretrainArgs:
                       "autocast dtype of the forward: float32, bfloat16, or auto (bfloat16 "
                       "where a start-up probe finds its matrix products >= 1.25x faster, else "
                       "float32); weights and optimiser state stay float32")
+    attention: str = _arg("sdpa", _attention,
+                          "transformers' attention: sdpa, or eager (plain matrix products; "
+                          "on CPU with short crops its backward is cheaper than SDPA's)")
     log_every: int = _arg(25, _number(int, lo=1), "log the running means every this many steps")
 
     def __post_init__(self) -> None:
