@@ -5,7 +5,9 @@ depend on what the weights have learned):
 
 * pre-training (``bin/pretrain_ssl``): one optimiser step of HuBERT masked unit
   prediction, ``conf/ssl_hubert_mini.yaml`` (batch 8 x 2 s), with
-  ``train_args.dtype`` float32 and bfloat16 (CPU autocast of the forward);
+  ``train_args.dtype`` float32 and bfloat16 (CPU autocast of the forward), each with
+  ``train_args.attention`` sdpa and eager (on 2 s crops, 99 frames, the SDPA kernel's
+  backward costs more than eager's plain matrix products);
 * backend training (``bin/train``): one optimiser step of LAP_ASTP on the frozen
   mini HuBERT, ``examples/mini/conf/lap_astp.yaml`` (batch 32 x 2 s, AAM head of
   300 classes), with the frozen forward (``frontend_args.dtype``) in float32 or
@@ -66,15 +68,20 @@ def cpu_flags() -> str:
 
 
 def pretrain_steps(batch: int) -> dict[str, callable]:
-    """One HuBERT pre-training step per dtype (each its own model and optimiser)."""
+    """One HuBERT pre-training step per dtype and attention (each its own model and
+    optimiser)."""
     cfg = yaml.safe_load(SSL_YAML.read_text())
     args = parse_train_args({**cfg["train_args"], "batch_size": batch})
     n = int(args.crop_seconds * 16000)
     steps = {}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    for name, dtype, attention in (("float32", torch.float32, "sdpa"),
+                                   ("float32", torch.float32, "eager"),
+                                   ("bfloat16", torch.bfloat16, "sdpa"),
+                                   ("bfloat16", torch.bfloat16, "eager")):
         torch.manual_seed(0)
-        model = hubert.HubertPretrainModel(hubert.build_config(cfg["model_args"]),
-                                           args.num_units, args.proj_dim, args.temperature)
+        config = hubert.build_config(cfg["model_args"], attention)
+        model = hubert.HubertPretrainModel(config, args.num_units, args.proj_dim,
+                                           args.temperature)
         opt = hubert.build_optimizer(model, args)
         rng = np.random.default_rng(0)
         wavs = torch.from_numpy(0.1 * rng.standard_normal((batch, n)).astype(np.float32))
@@ -86,7 +93,7 @@ def pretrain_steps(batch: int) -> dict[str, callable]:
         def step(model=model, opt=opt, wavs=wavs, labels=labels, mask=mask, dtype=dtype):
             hubert.optimizer_step(model, opt, wavs, labels, mask, args, dtype)
 
-        steps[f"pre-training, forward {name}"] = step
+        steps[f"pre-training, forward {name}, {attention} attention"] = step
     return steps
 
 

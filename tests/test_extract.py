@@ -9,6 +9,7 @@ import yaml
 from data_helpers import make_tone_data_dir
 
 from wespeaker_lap.bin import extract
+from wespeaker_lap.checks import ConfigError
 from wespeaker_lap.cli import main as cli
 from wespeaker_lap.frontend.testing import tiny_ssl_config
 from wespeaker_lap.io.checkpoints import save_weights
@@ -96,6 +97,32 @@ def test_extract_writes_readable_ark_scp_mean_and_layer_scores(tmp_path, model_d
         with torch.no_grad():
             alone = ext(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy()
         np.testing.assert_allclose(table[key], alone, atol=2e-5, rtol=1e-4)
+
+
+def test_utts_per_spk_embeds_the_first_utterances_of_each_speaker(tmp_path, model_dir,
+                                                                    data_dir):
+    full, part = tmp_path / "full", tmp_path / "part"
+    common = ["--model_dir", str(model_dir), "--data", str(data_dir), "--batch_size", "4",
+              "--num_workers", "0", "--no_progress"]
+    assert extract.main(common + ["--embed_dir", str(full)]) == 0
+    assert extract.main(common + ["--embed_dir", str(part), "--utts_per_spk", "2"]) == 0
+    a, b = read_xvectors(full / "xvector.scp"), read_xvectors(part / "xvector.scp")
+    # the data dir's order (spk0-utt0, spk0-utt1, ...): utterances 0 and 1 of each speaker
+    assert sorted(b) == [f"spk{s}-utt{u}" for s in range(3) for u in range(2)]
+    for k in b:
+        np.testing.assert_allclose(b[k], a[k], atol=2e-5, rtol=1e-4)
+    # its own utt2spk, of the embedded utterances only (an AS-norm cohort's)
+    assert (part / "utt2spk").read_text().split("\n")[:-1] == [f"{k} {k.split('-')[0]}"
+                                                             for k in sorted(b)]
+    np.testing.assert_allclose(np.load(part / "mean_vec.npy"),
+                               np.mean([b[k] for k in sorted(b)], axis=0), rtol=1e-5, atol=1e-6)
+    # a negative count is refused before the model loads; a list has no speakers to count
+    args = extract.build_parser().parse_args(common + ["--embed_dir", str(tmp_path / "x"),
+                                                       "--utts_per_spk", "-1"])
+    with pytest.raises(ConfigError, match="--utts_per_spk: must be >= 0"):
+        extract.check_options(args)
+    with pytest.raises(ValueError, match="--utts_per_spk needs --data"):
+        extract.eval_source(None, str(tmp_path / "raw.list"), "raw", 2)
 
 
 def test_extract_uses_the_trained_weights_not_a_fresh_init(tmp_path, model_dir, data_dir):
@@ -216,8 +243,9 @@ def test_extraction_sharded_over_two_torchrun_ranks_equals_one_process(
         np.testing.assert_allclose(a[k], b[k], atol=2e-5, rtol=1e-4)
     np.testing.assert_allclose(np.load(one / "mean_vec.npy"), np.load(two / "mean_vec.npy"),
                                atol=1e-5)
-    assert sorted(p.name for p in two.iterdir()) == ["mean_vec.npy", "xvector.ark",
+    assert sorted(p.name for p in two.iterdir()) == ["mean_vec.npy", "utt2spk", "xvector.ark",
                                                      "xvector.scp"]
+    assert (two / "utt2spk").read_text() == (one / "utt2spk").read_text()
 
 
 def test_cli_similarity_subtracts_the_mean_vector(tmp_path, model_dir, data_dir, capsys):

@@ -397,6 +397,36 @@ def test_bfloat16_step_differs_from_float32_only_by_rounding(wav_scp):
     assert losses[torch.float32] == pytest.approx(losses[torch.bfloat16], rel=0.05)
 
 
+# ---- train_args.attention
+def test_eager_attention_computes_the_sdpa_step_and_saves_the_same_kind_of_model(
+        tmp_path, wav_scp):
+    """eager and sdpa are two implementations of one attention: the same loss and gradients
+    within float32 rounding; the saved model does not record which one trained it."""
+    args = schema.parse_train_args({"batch_size": 2, "crop_seconds": 0.5, "num_units": 4})
+    corpus = features.load_corpus([wav_scp], 0.5)
+    units = [np.zeros(features.num_frames(len(w)), dtype=np.int64) for w in corpus.wavs]
+    grads, losses = {}, {}
+    for attention in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        config = hubert.build_config(TINY_MODEL, attention)
+        assert config._attn_implementation == attention
+        model = hubert.HubertPretrainModel(config, 4)
+        batch = hubert.draw_batch(corpus, units, np.random.default_rng(0), args, 8000)
+        opt = hubert.build_optimizer(model, args)
+        losses[attention] = hubert.optimizer_step(model, opt, *batch, args).masked_loss
+        grads[attention] = torch.cat([p.grad.flatten() for p in model.parameters()
+                                      if p.grad is not None])
+    assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-4)
+    torch.testing.assert_close(grads["eager"], grads["sdpa"], rtol=1e-3, atol=1e-5)
+    pretrain_ssl.pretrain(tiny(steps=2, attention="eager"), [wav_scp], str(tmp_path / "o"),
+                          seed=0)
+    assert "attn" not in (tmp_path / "o" / "config.json").read_text()
+    ran = yaml.safe_load((tmp_path / "o" / "pretrain.yaml").read_text())
+    assert ran["train_args"]["attention"] == "eager"
+    with pytest.raises(ConfigError, match=r"train_args.attention: 'flash' is not one of"):
+        schema.parse_train_args({"attention": "flash"})
+
+
 @pytest.mark.parametrize("bf16_kernels, probe, want, why", [
     (False, None, torch.float32, "CPU without bfloat16 kernels"),
     (True, RuntimeError("no kernel"), torch.float32, "CPU probe failed (no kernel)"),

@@ -89,6 +89,8 @@ TOOLS = [
      "option --layer_scores takes true or false, got 'yes'"),
     ("extract_embeddings.sh", ("--exp_dir", "e", "--num_workers=", "d"),
      "option --num_workers takes an integer, got ''"),
+    ("extract_embeddings.sh", ("--exp_dir", "e", "--utts_per_spk", "four", "d"),
+     "option --utts_per_spk takes an integer, got 'four'"),
     ("train.sh", ("--config", "c.yaml", "--exp_dir", "e", "--num_nodes", "two"),
      "option --num_nodes takes an integer, got 'two'"),
     ("score_norm.sh", ("--exp_dir", "e", "--eval_set", "t", "--cohort_set", "c",

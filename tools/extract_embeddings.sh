@@ -8,7 +8,8 @@
 #
 # Re-runnable: the average is redone only when a checkpoint is newer than it, and a
 # set is extracted again only when the average is newer than its xvector.scp or the
-# set was embedded in another --dtype (recorded in <set>/.dtype).
+# set was embedded in another --dtype or --utts_per_spk (recorded in <set>/.dtype and
+# <set>/.utts_per_spk).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -20,6 +21,8 @@ num_workers=1       # data loader workers per process
 layer_scores=false  # also write layer_scores.npy (the backend's layer attention)
 allow_pipes=false   # run Kaldi piped wav.scp entries ("cmd |") with a shell
 dtype=float32       # frozen SSL forward: float32, bfloat16, float16 or auto (bf16 where faster)
+utts_per_spk=0      # (integer) only the first N utterances of each speaker (0: all), e.g. for
+                    # an AS-norm cohort of speaker means
 
 help_message="Usage: tools/extract_embeddings.sh --exp_dir DIR [options] <data_dir>..."
 # shellcheck source=parse_options.sh
@@ -34,7 +37,8 @@ case $dtype in
   float32|bfloat16|float16|auto) ;;
   *) echo "$0: --dtype must be one of float32 bfloat16 float16 auto, got '$dtype'" >&2; exit 1;;
 esac
-opts=(--model_dir "$exp_dir" --num_workers "$num_workers" --dtype "$dtype")
+opts=(--model_dir "$exp_dir" --num_workers "$num_workers" --dtype "$dtype"
+      --utts_per_spk "$utts_per_spk")
 $layer_scores && opts+=(--layer_scores)
 $allow_pipes && opts+=(--allow_pipes)
 if [ -n "$gpus" ]; then
@@ -48,9 +52,12 @@ fi
 for data in "$@"; do
   out=$exp_dir/embeddings/$(basename "$data")
   # a set is redone when the average is newer, or when it was embedded in another dtype
+  # or from another number of utterances a speaker
   if [ ! -f "$out/xvector.scp" ] || [ "$avg" -nt "$out/xvector.scp" ] \
-     || [ "$(cat "$out/.dtype" 2>/dev/null || echo float32)" != "$dtype" ]; then
+     || [ "$(cat "$out/.dtype" 2>/dev/null || echo float32)" != "$dtype" ] \
+     || [ "$(cat "$out/.utts_per_spk" 2>/dev/null || echo 0)" != "$utts_per_spk" ]; then
     "${run[@]}" "${opts[@]}" --data "$data" --embed_dir "$out"
     echo "$dtype" > "$out/.dtype"
+    echo "$utts_per_spk" > "$out/.utts_per_spk"
   fi
 done

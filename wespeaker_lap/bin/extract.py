@@ -48,6 +48,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.max_batch_seconds is not None:
         check_number("--max_batch_seconds", args.max_batch_seconds, lo=0, lo_open=True)
     check_int("--num_workers", args.num_workers, lo=0)
+    check_int("--utts_per_spk", args.utts_per_spk, lo=0)
     if args.threads is not None:
         check_int("--threads", args.threads, lo=1)
     out = Path(args.embed_dir)
@@ -71,7 +72,8 @@ def extract(args: argparse.Namespace) -> int:
     info = init_distributed(args.device)
     setup_logging(rank=info.rank)
     set_threads(args.threads)
-    source, data_type = eval_source(args.data, args.data_list, args.data_type)
+    source, data_type = eval_source(args.data, args.data_list, args.data_type,
+                                    args.utts_per_spk)
     opts = ExtractOptions(batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
                           num_workers=args.num_workers, dtype=args.dtype,
                           layer_scores=args.layer_scores, progress=not args.no_progress,
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_list", help="raw.list or shard.list (instead of --data)")
     p.add_argument("--data_type", default="raw", choices=["raw", "shard"])
     p.add_argument("--embed_dir", required=True, help="output directory")
+    p.add_argument("--utts_per_spk", type=int, default=0,
+                   help="with --data: embed only the first N utterances of each speaker (0: all; "
+                   "an AS-norm cohort and a mean need no more than a few)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_batch_seconds", type=float, default=240.0,
                    help="cap on batch_size x longest utterance (s)")
