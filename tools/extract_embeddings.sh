@@ -8,8 +8,9 @@
 #
 # Re-runnable: the average is redone only when a checkpoint is newer than it, and a
 # set is extracted again only when the average is newer than its xvector.scp or the
-# set was embedded in another --dtype or --utts_per_spk (recorded in <set>/.dtype and
-# <set>/.utts_per_spk).
+# set was embedded with another --dtype or --utts_per_spk (recorded in the stage marker
+# <set>/.extract.done, tools/stage_marker.sh; the .dtype / .utts_per_spk files of
+# earlier versions are read once into it).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -27,6 +28,8 @@ utts_per_spk=0      # (integer) only the first N utterances of each speaker (0: 
 help_message="Usage: tools/extract_embeddings.sh --exp_dir DIR [options] <data_dir>..."
 # shellcheck source=parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+# shellcheck source=stage_marker.sh
+. "$(dirname "${BASH_SOURCE[0]}")/stage_marker.sh"
 
 if [ -z "$exp_dir" ] || [ $# -eq 0 ]; then echo "$help_message" >&2; exit 1; fi
 "$(dirname "${BASH_SOURCE[0]}")/average_model.sh" --exp_dir "$exp_dir" --num_avg "$num_avg" \
@@ -51,13 +54,19 @@ else
 fi
 for data in "$@"; do
   out=$exp_dir/embeddings/$(basename "$data")
-  # a set is redone when the average is newer, or when it was embedded in another dtype
-  # or from another number of utterances a speaker
+  marker=$out/.extract.done
+  set_opts=("dtype=$dtype" "utts_per_spk=$utts_per_spk")
+  if [ -f "$out/xvector.scp" ] && [ ! -e "$marker" ]; then  # embedded by an earlier version:
+    # its .dtype (none: float32) and .utts_per_spk (none: all) files become the marker
+    stage_done_with "$marker" "dtype=$(cat "$out/.dtype" 2>/dev/null || echo float32)" \
+      "utts_per_spk=$(cat "$out/.utts_per_spk" 2>/dev/null || echo 0)"
+    rm -f "$out/.dtype" "$out/.utts_per_spk"
+  fi
+  # a set is redone when the average is newer, or when its options changed
   if [ ! -f "$out/xvector.scp" ] || [ "$avg" -nt "$out/xvector.scp" ] \
-     || [ "$(cat "$out/.dtype" 2>/dev/null || echo float32)" != "$dtype" ] \
-     || [ "$(cat "$out/.utts_per_spk" 2>/dev/null || echo 0)" != "$utts_per_spk" ]; then
+     || ! stage_is_done "$marker" "${set_opts[@]}"; then
+    rm -f "$marker"  # an interrupted redo must not pass for the old embeddings
     "${run[@]}" "${opts[@]}" --data "$data" --embed_dir "$out"
-    echo "$dtype" > "$out/.dtype"
-    echo "$utts_per_spk" > "$out/.utts_per_spk"
+    stage_done_with "$marker" "${set_opts[@]}"
   fi
 done
